@@ -1,0 +1,49 @@
+# The README's commands. `make test` and (soon) `make demo` set everything up from scratch.
+#
+#   make setup   .venv with torch, the package and its test tools; Debian data packages when apt is usable
+#   make test    setup, then the whole test suite
+#   make smoke   setup, then a seconds-long training run of every model (runs/)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip --disable-pip-version-check
+# CPU machines take the CPU build of torch 2.13.0 first, so that pip never pulls a multi-GB
+# CUDA build to satisfy `torch>=`; where an NVIDIA GPU is present, pip picks the CUDA build.
+TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+EXTRAS ?= train,serve,test
+# Debian packages the project reads at run time: Fashion-MNIST, real photos for photo2sketch, and the
+# browser the demo tests drive.
+APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps test smoke clean
+
+setup: system-deps $(VENV)/.setup-done
+
+# Installs only what is missing, and only where apt-get can run (root); otherwise it says what to install.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "apt-get install$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "note: missing Debian packages:$$missing (install them with apt-get; tests that need them will skip)"; \
+	fi
+
+$(VENV)/.setup-done: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+smoke: setup
+	for m in $$($(PY) -c 'from ganexport import catalog; print(*catalog.MODELS)'); do \
+		$(VENV)/bin/ganexport train --model $$m --profile smoke || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache

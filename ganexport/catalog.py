@@ -1,0 +1,294 @@
+"""The model catalog: every model is declared here once, and everything else derives from it.
+
+A ``ModelSpec`` says what a training model is (family, default dataset, nets,
+hyper-parameters per profile) and which Triton models it publishes, with their
+serving signatures. Export (ONNX input names, dynamic axes), config.pbtxt,
+clients, input validation, demo widgets, tests and benchmarks all read tensor
+names and shapes from here; typing one of them anywhere else is a defect.
+
+This module imports neither torch nor numpy, so serving and the demo can read
+signatures without the training stack. Nets are named by dotted path and
+resolved lazily by ``ModelSpec.build``.
+
+    >>> from ganexport import catalog
+    >>> spec = catalog.get("cgan")
+    >>> [t.name for t in spec.signatures()[0].inputs]
+    ['z', 'label']
+    >>> spec.signatures()[0].outputs[0].shape
+    (28, 28, 1)
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+PROFILES = ("smoke", "quick", "full")
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about its data: image shape and class names."""
+
+    name: str
+    image_shape: tuple[int, int, int]  # H, W, C of the training images
+    class_names: tuple[str, ...] = ()
+    paired: bool = False  # two unpaired domains (CycleGAN) instead of one image set
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo("fashion-mnist", (28, 28, 1), FASHION_MNIST_CLASSES,
+                    description="Fashion-MNIST: 60k train / 10k test 28x28 grayscale garments, 10 classes"),
+        DatasetInfo("digits", (8, 8, 1), tuple(str(i) for i in range(10)),
+                    description="scikit-learn's 1797 8x8 handwritten digits (fast tests)"),
+        DatasetInfo("folder", (64, 64, 3),
+                    description="a folder of your own images, resized and centre-cropped"),
+        DatasetInfo("photo2sketch", (64, 64, 3), paired=True,
+                    description="A: crops of real photos; B: crops of other photos through a "
+                                "fixed pencil-sketch filter (domain B is made by a filter)"),
+        DatasetInfo("cyclegan-folder", (64, 64, 3), paired=True,
+                    description="your own CycleGAN layout: DIR/trainA, DIR/trainB (testA, testB optional)"),
+    )
+}
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a served model. ``shape`` excludes the implicit batch dim; -1 is dynamic."""
+
+    name: str
+    dtype: str  # Triton's names: "FP32", "INT64", "UINT8"
+    shape: tuple[int, ...]
+    low: float | None = None  # inclusive value range, where one applies (labels)
+    high: float | None = None
+    doc: str = ""
+
+    @property
+    def numpy_dtype(self) -> str:
+        return {"FP32": "float32", "INT64": "int64", "UINT8": "uint8", "INT32": "int32"}[self.dtype]
+
+    @property
+    def dynamic_axes(self) -> tuple[int, ...]:
+        """Indices (batch dim included as 0) that vary between requests."""
+        return (0,) + tuple(i + 1 for i, d in enumerate(self.shape) if d == -1)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One Triton model: what it is called, what goes in and what comes out.
+
+    ``net`` names the module of the training model that it serves (e.g. the
+    generator, the VAE decoder, CycleGAN's A->B generator); ``kind`` is
+    "sample" (latent -> image) or "translate" (image -> image).
+    """
+
+    name: str
+    kind: str
+    net: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    max_image_side: int | None = None  # translators: largest accepted H or W
+    min_image_side: int | None = None
+    description: str = ""
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+
+# Translators accept images from 8x8 (reflection padding needs it) up to this side.
+MIN_IMAGE_SIDE = 8
+MAX_IMAGE_SIDE = 1024
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A training model: family, data, nets and the Triton models it publishes."""
+
+    name: str
+    family: str
+    dataset: str
+    description: str
+    nets: Mapping[str, str]  # role -> "module:factory", factory(image_shape, hp) -> nn.Module
+    hparams: Mapping[str, Mapping[str, Any]]  # profile -> hyper-parameters
+    serves: Mapping[str, str] = field(default_factory=dict)  # triton suffix -> net role
+    conditional: bool = False
+
+    # -- hyper-parameters -------------------------------------------------
+
+    def hp(self, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+        """Hyper-parameters of a profile, with overrides (None values ignored)."""
+        if profile not in self.hparams:
+            raise KeyError(f"model {self.name!r} has no profile {profile!r}; choose one of {list(self.hparams)}")
+        hp = dict(self.hparams[profile])
+        hp.update({k: v for k, v in overrides.items() if v is not None})
+        return hp
+
+    # -- nets -------------------------------------------------------------
+
+    def build(self, role: str, image_shape: tuple[int, int, int], hp: Mapping[str, Any]):
+        """Instantiate the net playing ``role`` (imports torch lazily)."""
+        module_name, factory = self.nets[role].split(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, factory)(tuple(image_shape), dict(hp))
+
+    # -- serving signatures -----------------------------------------------
+
+    def signatures(self, image_shape: tuple[int, int, int] | None = None,
+                   hp: Mapping[str, Any] | None = None) -> list[Signature]:
+        """The Triton models this model publishes, for its data shape and hyper-parameters.
+
+        Defaults are the default dataset's shape and the ``full`` profile, i.e.
+        what the released weights serve.
+        """
+        image_shape = tuple(image_shape or DATASETS[self.dataset].image_shape)
+        hp = dict(hp or self.hp("full"))
+        h, w, c = image_shape
+        image_out = TensorSpec("image", "UINT8", (h, w, c), 0, 255, "generated image, uint8 HWC")
+        sigs = []
+        for suffix, role in self.serves.items():
+            name = f"{self.name}{suffix}"
+            if self.family == "cyclegan":
+                sigs.append(Signature(
+                    name=name, kind="translate", net=role,
+                    inputs=(TensorSpec("image", "UINT8", (-1, -1, c), 0, 255, "input image, uint8 HWC, any size"),),
+                    outputs=(TensorSpec("translated", "UINT8", (-1, -1, c), 0, 255,
+                                        "translated image, same size as the input"),),
+                    max_batch_size=hp.get("serve_max_batch", 8),
+                    min_image_side=MIN_IMAGE_SIDE, max_image_side=MAX_IMAGE_SIDE,
+                    description=self.description,
+                ))
+                continue
+            inputs = [TensorSpec("z", "FP32", (hp["latent_dim"],), doc="latent vector, finite values")]
+            if self.conditional:
+                n = DATASETS[self.dataset].num_classes or hp.get("num_classes", 10)
+                inputs.append(TensorSpec("label", "INT64", (1,), 0, n - 1, f"class index 0..{n - 1}"))
+            sigs.append(Signature(
+                name=name, kind="sample", net=role, inputs=tuple(inputs), outputs=(image_out,),
+                max_batch_size=hp.get("serve_max_batch", 64), description=self.description,
+            ))
+        return sigs
+
+
+def _nets(**roles: str) -> dict[str, str]:
+    return {role: f"ganexport.training.nets:{factory}" for role, factory in roles.items()}
+
+
+# Shared profile skeletons: `smoke` runs in seconds on tiny nets (tests),
+# `quick` learns visibly in minutes on 2 CPU cores, `full` is the released recipe.
+_GAN = {
+    "smoke": dict(steps=4, batch_size=16, width=8, latent_dim=16, lr=2e-4, sample_every=2, log_every=1),
+    "quick": dict(steps=1500, batch_size=64, width=32, latent_dim=64, lr=2e-4, sample_every=250, log_every=25),
+    "full": dict(steps=20000, batch_size=128, width=64, latent_dim=64, lr=2e-4, sample_every=1000, log_every=100),
+}
+
+
+def _with(base: dict, **extra: Any) -> dict:
+    return {p: {**hp, **extra.get(p, {})} for p, hp in base.items()}
+
+
+MODELS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in (
+        ModelSpec(
+            name="autoencoder", family="autoencoder", dataset="fashion-mnist",
+            description="Autoencoder with a 2-D latent space; the decoder is served",
+            nets=_nets(encoder="mlp_encoder", decoder="mlp_decoder"),
+            hparams={
+                "smoke": dict(steps=4, batch_size=32, hidden=32, latent_dim=2, lr=1e-3, sample_every=2, log_every=1),
+                "quick": dict(steps=1500, batch_size=128, hidden=256, latent_dim=2, lr=1e-3,
+                              sample_every=250, log_every=25),
+                "full": dict(steps=15000, batch_size=128, hidden=512, latent_dim=2, lr=1e-3,
+                             sample_every=1000, log_every=100),
+            },
+            serves={"_decoder": "decoder"},
+        ),
+        ModelSpec(
+            name="vae", family="vae", dataset="fashion-mnist",
+            description="Variational autoencoder, 2-D latent, KL + reconstruction; the decoder is served",
+            nets=_nets(encoder="mlp_vae_encoder", decoder="mlp_decoder"),
+            hparams={
+                "smoke": dict(steps=4, batch_size=32, hidden=32, latent_dim=2, lr=1e-3, kl_weight=1.0,
+                              sample_every=2, log_every=1),
+                "quick": dict(steps=1500, batch_size=128, hidden=256, latent_dim=2, lr=1e-3, kl_weight=1.0,
+                              sample_every=250, log_every=25),
+                "full": dict(steps=15000, batch_size=128, hidden=512, latent_dim=2, lr=1e-3, kl_weight=1.0,
+                             sample_every=1000, log_every=100),
+            },
+            serves={"_decoder": "decoder"},
+        ),
+        ModelSpec(
+            name="dcgan", family="dcgan", dataset="fashion-mnist",
+            description="DCGAN: BCE loss, non-saturating generator loss",
+            nets=_nets(generator="dcgan_generator", discriminator="dcgan_discriminator"),
+            hparams=_with(_GAN, **{p: dict(beta1=0.5) for p in PROFILES}),
+            serves={"": "generator"},
+        ),
+        ModelSpec(
+            name="wgan_gp", family="wgan_gp", dataset="fashion-mnist",
+            description="WGAN-GP: critic without sigmoid, gradient penalty (lambda 10), n_critic steps",
+            nets=_nets(generator="dcgan_generator", critic="wgan_critic"),
+            hparams=_with(_GAN, **{p: dict(lr=1e-4, beta1=0.0, beta2=0.9, n_critic=5, gp_weight=10.0)
+                                   for p in PROFILES}),
+            serves={"": "generator"},
+        ),
+        ModelSpec(
+            name="cgan", family="cgan", dataset="fashion-mnist",
+            description="Conditional GAN: the class label is embedded in generator and discriminator",
+            nets=_nets(generator="cgan_generator", discriminator="cgan_discriminator"),
+            hparams=_with(_GAN, **{p: dict(beta1=0.5, num_classes=10) for p in PROFILES}),
+            serves={"": "generator"},
+            conditional=True,
+        ),
+        ModelSpec(
+            name="cyclegan", family="cyclegan", dataset="photo2sketch",
+            description="CycleGAN: two ResNet generators, two PatchGAN discriminators, LSGAN + cycle + identity",
+            nets=_nets(g_ab="resnet_generator", g_ba="resnet_generator",
+                       d_a="patchgan_discriminator", d_b="patchgan_discriminator"),
+            hparams={
+                "smoke": dict(steps=3, batch_size=2, width=4, n_blocks=1, lr=2e-4, beta1=0.5,
+                              cycle_weight=10.0, identity_weight=0.5, pool_size=4, sample_every=2, log_every=1),
+                "quick": dict(steps=600, batch_size=4, width=16, n_blocks=3, lr=2e-4, beta1=0.5,
+                              cycle_weight=10.0, identity_weight=0.5, pool_size=50, sample_every=100, log_every=10),
+                "full": dict(steps=20000, batch_size=8, width=32, n_blocks=6, lr=2e-4, beta1=0.5,
+                             cycle_weight=10.0, identity_weight=0.5, pool_size=50, sample_every=1000, log_every=100),
+            },
+            serves={"_a2b": "g_ab", "_b2a": "g_ba"},
+        ),
+    )
+}
+
+
+def get(name: str) -> ModelSpec:
+    """The ModelSpec called ``name``; a KeyError that lists the known names otherwise."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def triton_models() -> dict[str, tuple[ModelSpec, Signature]]:
+    """Every Triton model the catalog publishes (default shapes), by name."""
+    return {sig.name: (spec, sig) for spec in MODELS.values() for sig in spec.signatures()}

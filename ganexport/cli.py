@@ -1,0 +1,137 @@
+"""The ``ganexport`` command line.
+
+    ganexport models                                    # what the catalog holds
+    ganexport train --model dcgan --profile quick       # train one model (runs/dcgan/<run-id>/)
+    ganexport train --model cyclegan --data DIR         # your own DIR/trainA + DIR/trainB
+    ganexport train --model cgan --resume runs/cgan/<run-id>
+
+Heavy imports (torch) happen inside commands, so ``--help`` is instant and
+serving commands never load the training stack.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from ganexport import catalog
+
+CONTEXT = dict(help_option_names=["-h", "--help"], show_default=True, max_content_width=100)
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user (bad data, bad checkpoint): exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="ganexport")
+def cli():
+    """Train compact generative models, export them to ONNX and TorchScript, verify parity,
+    and serve them through Triton and ONNX Runtime.
+
+    Start with `ganexport models` to see the catalog, then `ganexport train --model NAME`.
+    """
+
+
+@cli.command()
+def models():
+    """List the catalog: training models and the Triton models each publishes, with signatures."""
+    for spec in catalog.MODELS.values():
+        click.echo(f"{spec.name}  ({spec.family}, default data: {spec.dataset})")
+        click.echo(f"    {spec.description}")
+        for sig in spec.signatures():
+            ins = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.inputs)
+            outs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.outputs)
+            click.echo(f"    -> {sig.name}: {ins} -> {outs}  (max batch {sig.max_batch_size})")
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, type=click.Choice(list(catalog.MODELS)), help="Which model to train.")
+@click.option("--profile", "-p", default="quick", type=click.Choice(catalog.PROFILES),
+              help="smoke: seconds (tests); quick: minutes on 2 CPU cores; full: the released recipe (GPU).")
+@click.option("--dataset", type=click.Choice(list(catalog.DATASETS)), default=None,
+              help="Training data. Default: the model's (see `ganexport models`), or detected from --data.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Your own data: Fashion-MNIST/MNIST IDX files, an image folder, or DIR/trainA + DIR/trainB.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="auto: CUDA if usable.")
+@click.option("--seed", default=0, type=int, help="Seeds nets, batches and data crops.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Generator updates (overrides the profile).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Passes over the data, converted to steps (overrides the profile).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Overrides the profile.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Overrides the profile.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel count of the nets.")
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
+              help="Side of training images for image folders and photo2sketch crops.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many training images.")
+@click.option("--out", default="runs", type=click.Path(file_okay=False), help="Runs go to OUT/<model>/<run-id>/.")
+@click.option("--resume", type=click.Path(exists=True), default=None,
+              help="Continue a run (its directory or checkpoint.safetensors).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_size, lr, width, image_size,
+          limit, out, resume, quiet):
+    """Train one model; writes runs/<model>/<run-id>/ with a checkpoint, sample grids,
+    loss curves and a training-health log.
+
+    \b
+    Examples:
+      ganexport train --model dcgan --profile quick
+      ganexport train --model cgan --steps 3000 --device cuda
+      ganexport train --model cyclegan --data ~/horse2zebra --image-size 128
+    """
+    from ganexport.training import checkpoint, data
+    from ganexport.training.loop import TrainConfig
+    from ganexport.training.loop import train as run_training
+
+    cfg = TrainConfig(model=model, profile=profile, dataset=dataset, data_dir=data_dir, device=device, seed=seed,
+                      steps=steps, epochs=epochs, out=out, resume=resume, image_size=image_size, limit=limit,
+                      hp={"batch_size": batch_size, "lr": lr, "width": width},
+                      command=shlex.join(["ganexport", *sys.argv[1:]]), progress=not quiet)
+    try:
+        run_dir = run_training(cfg)
+    except (data.DatasetError, checkpoint.CheckpointError) as e:
+        raise UserError(str(e)) from None
+    except RuntimeError as e:
+        if "--device" in str(e):
+            raise UserError(str(e)) from None
+        raise
+    click.echo(f"run saved to {run_dir}")
+    for name in ("checkpoint.safetensors", "samples.png", "loss_curve.png", "health.jsonl"):
+        click.echo(f"  {run_dir / name}")
+
+
+@cli.command("train-judge")
+@click.option("--dataset", default="fashion-mnist", type=click.Choice(
+    [n for n, d in catalog.DATASETS.items() if d.num_classes]), help="A labelled dataset.")
+@click.option("--epochs", default=3, type=click.IntRange(min=1))
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Default: the user cache; weights/judge_<dataset>.safetensors to ship it.")
+def train_judge(dataset, epochs, device, out):
+    """Train the small classifier that judges samples (class histograms, later FID features)."""
+    from pathlib import Path
+
+    from ganexport.training import data, judge
+    from ganexport.training.loop import resolve_device
+
+    out = Path(out) if out else judge.cache_dir() / f"judge_{dataset}.safetensors"
+    try:
+        _, acc = judge.train_judge(dataset, device=resolve_device(device), epochs=epochs, out=out)
+    except data.DatasetError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"judge for {dataset}: test accuracy {acc:.4f}, saved to {out}")
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="ganexport")
+
+
+if __name__ == "__main__":
+    main()

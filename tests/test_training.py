@@ -1,0 +1,135 @@
+"""Training: every family learns a few smoke steps, checkpoints round-trip, runs resume exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ganexport import catalog
+from ganexport.training import checkpoint
+from ganexport.training.loop import TrainConfig, train
+
+# cyclegan trains on a few photo2sketch crops; the others on scikit-learn's digits (8x8, instant).
+SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits") for name, spec in catalog.MODELS.items()}
+
+
+def smoke_run(tmp_path, model, **kw):
+    cfg = TrainConfig(model=model, profile="smoke", dataset=SMOKE_DATA[model], out=str(tmp_path),
+                      limit=64, progress=False, **kw)
+    return train(cfg)
+
+
+@pytest.mark.parametrize("model", list(catalog.MODELS))
+def test_every_family_trains_smoke_steps(tmp_path, model):
+    run = smoke_run(tmp_path, model)
+    for name in ("checkpoint.safetensors", "train_state.pt", "samples.png", "loss_curve.png", "health.jsonl",
+                 "config.json"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "health.jsonl").read_text().splitlines()]
+    steps = catalog.get(model).hp("smoke")["steps"]
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    losses = [v for r in records for k, v in r.items() if k.startswith("loss")]
+    assert losses and all(math.isfinite(v) for v in losses)
+    meta = checkpoint.read_meta(run / "checkpoint.safetensors")
+    assert meta["model"] == model and meta["step"] == steps and meta["dataset"] == SMOKE_DATA[model]
+    assert meta["command"]
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cgan"])
+def test_health_log_has_class_histogram(tmp_path, model):
+    run = smoke_run(tmp_path, model)
+    last = json.loads((run / "health.jsonl").read_text().splitlines()[-1])
+    assert sum(last["class_histogram"]) == 1000 and len(last["class_histogram"]) == 10
+    assert 1 <= last["classes_present"] <= 10
+    assert 0.0 <= last["d_real"] <= 1.0 and last["grad_g"] > 0
+    if model == "cgan":
+        assert 0.0 <= last["label_accuracy"] <= 1.0
+
+
+def test_checkpoint_round_trips_exactly(tmp_path):
+    run = smoke_run(tmp_path, "cgan")
+    ckpt = checkpoint.load(run)
+    assert set(ckpt.state) == {"generator", "discriminator"}
+    g = ckpt.build("generator")
+    path = checkpoint.save(tmp_path / "copy.safetensors", {"generator": g}, ckpt.meta)
+    again = checkpoint.load(path)
+    for key, value in g.state_dict().items():
+        assert torch.equal(again.state["generator"][key], value), key
+    assert again.meta == ckpt.meta
+
+
+def test_fp16_checkpoint_keeps_meta_and_halves_floats(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    path = checkpoint.save(tmp_path / "half.safetensors", {"net": net}, {"model": "dcgan"}, dtype=torch.float16)
+    loaded = checkpoint.load(path)
+    assert loaded.state["net"]["0.weight"].dtype == torch.float16
+    assert loaded.state["net"]["1.num_batches_tracked"].dtype == torch.int64  # integers stay as they are
+    assert torch.equal(loaded.state["net"]["0.weight"], net[0].weight.detach().half())
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    straight = smoke_run(tmp_path / "a", "dcgan", steps=4)
+    first = smoke_run(tmp_path / "b", "dcgan", steps=2)
+    resumed = train(TrainConfig(model="dcgan", resume=str(first), steps=4, progress=False))
+    assert resumed == first
+    a, b = checkpoint.load(straight), checkpoint.load(resumed)
+    assert b.meta["step"] == 4
+    for role in a.state:
+        for key in a.state[role]:
+            assert torch.equal(a.state[role][key], b.state[role][key]), f"{role}.{key}"
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "evil.pt"
+    torch.save({"x": 1}, bad)
+    with pytest.raises(checkpoint.CheckpointError, match="pickled"):
+        checkpoint.load(bad)
+
+
+def test_corrupt_checkpoint_gives_checkpoint_error(tmp_path):
+    run = smoke_run(tmp_path, "dcgan")
+    path = run / "checkpoint.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load(path)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "ganexport.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_bad_data_dir_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "nonexistent"
+    result = _cli("train", "--model", "cyclegan", "--data", str(missing), "--out", str(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cyclegan_refuses_a_plain_image_folder(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "one.png")
+    result = _cli("train", "--model", "cyclegan", "--data", str(tmp_path), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2 and "trainA" in result.stderr
+
+
+def test_cli_help_shows_defaults():
+    result = _cli("train", "--help")
+    assert result.returncode == 0
+    assert "[default: quick]" in result.stdout and "smoke" in result.stdout
+
+
+def test_cli_trains_a_smoke_run(tmp_path):
+    result = _cli("train", "--model", "vae", "--profile", "smoke", "--dataset", "digits", "--out", str(tmp_path),
+                  "--quiet")
+    assert result.returncode == 0, result.stderr
+    runs = list((tmp_path / "vae").iterdir())
+    assert len(runs) == 1 and (runs[0] / "samples.png").stat().st_size > 0
+    assert checkpoint.read_meta(runs[0] / "checkpoint.safetensors")["command"].startswith("ganexport train")

@@ -1,0 +1,125 @@
+"""Self-describing checkpoints: safetensors weights whose metadata says what they are.
+
+A checkpoint holds every net of a training model under ``<role>.<param>``
+keys, and a JSON ``ganexport`` metadata entry: model, family, dataset, image
+shape, hyper-parameters, the exact command, step, versions and metrics. That
+is enough to rebuild the nets with no other file, as nanoGPT's checkpoints
+carry their config. Nothing here unpickles: weights are safetensors and the
+optimizer state (for --resume) is read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, safe_open
+
+from ganexport import catalog
+
+META_KEY = "ganexport"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, corrupt or not ours; the message is one line."""
+
+
+@dataclass
+class Checkpoint:
+    meta: dict[str, Any]
+    state: dict[str, dict[str, torch.Tensor]]  # role -> state_dict
+
+    @property
+    def spec(self) -> catalog.ModelSpec:
+        return catalog.get(self.meta["model"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.meta["image_shape"])
+
+    @property
+    def hp(self) -> dict[str, Any]:
+        return self.meta["hparams"]
+
+    def build(self, role: str) -> torch.nn.Module:
+        """The net playing ``role``, with its trained weights, in eval mode."""
+        net = self.spec.build(role, self.image_shape, self.hp)
+        net.load_state_dict({k: v.float() for k, v in self.state[role].items()})
+        return net.eval()
+
+
+def save(path: str | Path, nets: dict[str, torch.nn.Module], meta: dict[str, Any],
+         dtype: torch.dtype | None = None) -> Path:
+    """Write nets + metadata atomically (temp file, then rename), so a kill never leaves half a file.
+
+    ``dtype=torch.float16`` stores floating tensors in half precision (released weights).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for role, net in nets.items():
+        for key, value in net.state_dict().items():
+            value = value.detach().cpu()
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+            tensors[f"{role}.{key}"] = value.contiguous()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Only the metadata (cheap: safetensors reads the header, not the weights)."""
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without ganexport metadata; was it written by ganexport?")
+    return json.loads(raw)
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read a checkpoint (or a run directory holding checkpoint.safetensors)."""
+    path = _existing(path)
+    meta = read_meta(path)
+    try:
+        flat = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt weights ({e})") from None
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        role, _, name = key.partition(".")
+        state.setdefault(role, {})[name] = value
+    return Checkpoint(meta, state)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.suffix in (".pt", ".pth", ".ckpt", ".pkl"):
+        raise CheckpointError(f"{path}: pickled checkpoints are refused; ganexport loads safetensors only")
+    return path
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Optimizer states, step and RNG for --resume (plain tensors and numbers only)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,465 @@
+"""Offline training data: every data set in ``catalog.DATASETS`` as uint8 numpy arrays.
+
+Nothing here downloads: training must work on a machine with no network, so
+each data set is read from files already on disk (a Debian package, the
+scikit-learn / scikit-image wheels, or a folder the user names). Arrays are
+uint8 NHWC so the caller decides how to normalise; torch is not needed.
+
+Every failure a user can cause (unknown name, missing or empty folder,
+truncated file) raises ``DatasetError`` with a one-line message that names
+the path and says how to fix it, so the CLI can print it instead of a
+traceback.
+
+    >>> s = load_images("digits", split="test")
+    >>> s.images.shape, s.images.dtype, s.class_names[:3]
+    ((297, 8, 8, 1), dtype('uint8'), ('0', '1', '2'))
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ganexport import catalog
+from ganexport.sketch import pencil_sketch
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+MATE_NATURE_DIR = "/usr/share/backgrounds/mate/nature"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
+SPLITS = ("train", "test")
+IDX_PREFIX = {"train": "train", "test": "t10k"}
+DIGITS_TRAIN = 1500  # load_digits has 1797 images: first 1500 train, the remaining 297 test
+
+# photo2sketch: real RGB photos that ship inside the scikit-image wheel (no pooch
+# download). `cat` is skipped (it is `chelsea`), grayscale and scientific images
+# (camera, moon, hubble_deep_field, retina, ...) are skipped because domain A is
+# colour photos of everyday scenes.
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+P2S_TEST_EVERY = 6  # every 6th photo (sorted by name) is held out for split="test"
+P2S_SCALE = 3  # photos are scaled so the shorter side is 3x the crop size before cropping
+P2S_COUNTS = {"train": (2000, 1800), "test": (200, 200)}
+
+
+class DatasetError(Exception):
+    """One-line, user-facing: names the path and how to fix it."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+@dataclass
+class ImageSet:
+    """One image set (GANs, VAEs): uint8 N x H x W x C, optional integer labels."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    class_names: tuple[str, ...]
+    source: str
+
+
+@dataclass
+class DomainPair:
+    """CycleGAN's two domains; ``aligned`` when b[i] is the true translation of a[i]."""
+
+    a: np.ndarray
+    b: np.ndarray
+    source: str
+    aligned: bool = False
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def _info(dataset: str) -> catalog.DatasetInfo:
+    """The catalog entry, or a DatasetError that lists the known names."""
+    try:
+        return catalog.DATASETS[dataset]
+    except KeyError:
+        raise DatasetError(f"unknown dataset {dataset!r}; choose one of: {', '.join(catalog.DATASETS)}") from None
+
+
+def _check_args(split: str, limit: int | None = None, image_size: int | None = None) -> None:
+    """Reject bad arguments up front with a one-line message."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; choose 'train' or 'test'")
+    if limit is not None and limit < 1:
+        raise DatasetError(f"limit must be at least 1, got {limit}")
+    if image_size is not None and image_size < 1:
+        raise DatasetError(f"image size must be at least 1, got {image_size}")
+
+
+def load(dataset: str, **kw) -> ImageSet | DomainPair:
+    """``load_domains`` for paired (CycleGAN) data sets, ``load_images`` otherwise."""
+    return (load_domains if _info(dataset).paired else load_images)(dataset, **kw)
+
+
+def load_images(dataset: str, *, data_dir: str | None = None, split: str = "train",
+                image_size: int | None = None, seed: int = 0, limit: int | None = None) -> ImageSet:
+    """Load an unpaired image set.
+
+    ``image_size`` resizes to a square side (default: the catalog's shape);
+    ``limit`` keeps a random subset of that many images, chosen by ``seed``
+    and kept in file order, so small runs still see every class.
+    """
+    info = _info(dataset)
+    if info.paired:
+        raise DatasetError(f"dataset {dataset!r} has two domains; load it with load_domains()")
+    _check_args(split, limit, image_size)
+    if dataset == "fashion-mnist":
+        out = _load_idx_set(data_dir or FASHION_MNIST_DIR, split, default=data_dir is None)
+    elif dataset == "digits":
+        out = _load_digits(split)
+    elif dataset == "folder":
+        size = image_size or info.image_shape[0]
+        images, src = _load_folder_images(_require_dir(data_dir, dataset), size)
+        out = ImageSet(images, None, (), src)
+        image_size = None  # already at size
+    else:  # a catalog entry this module does not know how to read
+        raise DatasetError(f"dataset {dataset!r} has no loader in ganexport.training.data")
+    out = _subset(out, limit, seed)
+    if image_size and out.images.shape[1:3] != (image_size, image_size):
+        out.images = _resize_all(out.images, image_size)
+        out.source += f", resized to {image_size}x{image_size}"
+    return out
+
+
+def load_domains(dataset: str, *, data_dir: str | None = None, split: str = "train",
+                 image_size: int | None = 64, seed: int = 0, limit: int | None = None) -> DomainPair:
+    """Load CycleGAN's two domains A and B (uint8 RGB, ``image_size`` square).
+
+    ``limit``: for photo2sketch the number of crops per domain (defaults
+    2000 A / 1800 B for train, 200 for test); for cyclegan-folder the most
+    images kept per domain (a random subset chosen by ``seed``).
+    ``image_size=None`` means the catalog's size; photo2sketch ignores ``data_dir``.
+    """
+    info = _info(dataset)
+    if not info.paired:
+        raise DatasetError(f"dataset {dataset!r} is a single image set; load it with load_images()")
+    _check_args(split, limit, image_size)
+    image_size = image_size or info.image_shape[0]
+    if dataset == "photo2sketch":
+        return _load_photo2sketch(split, image_size, seed, limit)
+    if dataset == "cyclegan-folder":
+        return _load_cyclegan_folder(_require_dir(data_dir, dataset), split, image_size, seed, limit)
+    raise DatasetError(f"dataset {dataset!r} has no loader in ganexport.training.data")
+
+
+def detect_dataset(data_dir: str) -> str:
+    """Guess the layout of a user folder: IDX files, trainA/trainB, or plain images."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"data folder {data_dir} does not exist or is not a folder; pass an existing --data DIR")
+    if any(_find_idx(root, f"{p}-{kind}") for p in IDX_PREFIX.values() for kind in ("images", "labels")):
+        return "fashion-mnist"
+    if (root / "trainA").is_dir() and (root / "trainB").is_dir():
+        return "cyclegan-folder"
+    if _image_files(root):
+        return "folder"
+    raise DatasetError(f"no Fashion-MNIST IDX files, trainA/trainB folders or images ({', '.join(IMAGE_EXTENSIONS)}) "
+                       f"found in {data_dir}; put your images there")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_dir(data_dir: str | None, dataset: str) -> Path:
+    if not data_dir:
+        raise DatasetError(f"dataset {dataset!r} reads your own images; pass --data DIR")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"data folder {data_dir} does not exist or is not a folder; pass an existing --data DIR")
+    return root
+
+
+def _subset(s: ImageSet, limit: int | None, seed: int) -> ImageSet:
+    """Keep ``limit`` images chosen at random by ``seed``, in their original order."""
+    if limit is None or limit >= len(s.images):
+        return s
+    idx = _pick(len(s.images), limit, seed)
+    labels = None if s.labels is None else s.labels[idx]
+    return ImageSet(s.images[idx], labels, s.class_names, f"{s.source}, random subset of {limit} (seed {seed})")
+
+
+def _pick(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize a uint8 NHWC batch to size x size with PIL (antialiased bicubic)."""
+    from PIL import Image
+
+    c = images.shape[3]
+    out = np.empty((len(images), size, size, c), np.uint8)
+    for i, img in enumerate(images):
+        pil = Image.fromarray(img[:, :, 0] if c == 1 else img)
+        out[i] = np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC)).reshape(size, size, c)
+    return out
+
+
+# --------------------------------------------------------------------------- IDX (Fashion-MNIST, MNIST)
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    """``train-images`` -> train-images-idx3-ubyte[.gz] (or MNIST's dotted train-images.idx3-ubyte)."""
+    dims = "idx3" if "images" in stem else "idx1"
+    for name in (f"{stem}-{dims}-ubyte", f"{stem}.{dims}-ubyte"):
+        for candidate in (root / name, root / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse one IDX file (raw or gzipped) into a uint8 array, validating header and size.
+
+    The header is 0x00 0x00, a type code (0x08 = unsigned byte), the number of
+    dimensions, then one big-endian uint32 per dimension.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"cannot read IDX file {path} ({e}); re-download or reinstall it") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00":
+        raise DatasetError(f"{path} is not an IDX file (bad magic number); re-download it")
+    if raw[2] != 0x08:
+        raise DatasetError(f"{path} holds IDX type 0x{raw[2]:02x}; "
+                           "only unsigned-byte (0x08) images and labels are supported")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DatasetError(f"IDX file {path} has a truncated header; re-download it")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected:
+        raise DatasetError(f"IDX file {path} is {'truncated' if len(raw) < expected else 'too long'} "
+                           f"({len(raw)} bytes, header says {expected}); re-download it")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _load_idx_set(data_dir: str, split: str, *, default: bool) -> ImageSet:
+    """Images and labels of one IDX split, checked against each other."""
+    root = Path(data_dir)
+    fix = "apt-get install dataset-fashion-mnist or pass --data DIR" if default else "pass the folder that holds them"
+    if not root.is_dir():
+        raise DatasetError(f"Fashion-MNIST folder {data_dir} not found or not a folder; {fix}")
+    prefix = IDX_PREFIX[split]
+    paths = {kind: _find_idx(root, f"{prefix}-{kind}") for kind in ("images", "labels")}
+    for kind, p in paths.items():
+        if p is None:
+            raise DatasetError(f"no {prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte[.gz] in {data_dir}; {fix}")
+    images, labels = read_idx(paths["images"]), read_idx(paths["labels"])
+    if images.ndim != 3:
+        raise DatasetError(f"{paths['images']} has {images.ndim} dimensions, expected 3 (N, H, W); re-download it")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DatasetError(f"{paths['labels']} has shape {labels.shape}, expected ({len(images)},) to match "
+                           f"{paths['images'].name}; re-download it")
+    names = catalog.FASHION_MNIST_CLASSES
+    if labels.size and labels.max() >= len(names):
+        raise DatasetError(f"{paths['labels']} has label {labels.max()}, expected 0..{len(names) - 1}")
+    return ImageSet(images[..., None].copy(), labels.astype(np.int64), names,
+                    f"{len(images)} {split} images from {paths['images']}")
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _load_digits(split: str) -> ImageSet:
+    """scikit-learn's 8x8 digits (values 0..16) scaled to 0..255; fixed train/test cut."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DatasetError("dataset 'digits' needs scikit-learn; pip install 'ganexport[train]'") from None
+    d = load_digits()
+    images = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
+    labels = d.target.astype(np.int64)
+    cut = slice(0, DIGITS_TRAIN) if split == "train" else slice(DIGITS_TRAIN, None)
+    names = catalog.DATASETS["digits"].class_names
+    return ImageSet(images[cut].copy(), labels[cut].copy(), names,
+                    f"{len(labels[cut])} {split} images from scikit-learn load_digits")
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _image_files(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted so runs are reproducible."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _open_rgb(path: Path, size: int):
+    """Open an image as RGB: EXIF-rotated, alpha composited on white (not black)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+            rgba = im.convert("RGBA")
+            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        return im.convert("RGB")
+
+
+def _resize_short_side(im, short: int):
+    """Scale a PIL image so its shorter side is ``short`` pixels."""
+    from PIL import Image
+
+    w, h = im.size
+    scale = short / min(w, h)
+    new = (max(short, round(w * scale)), max(short, round(h * scale)))
+    return im if new == (w, h) else im.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def square_image(path: Path, size: int) -> np.ndarray:
+    """One image file as uint8 size x size x 3: shorter side resized to ``size``, centre-cropped."""
+    im = _resize_short_side(_open_rgb(path, size), size)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _load_folder_images(root: Path, size: int) -> tuple[np.ndarray, str]:
+    """Every readable image under ``root`` as N x size x size x 3; unreadable ones counted."""
+    files = _image_files(root)
+    images, bad = [], 0
+    for path in files:
+        try:
+            images.append(square_image(path, size))
+        except Exception:  # noqa: BLE001 - any decoder failure (OSError, bomb, bad header): skip, count
+            bad += 1
+    if not images:
+        what = f"{len(files)} image files, none readable" if files else "no image files"
+        raise DatasetError(f"{what} ({', '.join(IMAGE_EXTENSIONS)}) in {root}; "
+                           "put images there or pass another --data DIR")
+    src = f"{len(images)} images from {root}"
+    if bad:
+        src += f" ({bad} unreadable files skipped)"
+    return np.stack(images), src
+
+
+def _load_cyclegan_folder(root: Path, split: str, size: int, seed: int, limit: int | None) -> DomainPair:
+    """DIR/trainA + DIR/trainB (or testA/testB), each loaded like ``folder``."""
+    domains = []
+    for side in ("A", "B"):
+        sub = root / f"{split}{side}"
+        if not sub.is_dir():
+            raise DatasetError(f"CycleGAN folder {sub} is missing; "
+                               f"create {root}/{split}A and {root}/{split}B with images")
+        images, src = _load_folder_images(sub, size)
+        if limit is not None and limit < len(images):
+            images = images[_pick(len(images), limit, seed)]
+            src += f", random subset of {limit} (seed {seed})"
+        domains.append((images, src))
+    (a, src_a), (b, src_b) = domains
+    return DomainPair(a, b, f"A: {src_a}; B: {src_b}")
+
+
+# --------------------------------------------------------------------------- photo2sketch
+
+
+def _photo_loaders() -> dict[str, Callable[[int], np.ndarray]]:
+    """Every offline photo by stable name -> ``load(short)`` returning uint8 HxWx3.
+
+    ``short`` is a hint (the shorter side wanted) that lets large JPEGs decode
+    at a reduced scale; the caller still resizes exactly.
+    """
+    try:
+        import skimage.data
+        from sklearn.datasets import load_sample_image
+    except ImportError:
+        raise DatasetError("dataset 'photo2sketch' needs scikit-image and scikit-learn; "
+                           "pip install 'ganexport[train]'") from None
+
+    def skimage_photo(name: str) -> np.ndarray:
+        if name == "motorcycle":
+            return skimage.data.stereo_motorcycle()[0]  # left view; the right one is nearly identical
+        return getattr(skimage.data, name)()
+
+    loaders: dict[str, Callable[[int], np.ndarray]] = {}
+    for name in SKIMAGE_PHOTOS:
+        loaders[f"skimage/{name}"] = lambda short, n=name: skimage_photo(n)
+    for name in SKLEARN_PHOTOS:
+        loaders[f"sklearn/{name}"] = lambda short, n=name: load_sample_image(n)
+    mate = Path(MATE_NATURE_DIR)
+    if mate.is_dir():
+        for path in sorted(mate.glob("*.jpg")):
+            loaders[f"mate/{path.name}"] = lambda short, p=path: np.asarray(_open_rgb(p, short))
+    return dict(sorted(loaders.items()))
+
+
+def photo2sketch_photos(split: str = "train") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Names of the photos behind domain A and domain B of a split.
+
+    Sorted by name, every ``P2S_TEST_EVERY``-th photo is held out for "test"
+    (both domains come from the same photos there, aligned); the rest
+    alternate between A and B for "train", so the two train domains never
+    share a photo and CycleGAN really learns from unpaired data.
+    """
+    _check_args(split)
+    names = list(_photo_loaders())
+    test = tuple(n for i, n in enumerate(names) if i % P2S_TEST_EVERY == 0)
+    rest = [n for i, n in enumerate(names) if i % P2S_TEST_EVERY != 0]
+    if split == "test":
+        return test, test
+    return tuple(rest[0::2]), tuple(rest[1::2])
+
+
+def _prepared_photos(names: tuple[str, ...], size: int) -> list[np.ndarray]:
+    """Load photos and scale each so the shorter side is about P2S_SCALE crops wide."""
+    from PIL import Image
+
+    loaders = _photo_loaders()
+    out = []
+    for name in names:
+        try:
+            im = Image.fromarray(np.ascontiguousarray(loaders[name](P2S_SCALE * size)[:, :, :3]))
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"cannot read photo {name} ({e}); reinstall scikit-image / mate-backgrounds") from None
+        short = max(size, min(P2S_SCALE * size, min(im.size)))
+        out.append(np.asarray(_resize_short_side(im, short), dtype=np.uint8))
+    return out
+
+
+def _random_crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` size x size crops: random photo, random position, random horizontal flip."""
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        photo = photos[rng.integers(len(photos))]
+        y = rng.integers(photo.shape[0] - size + 1)
+        x = rng.integers(photo.shape[1] - size + 1)
+        crop = photo[y:y + size, x:x + size]
+        out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
+    return out
+
+
+def _load_photo2sketch(split: str, size: int, seed: int, limit: int | None) -> DomainPair:
+    """Train: A = crops of half the photos, B = sketches of crops of the other half.
+
+    Test: crops of held-out photos as A and ``pencil_sketch`` of the same
+    crops as B (aligned), to score G_A->B against the exact filter output.
+    """
+    if size < 8:
+        raise DatasetError(f"photo2sketch image_size must be at least 8, got {size}")
+    names_a, names_b = photo2sketch_photos(split)
+    if not names_a or not names_b:
+        raise DatasetError("photo2sketch found too few photos; pip install scikit-image scikit-learn")
+    n_a, n_b = (limit, limit) if limit is not None else P2S_COUNTS[split]
+    if split == "test":
+        a = _random_crops(_prepared_photos(names_a, size), n_a, size, np.random.default_rng([seed, 2]))
+        b = np.stack([pencil_sketch(crop) for crop in a])
+        return DomainPair(a, b, f"photo2sketch test: {n_a} crops of {len(names_a)} held-out photos, "
+                                "B = pencil_sketch of the same crops", aligned=True)
+    a = _random_crops(_prepared_photos(names_a, size), n_a, size, np.random.default_rng([seed, 0]))
+    crops_b = _random_crops(_prepared_photos(names_b, size), n_b, size, np.random.default_rng([seed, 1]))
+    b = np.stack([pencil_sketch(crop) for crop in crops_b])
+    return DomainPair(a, b, f"photo2sketch train: A = {n_a} crops of {len(names_a)} photos, "
+                            f"B = {n_b} pencil-sketch crops of {len(names_b)} other photos (B is made by a filter)")

@@ -1,0 +1,354 @@
+"""The one training loop every family shares.
+
+A family (autoencoder.py, vae.py, dcgan.py, ...) subclasses ``Family`` and says
+only what differs: its optimizers, one training step, and what its sample grid
+shows. This module does the rest, the same way for all of them: load data,
+draw batches, run steps with a progress bar, log losses and training health,
+draw sample grids and loss curves, and write self-describing checkpoints into
+``runs/<model>/<run-id>/``.
+
+    >>> from ganexport.training.loop import TrainConfig, train
+    >>> run_dir = train(TrainConfig(model="dcgan", profile="smoke", dataset="digits"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import ganexport
+from ganexport import catalog
+from ganexport.training import checkpoint, data, judge
+from ganexport.training.plots import save_grid, save_loss_curves
+
+Batch = dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; ``hp`` overrides the profile's hyper-parameters."""
+
+    model: str
+    profile: str = "quick"
+    dataset: str | None = None  # default: the catalog's, or detected from data_dir
+    data_dir: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    steps: int | None = None
+    epochs: float | None = None
+    out: str = "runs"
+    resume: str | None = None
+    image_size: int | None = None
+    limit: int | None = None  # cap on training images (tests, quick looks)
+    hp: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+    progress: bool = True
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but no CUDA device is usable here (torch.cuda.is_available() is False)")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- data on device
+
+
+class Batches:
+    """The training set as float NCHW tensors in [-1, 1], and a seeded random batch sampler.
+
+    Sampling with replacement from memory keeps a step a step, whatever the
+    dataset size, which makes --steps, --resume and profiles simple.
+    """
+
+    def __init__(self, loaded: data.ImageSet | data.DomainPair, batch_size: int, device, seed: int):
+        self.batch_size = batch_size
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        if isinstance(loaded, data.DomainPair):
+            self.tensors = {"a": judge.to_tensor(loaded.a, device), "b": judge.to_tensor(loaded.b, device)}
+        else:
+            self.tensors = {"x": judge.to_tensor(loaded.images, device)}
+            if loaded.labels is not None:
+                self.tensors["y"] = torch.from_numpy(loaded.labels).long().to(device)
+
+    def __len__(self) -> int:
+        return max(len(t) for t in self.tensors.values())
+
+    def draw(self) -> Batch:
+        out, idx = {}, None
+        for key, t in self.tensors.items():
+            if key in ("a", "b") or idx is None:  # CycleGAN domains are unpaired: draw each apart
+                idx = torch.randint(0, len(t), (self.batch_size,), generator=self.generator)
+            out[key] = t[idx.to(t.device)]
+        return out
+
+
+# --------------------------------------------------------------------------- the family interface
+
+
+class Family:
+    """Base class of a family's training recipe; the loop drives it.
+
+    Subclasses set ``generator_role`` (the net that makes images) and implement
+    ``make_optimizers``, ``train_step`` and ``grid``.
+    """
+
+    generator_role = "generator"
+
+    def __init__(self, spec: catalog.ModelSpec, hp: dict[str, Any], image_shape, device,
+                 batches: Batches, seed: int):
+        self.spec, self.hp, self.image_shape, self.device = spec, hp, tuple(image_shape), device
+        self.batches = batches
+        self.num_classes = catalog.DATASETS[hp["dataset"]].num_classes if "dataset" in hp else 0
+        torch.manual_seed(seed)
+        self.nets = {role: spec.build(role, image_shape, hp).to(device) for role in spec.nets}
+        self.optimizers = self.make_optimizers()
+        self.fixed = self.make_fixed(torch.Generator().manual_seed(seed + 1))
+
+    # -- to implement ---------------------------------------------------------
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, draw: Callable[[], Batch]) -> dict[str, float]:
+        """One step (one generator update); returns losses (``loss_*``) and health figures."""
+        raise NotImplementedError
+
+    def grid(self) -> tuple[torch.Tensor, int]:
+        """Images for the sample grid (NCHW in [-1, 1]) and how many per row."""
+        raise NotImplementedError
+
+    # -- shared helpers ---------------------------------------------------------
+
+    def make_fixed(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Inputs kept fixed for the whole run, so grids show progress, not noise."""
+        if "latent_dim" not in self.hp:
+            return {}
+        return {"z": torch.randn(64, self.hp["latent_dim"], generator=gen).to(self.device)}
+
+    def samples(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """``n`` random samples (and the labels asked for, if conditional), for the class histogram."""
+        z = torch.randn(n, self.hp["latent_dim"], generator=gen).to(self.device)
+        return self.nets[self.generator_role](z), None
+
+    def extra_meta(self) -> dict[str, Any]:
+        """Anything a family wants recorded in the checkpoint (e.g. latent statistics)."""
+        return {}
+
+    def adam(self, *roles: str, betas=None) -> torch.optim.Optimizer:
+        params = [p for role in roles for p in self.nets[role].parameters()]
+        return torch.optim.Adam(params, lr=self.hp["lr"],
+                                betas=betas or (self.hp.get("beta1", 0.9), self.hp.get("beta2", 0.999)))
+
+    @staticmethod
+    def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, *nets: torch.nn.Module) -> float:
+        """zero_grad, backward, step; returns the gradient norm of ``nets`` (vanishing gradients show here)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for net in nets for p in net.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, float("inf")).item() if params else 0.0
+        optimizer.step()
+        return norm
+
+    def train_mode(self, on: bool) -> None:
+        for net in self.nets.values():
+            net.train(on)
+
+
+def family_class(spec: catalog.ModelSpec) -> type[Family]:
+    """``ganexport.training.<family>.Recipe``: one compact script per family."""
+    return importlib.import_module(f"ganexport.training.{spec.family}").Recipe
+
+
+# --------------------------------------------------------------------------- health
+
+
+def health_warnings(logs: dict[str, float], classes_present: int | None, num_classes: int) -> list[str]:
+    """The failure modes the seed material warns about, spelled out when the numbers show them."""
+    warnings = []
+    if "d_real" in logs and "d_fake" in logs and logs["d_real"] > 0.98 and logs["d_fake"] < 0.02:
+        warnings.append("discriminator dominates (D(x)~1, D(G(z))~0): generator gradients may vanish")
+    if "grad_g" in logs and logs["grad_g"] < 1e-4:
+        warnings.append(f"generator gradient norm {logs['grad_g']:.1e}: vanishing gradients")
+    if classes_present is not None and num_classes and classes_present <= num_classes // 2:
+        warnings.append(f"only {classes_present}/{num_classes} classes in 1k samples: mode collapse?")
+    if any(not math.isfinite(v) for v in logs.values()):
+        warnings.append("non-finite loss: training diverged")
+    return warnings
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _load_data(cfg: TrainConfig, spec: catalog.ModelSpec, dataset: str, hp: dict):
+    info = catalog.DATASETS[dataset]
+    size = cfg.image_size or hp.get("image_size")
+    kw = dict(data_dir=cfg.data_dir, split="train", seed=cfg.seed, limit=cfg.limit)
+    if info.paired:
+        return data.load_domains(dataset, image_size=size or info.image_shape[0], **kw)
+    if spec.family == "cyclegan":
+        raise data.DatasetError(f"{dataset}: cyclegan needs two domains (photo2sketch, or DIR/trainA + DIR/trainB)")
+    if spec.conditional and not info.num_classes:
+        raise data.DatasetError(f"{dataset}: {spec.name} needs class labels; use fashion-mnist or digits")
+    return data.load_images(dataset, image_size=size, **kw)
+
+
+def _run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.out) / cfg.model
+    run = base / f"{stamp}-{cfg.profile}-s{cfg.seed}"
+    n = 1
+    while run.exists():
+        run = base / f"{stamp}-{cfg.profile}-s{cfg.seed}-{n}"
+        n += 1
+    return run
+
+
+def _versions() -> dict[str, str]:
+    return {"ganexport": ganexport.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train ``cfg.model``; returns the run directory. Raises DatasetError / CheckpointError on bad input."""
+    spec = catalog.get(cfg.model)
+    resume_state, resume_ckpt = None, None
+    if cfg.resume:
+        resume_ckpt = checkpoint.load(cfg.resume)
+        meta = resume_ckpt.meta
+        if meta["model"] != cfg.model:
+            raise checkpoint.CheckpointError(f"{cfg.resume}: a {meta['model']} checkpoint, not {cfg.model}")
+        run_dir = Path(cfg.resume if Path(cfg.resume).is_dir() else Path(cfg.resume).parent)
+        dataset, profile = meta["dataset"], meta["profile"]
+        cfg.data_dir, cfg.seed = meta.get("data_dir"), meta["seed"]
+        cfg.limit, cfg.image_size = meta.get("limit"), meta.get("image_size")
+        hp = dict(meta["hparams"])
+        hp.update({k: v for k, v in cfg.hp.items() if v is not None})
+        state_path = run_dir / "train_state.pt"
+        resume_state = checkpoint.load_train_state(state_path) if state_path.exists() else None
+    else:
+        dataset = cfg.dataset or (data.detect_dataset(cfg.data_dir) if cfg.data_dir else spec.dataset)
+        if spec.family == "cyclegan" and dataset == "folder":
+            raise data.DatasetError(f"{cfg.data_dir}: cyclegan needs DIR/trainA and DIR/trainB image folders")
+        profile = cfg.profile
+        hp = spec.hp(profile, **cfg.hp)
+        run_dir = _run_dir(cfg)
+    if dataset not in catalog.DATASETS:
+        raise data.DatasetError(f"unknown dataset {dataset!r}; choose one of {', '.join(catalog.DATASETS)}")
+    hp["dataset"] = dataset
+
+    device = resolve_device(cfg.device)
+    loaded = _load_data(cfg, spec, dataset, hp)
+    arr = loaded.a if isinstance(loaded, data.DomainPair) else loaded.images
+    image_shape = tuple(int(s) for s in arr.shape[1:])
+    batches = Batches(loaded, hp["batch_size"], device, cfg.seed)
+    if cfg.epochs is not None:
+        hp["steps"] = max(1, math.ceil(cfg.epochs * len(batches) / hp["batch_size"]))
+    if cfg.steps is not None:
+        hp["steps"] = cfg.steps
+
+    recipe = family_class(spec)(spec, hp, image_shape, device, batches, cfg.seed)
+    start = 0
+    if resume_ckpt is not None:
+        for role, net in recipe.nets.items():
+            net.load_state_dict(resume_ckpt.state[role])
+        start = resume_ckpt.meta["step"]
+        if resume_state:
+            for role, opt in recipe.optimizers.items():
+                opt.load_state_dict(resume_state["optimizers"][role])
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    history_path = run_dir / "health.jsonl"
+    meta = {
+        "model": spec.name, "family": spec.family, "dataset": dataset, "data_dir": cfg.data_dir,
+        "data_source": loaded.source, "train_images": len(batches), "image_shape": list(image_shape),
+        "class_names": list(catalog.DATASETS[dataset].class_names), "profile": profile, "hparams": hp,
+        "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size, "command": cfg.command or shlex.join(sys.argv), "device": str(device),
+        "versions": _versions(),
+    }
+    (run_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    num_classes = catalog.DATASETS[dataset].num_classes
+    judge_net = None
+    if num_classes and spec.family != "cyclegan":
+        judge_net = judge.load_judge(dataset, device=device)
+    wall0, wall_before = time.time(), (resume_ckpt.meta.get("wall_time_s", 0.0) if resume_ckpt else 0.0)
+
+    def checkpoint_now(step: int, logs: dict[str, float]) -> dict[str, Any]:
+        recipe.train_mode(False)
+        with torch.no_grad():
+            images, nrow = recipe.grid()
+            health = _class_health(recipe, judge_net, num_classes, cfg.seed) if judge_net is not None else {}
+        recipe.train_mode(True)
+        save_grid(images, nrow, run_dir / "samples" / f"step_{step:06d}.png")
+        save_grid(images, nrow, run_dir / "samples.png")
+        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
+        full_meta = {**meta, **recipe.extra_meta(), "step": step, "metrics": {**logs, **health},
+                     "wall_time_s": round(wall_before + time.time() - wall0, 1)}
+        checkpoint.save(run_dir / "checkpoint.safetensors", recipe.nets, full_meta)
+        checkpoint.save_train_state(run_dir / "train_state.pt", {
+            "optimizers": {r: o.state_dict() for r, o in recipe.optimizers.items()},
+            "batch_rng": batches.generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step})
+        return health
+
+    if resume_state:  # last, so nothing built above (e.g. the judge's init) shifts the random streams
+        batches.generator.set_state(resume_state["batch_rng"])
+        torch.set_rng_state(resume_state["torch_rng"])
+    total = hp["steps"]
+    recipe.train_mode(True)
+    window: dict[str, list[float]] = {}
+    bar = tqdm(range(start, total), initial=start, total=total, desc=f"{spec.name} [{profile}]",
+               unit="step", disable=None if cfg.progress else True, dynamic_ncols=True)
+    logs: dict[str, float] = {}
+    with history_path.open("a") as history:
+        for step in bar:
+            out = recipe.train_step(batches.draw)
+            for k, v in out.items():
+                window.setdefault(k, []).append(v)
+            done = step + 1
+            if done % hp["log_every"] == 0 or done == total:
+                logs = {k: float(np.mean(v)) for k, v in window.items()}
+                window.clear()
+                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3g}" for k, v in logs.items() if k.startswith("loss")})
+                health = {}
+                if done % hp["sample_every"] == 0 or done == total:
+                    health = checkpoint_now(done, logs)
+                record = {"step": done, **logs, **health}
+                history.write(json.dumps(record) + "\n")
+                history.flush()
+                for w in health_warnings(logs, health.get("classes_present"), num_classes):
+                    tqdm.write(f"[{spec.name} step {done}] warning: {w}")
+    if start >= total:  # resumed a finished run: still leave fresh pictures
+        checkpoint_now(total, logs)
+    save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
+    return run_dir
+
+
+def _class_health(recipe: Family, judge_net, num_classes: int, seed: int) -> dict[str, Any]:
+    """Class histogram of 1k samples judged by the classifier; for cGAN also how often the asked class came out."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    images, asked = recipe.samples(1000, gen)
+    pred = judge.predict(judge_net, images)
+    hist = torch.bincount(pred.cpu(), minlength=num_classes).tolist()
+    out = {"class_histogram": hist, "classes_present": int(sum(h > 0 for h in hist))}
+    if asked is not None:
+        out["label_accuracy"] = float((pred == asked).float().mean())
+    return out

@@ -1,0 +1,77 @@
+"""Pictures of a run: sample grids and loss curves, because people would rather look than read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Float NCHW in [-1, 1] -> uint8 NHWC, rounding the way the export wrappers do."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def grid_image(images: np.ndarray, nrow: int, pad: int = 2, scale: int = 1) -> Image.Image:
+    """Tile uint8 NHWC images into one picture, ``nrow`` per row, on a dark background."""
+    n, h, w, c = images.shape
+    rows = -(-n // nrow)
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 32, np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        canvas[y:y + h, x:x + w] = img
+    picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return picture
+
+
+def save_grid(images: torch.Tensor, nrow: int, path: Path) -> Path:
+    """Write a PNG grid; small images (28x28) are upscaled so a person can see them."""
+    arr = to_uint8(images)
+    scale = max(1, 96 // arr.shape[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_image(arr, nrow, scale=scale).save(path)
+    return path
+
+
+def save_loss_curves(history_path: Path, out: Path, title: str = "") -> Path | None:
+    """Plot every ``loss_*`` series and the health figures (D(x), D(G(z)), gradient norms) of health.jsonl."""
+    if not history_path.exists():
+        return None
+    records = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float)) and k != "step"})
+    losses = [k for k in keys if k.startswith("loss")]
+    outputs = [k for k in keys if k.startswith(("d_", "label_acc"))]
+    grads = [k for k in keys if k.startswith("grad_")]
+    panels = [(name, series) for name, series in
+              (("losses", losses), ("D outputs / accuracy", outputs), ("gradient norms", grads)) if series]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels):
+        for k in series:
+            ax.plot(steps, [r.get(k, np.nan) for r in records], label=k)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        if name == "gradient norms":
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
