@@ -21,7 +21,7 @@ resolved lazily by ``ModelSpec.build``.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 PROFILES = ("smoke", "quick", "full")
@@ -114,6 +114,23 @@ class Signature:
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
 
+    def for_runtime(self, runtime: str) -> "Signature":
+        """The same signature under the name it is published with for ``runtime``."""
+        return replace(self, name=self.name + RUNTIME_SUFFIX[runtime])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, written beside a published model as signature.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Signature":
+        tensors = lambda items: tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in items)  # noqa: E731
+        return cls(**{**d, "inputs": tensors(d["inputs"]), "outputs": tensors(d["outputs"])})
+
+
+# Every Triton model is published once per runtime: `<name>` runs the ONNX file
+# through ONNX Runtime, `<name>_torchscript` runs the TorchScript file.
+RUNTIME_SUFFIX = {"onnxruntime": "", "torchscript": "_torchscript"}
 
 # Translators accept images from 8x8 (reflection padding needs it) up to this side.
 MIN_IMAGE_SIDE = 8
@@ -200,7 +217,7 @@ def _nets(**roles: str) -> dict[str, str]:
 # `quick` learns visibly in minutes on 2 CPU cores, `full` is the released recipe.
 _GAN = {
     "smoke": dict(steps=4, batch_size=16, width=8, latent_dim=16, lr=2e-4, sample_every=2, log_every=1),
-    "quick": dict(steps=1500, batch_size=64, width=32, latent_dim=64, lr=2e-4, sample_every=250, log_every=25),
+    "quick": dict(steps=4000, batch_size=64, width=32, latent_dim=64, lr=2e-4, sample_every=500, log_every=50),
     "full": dict(steps=20000, batch_size=128, width=64, latent_dim=64, lr=2e-4, sample_every=1000, log_every=100),
 }
 
@@ -250,7 +267,8 @@ MODELS: dict[str, ModelSpec] = {
             name="wgan_gp", family="wgan_gp", dataset="fashion-mnist",
             description="WGAN-GP: critic without sigmoid, gradient penalty (lambda 10), n_critic steps",
             nets=_nets(generator="dcgan_generator", critic="wgan_critic"),
-            hparams=_with(_GAN, **{p: dict(lr=1e-4, beta1=0.0, beta2=0.9, n_critic=5, gp_weight=10.0)
+            hparams=_with(_GAN, **{p: dict(lr=1e-4, beta1=0.0, beta2=0.9, n_critic=5, gp_weight=10.0,
+                                          **({"steps": 1500} if p == "quick" else {}))  # 5 critic steps each
                                    for p in PROFILES}),
             serves={"": "generator"},
         ),
@@ -289,6 +307,7 @@ def get(name: str) -> ModelSpec:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
 
 
-def triton_models() -> dict[str, tuple[ModelSpec, Signature]]:
-    """Every Triton model the catalog publishes (default shapes), by name."""
-    return {sig.name: (spec, sig) for spec in MODELS.values() for sig in spec.signatures()}
+def triton_models(runtimes: tuple[str, ...] = ("onnxruntime",)) -> dict[str, tuple[ModelSpec, Signature]]:
+    """Every Triton model the catalog publishes (default shapes), by name, for the given runtimes."""
+    return {s.name: (spec, s) for spec in MODELS.values() for sig in spec.signatures()
+            for s in (sig.for_runtime(r) for r in runtimes)}

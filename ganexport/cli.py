@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -116,8 +117,6 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
               help="Default: the user cache; weights/judge_<dataset>.safetensors to ship it.")
 def train_judge(dataset, epochs, device, out):
     """Train the small classifier that judges samples (class histograms, later FID features)."""
-    from pathlib import Path
-
     from ganexport.training import data, judge
     from ganexport.training.loop import resolve_device
 
@@ -127,6 +126,82 @@ def train_judge(dataset, epochs, device, out):
     except data.DatasetError as e:
         raise UserError(str(e)) from None
     click.echo(f"judge for {dataset}: test accuracy {acc:.4f}, saved to {out}")
+
+
+def _model_names(model: str) -> list[str]:
+    return list(catalog.MODELS) if model == "all" else [model]
+
+
+MODEL_OR_ALL = click.Choice([*catalog.MODELS, "all"])
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Training model to build, or all.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True), default=None,
+              help="Default: weights/<model>.safetensors, else the newest runs/<model>/*, else train --profile quick.")
+@click.option("--flavor", default="embedded", type=click.Choice(["embedded", "native"]),
+              help="embedded: Python backend (the bundled server); native: onnxruntime_onnx / pytorch_libtorch.")
+@click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False),
+              help="Triton model repository to publish into.")
+@click.option("--gpu/--cpu", default=False, help="Instance groups on GPU (KIND_GPU) or CPU.")
+@click.option("--keep", default=3, type=click.IntRange(min=1), help="How many versions of each model to keep.")
+def build(model, checkpoint, flavor, repo, gpu, keep):
+    """Export to ONNX and TorchScript, prove parity with PyTorch, publish into the Triton repository.
+
+    \b
+    Examples:
+      ganexport build --model cyclegan
+      ganexport build --model all --flavor native --repository /models
+    Nothing is published unless every exported model passes parity; a failed build
+    exits non-zero, names the model, backend and error, and leaves the repository as it was.
+    """
+    from ganexport.export import build as pipeline
+    from ganexport.export import onnx_export, parity
+    from ganexport.training import checkpoint as ckpt_mod
+
+    if checkpoint and model == "all":
+        raise click.UsageError("--checkpoint goes with one --model, not all")
+    for name in _model_names(model):
+        try:
+            pipeline.build(name, checkpoint_path=checkpoint, repo=Path(repo), flavor=flavor, gpu=gpu, keep=keep,
+                           log=click.echo)
+        except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
+            raise UserError(f"build of {name} refused, nothing published: {e}") from None
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
+@click.option("--checkpoint", type=click.Path(exists=True), default=None, help="Default: as for build.")
+@click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False))
+def verify(model, checkpoint, repo):
+    """Re-check what is published against the checkpoint: file hashes, then outputs vs PyTorch."""
+    from ganexport.export import build as pipeline
+    from ganexport.training import checkpoint as ckpt_mod
+
+    for name in _model_names(model):
+        try:
+            pipeline.verify(name, checkpoint_path=checkpoint, repo=Path(repo), log=click.echo)
+        except (pipeline.VerifyError, ckpt_mod.CheckpointError) as e:
+            raise UserError(str(e)) from None
+
+
+@cli.command("export")
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
+@click.option("--checkpoint", type=click.Path(exists=True), default=None, help="Default: as for build.")
+@click.option("--out", default="exported", type=click.Path(file_okay=False),
+              help="Writes OUT/<triton-name>/model.onnx, model.pt, parity.json.")
+def export_cmd(model, checkpoint, out):
+    """Export ONNX and TorchScript files with their parity report, without publishing."""
+    from ganexport.export import build as pipeline
+    from ganexport.export import onnx_export, parity
+    from ganexport.training import checkpoint as ckpt_mod
+
+    for name in _model_names(model):
+        try:
+            for d in pipeline.export_files(name, Path(out), checkpoint_path=checkpoint, log=click.echo):
+                click.echo(f"wrote {d}")
+        except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
+            raise UserError(str(e)) from None
 
 
 def main(argv=None):

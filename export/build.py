@@ -1,0 +1,225 @@
+"""The build pipeline: checkpoint -> wrappers -> ONNX + TorchScript -> parity -> Triton repository.
+
+    >>> from ganexport.export.build import build
+    >>> build("cyclegan")                       # doctest: +SKIP
+    [('cyclegan_a2b', 1), ('cyclegan_a2b_torchscript', 1), ('cyclegan_b2a', 1), ...]
+
+Everything is exported and verified in a temporary directory first; only
+when every Triton model of the training model passes parity is anything
+published, each model atomically. A failed build leaves the repository as
+it was, with the previous versions serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ganexport import catalog
+from ganexport.export import onnx_export, parity, repository, torchscript, wrappers
+from ganexport.training import checkpoint
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MODEL_FILES = repository.MODEL_FILES
+
+Log = Callable[[str], None]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- which checkpoint
+
+
+def find_checkpoint(model: str, runs: Path = Path("runs"), weights: Path = WEIGHTS_DIR) -> Path | None:
+    """Released weights first, else the newest run of ``model``; None when there is neither."""
+    released = weights / f"{model}.safetensors"
+    if released.is_file():
+        return released
+    candidates = sorted(Path(runs).glob(f"{model}/*/checkpoint.safetensors"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+# --------------------------------------------------------------------------- export one signature
+
+
+@dataclass
+class Exported:
+    """The verified files of one Triton model signature, in a temporary directory."""
+
+    sig: catalog.Signature
+    files: dict[str, Path]  # runtime -> model file
+    report: dict[str, Any]
+
+
+def example_inputs(sig: catalog.Signature) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs: batch 2 and, for translators, an odd non-square size, so nothing looks static."""
+    case = parity.parity_inputs(sig)[0]
+    if sig.kind == "translate":
+        c = sig.inputs[0].shape[-1]
+        return (torch.randint(0, 256, (2, 37, 53, c), dtype=torch.uint8),)
+    return tuple(torch.from_numpy(np.repeat(case[t.name], 2, axis=0)) for t in sig.inputs)
+
+
+def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdir: Path,
+                     log: Log = print) -> Exported:
+    """Wrap, export both formats, reload, and check parity (raises ParityError/ExportError)."""
+    wrapper = wrappers.wrap(ckpt.build(sig.net), sig)
+    example = example_inputs(sig)
+    workdir.mkdir(parents=True, exist_ok=True)
+    onnx_path, float_path, ts_path = workdir / "model.onnx", workdir / "float.onnx", workdir / "model.pt"
+    log(f"{sig.name}: exporting ONNX (opset {onnx_export.DEFAULT_OPSET}) and TorchScript")
+    onnx_export.export_onnx(wrapper, sig, example, onnx_path)
+    onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
+    ts_module = torchscript.export_torchscript(wrapper, sig, example, ts_path)
+    report = parity.check_parity(sig, wrapper, onnx_path, float_path, ts_module)
+    for backend, r in report["backends"].items():
+        log(f"{sig.name}: parity {backend}: max abs {r['max_abs_error']:.2e}, uint8 levels "
+            f"{r['max_uint8_levels']} -> {'pass' if r['passed'] else 'FAIL'}")
+    parity.raise_on_failure(report)
+    return Exported(sig, {"onnxruntime": onnx_path, "torchscript": ts_path}, report)
+
+
+# --------------------------------------------------------------------------- build = export + publish
+
+
+def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path("model_repository"),
+          flavor: str = "embedded", runtimes: tuple[str, ...] = ("onnxruntime", "torchscript"),
+          gpu: bool = False, keep: int = 3, log: Log = print) -> list[tuple[str, int]]:
+    """Export, verify and publish every Triton model of ``model``; returns (name, version) pairs."""
+    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
+    if path is None:
+        log(f"{model}: no weights/{model}.safetensors and no run in runs/{model}/: training the quick profile first")
+        from ganexport.training.loop import TrainConfig, train
+
+        path = train(TrainConfig(model=model, profile="quick", command=f"ganexport build --model {model}"))
+        path = path / "checkpoint.safetensors"
+    ckpt = checkpoint.load(path)
+    if ckpt.meta["model"] != model:
+        raise checkpoint.CheckpointError(f"{path}: holds a {ckpt.meta['model']} model, not {model}")
+    log(f"{model}: checkpoint {path} (step {ckpt.meta.get('step')}, trained on {ckpt.meta.get('dataset')})")
+    source = {"checkpoint": path.name, "checkpoint_sha256": sha256(path), "model": model,
+              "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset")}
+    published = []
+    with tempfile.TemporaryDirectory(prefix="ganexport-build-") as tmp:
+        exported = [export_signature(ckpt, sig, Path(tmp) / sig.name, log)
+                    for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp)]
+        # Every signature passed: only now touch the repository.
+        for ex in exported:
+            for runtime in runtimes:
+                sig = ex.sig.for_runtime(runtime)  # the published name; config and publish take the base
+                model_file = ex.files[runtime]
+                report = {**ex.report, "model": sig.name, "runtime": runtime, "source": source,
+                          "files": {MODEL_FILES[runtime]: sha256(model_file)}}
+                report_path = Path(tmp) / f"{sig.name}.parity.json"
+                report_path.write_text(json.dumps(report, indent=2))
+                files = {MODEL_FILES[runtime]: model_file, "parity.json": report_path}
+                config = repository.config_pbtxt(ex.sig, flavor=flavor, runtime=runtime, gpu=gpu)
+                version = repository.publish(repo, ex.sig, files, config=config, keep=keep)
+                log(f"{sig.name}: published version {version} in {repo}/{sig.name}/")
+                published.append((sig.name, version))
+    return published
+
+
+def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, log: Log = print) -> list[Path]:
+    """ONNX + TorchScript + parity.json per signature under ``out/<name>/``, without publishing."""
+    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
+    if path is None:
+        raise checkpoint.CheckpointError(f"no checkpoint for {model}; train one: ganexport train --model {model}")
+    ckpt = checkpoint.load(path)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="ganexport-export-") as tmp:
+        for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
+            ex = export_signature(ckpt, sig, Path(tmp) / sig.name, log)
+            dest = Path(out) / sig.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for runtime, f in ex.files.items():
+                shutil.copy2(f, dest / MODEL_FILES[runtime])
+            (dest / "parity.json").write_text(json.dumps(ex.report, indent=2))
+            written.append(dest)
+    return written
+
+
+# --------------------------------------------------------------------------- verify what is published
+
+
+class VerifyError(Exception):
+    """A published model no longer matches its checkpoint; the message names model and error."""
+
+
+def verify(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path("model_repository"),
+           log: Log = print) -> list[str]:
+    """Re-check the newest published version of each Triton model of ``model`` against the checkpoint.
+
+    Checks the recorded sha256 of each model file (names a file changed on
+    disk), then runs the published file on the parity inputs and compares its
+    uint8 images with the eager model (names the error size).
+    """
+    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
+    if path is None:
+        raise checkpoint.CheckpointError(f"no checkpoint for {model} to verify against")
+    ckpt = checkpoint.load(path)
+    problems, checked = [], []
+    for base in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
+        wrapper = wrappers.wrap(ckpt.build(base.net), base)
+        for runtime, filename in MODEL_FILES.items():
+            sig = base.for_runtime(runtime)
+            version_dir = repository.latest(repo, sig.name)
+            if version_dir is None:
+                continue
+            checked.append(sig.name)
+            found = _verify_version(sig, runtime, version_dir / filename, version_dir / "parity.json", wrapper)
+            log(f"{sig.name}: version {version_dir.name}: " + ("; ".join(found) if found else "ok"))
+            problems += found
+    if not checked:
+        raise VerifyError(f"{model}: nothing published in {repo}; run ganexport build --model {model}")
+    if problems:
+        raise VerifyError("; ".join(problems))
+    return checked
+
+
+def _verify_version(sig: catalog.Signature, runtime: str, model_file: Path, report_file: Path,
+                    wrapper: torch.nn.Module) -> list[str]:
+    problems = []
+    if not model_file.is_file():
+        return [f"{sig.name}: {model_file.name} is missing"]
+    recorded = json.loads(report_file.read_text()).get("files", {}) if report_file.is_file() else {}
+    if recorded.get(model_file.name) not in (None, sha256(model_file)):
+        problems.append(f"{sig.name}: {model_file} changed since it was published (sha256 differs)")
+    try:
+        run = _runner(runtime, model_file)
+    except Exception as e:  # a corrupt file fails to load in many ways
+        return problems + [f"{sig.name}: {model_file.name} does not load: {str(e).splitlines()[0][:200]}"]
+    worst = 0
+    for case in parity.parity_inputs(sig):
+        with torch.no_grad():
+            ref = wrapper(*[torch.from_numpy(case[t.name]) for t in sig.inputs]).numpy()
+        try:
+            got = run(case)
+        except Exception as e:
+            return problems + [f"{sig.name}: {model_file.name} fails to run: {str(e).splitlines()[0][:200]}"]
+        worst = max(worst, int(np.abs(ref.astype(np.int16) - got.astype(np.int16)).max()))
+    if worst > parity.MAX_LEVELS:
+        problems.append(f"{sig.name}: published {runtime} output differs from PyTorch by up to {worst} levels")
+    return problems
+
+
+def _runner(runtime: str, model_file: Path):
+    if runtime == "onnxruntime":
+        sess = parity.ort_session(model_file)
+        return lambda case: sess.run(None, case)[0]
+    module = torchscript.load(model_file)
+    return lambda case: module(*[torch.from_numpy(v) for v in case.values()]).numpy()

@@ -1,0 +1,94 @@
+"""Serving wrappers: the pre- and post-processing baked into the exported graph.
+
+Clients send and receive plain images: samplers take latents (and a label) and
+return uint8 NHWC images; translators take uint8 NHWC images of any size from
+``sig.min_image_side`` to ``sig.max_image_side``, reflect-pad them to a multiple
+of 4 (the generator's two stride-2 steps need it) and crop the result back, so
+the output has exactly the input's height and width.
+
+Each wrapper also exposes ``float_forward``: the same computation stopped
+before the uint8 rounding, which parity compares at atol 1e-4 (comparing
+uint8 alone would hide errors under the rounding step).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganexport import catalog
+
+MULTIPLE = 4  # two stride-2 downsamplings in the ResNet generator
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """tanh output NCHW in [-1, 1] -> uint8 NHWC, rounding half away from zero."""
+    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+class Sampler(nn.Module):
+    """z [N, latent] -> image uint8 [N, H, W, C]."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net.eval()
+
+    def float_forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return to_uint8(self.float_forward(z))
+
+
+class ConditionalSampler(Sampler):
+    """z [N, latent], label int64 [N, 1] -> image uint8 [N, H, W, C]."""
+
+    def float_forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.net(z, label.reshape(-1))
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return to_uint8(self.float_forward(z, label))
+
+
+class Translator(nn.Module):
+    """image uint8 [N, H, W, C] -> translated uint8 [N, H, W, C], any H and W."""
+
+    __constants__ = ["multiple"]  # TorchScript reads module constants, not globals
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net.eval()
+        self.multiple = MULTIPLE
+
+    @torch.jit.export
+    def float_forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[1], image.shape[2]
+        x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        m = self.multiple
+        pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
+        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+        return self.net(x)[:, :, :h, :w]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return to_uint8(self.float_forward(image))
+
+
+def wrap(net: nn.Module, sig: catalog.Signature) -> nn.Module:
+    """The wrapper a signature calls for."""
+    if sig.kind == "translate":
+        return Translator(net)
+    return ConditionalSampler(net) if len(sig.inputs) == 2 else Sampler(net)
+
+
+class FloatView(nn.Module):
+    """A wrapper's ``float_forward`` as the ``forward`` of a module, so it exports the same way.
+
+    The forward is the bound method itself, so the exporter sees the wrapper's
+    real argument names (z, label / image) and the same dynamic shapes apply.
+    """
+
+    def __init__(self, wrapper: nn.Module):
+        super().__init__()
+        self.wrapper = wrapper
+        self.forward = wrapper.float_forward

@@ -1,0 +1,139 @@
+"""The one generic Triton Python-backend model: every published model runs this file.
+
+export/repository.py copies it to ``<model>/<version>/model.py``. It reads
+``signature.json`` beside itself for tensor names and limits, and the config's
+``runtime`` / ``model_file`` parameters to pick ONNX Runtime (``model.onnx``)
+or TorchScript (``model.pt``). Each request is validated against the signature
+on its own, so one bad request gets a clear INVALID_ARG error while the rest of
+the dynamic batch is answered; valid requests with the same non-batch shapes
+(translator images differ in size) run as ONE runtime call and are split back.
+
+No torch at module level: a stub that imports torch costs hundreds of MB, so
+only TorchScript models pay for it, lazily, in initialize().
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ganexport.catalog import Signature
+from ganexport.serving.validation import InvalidInput, validate
+
+
+def _log(msg: str) -> None:
+    """pb_utils.Logger goes to Triton's log; older backends lack it, so print."""
+    logger = getattr(pb_utils, "Logger", None)
+    if logger is not None:
+        logger.log_info(msg)
+    else:
+        print(msg, flush=True)
+
+
+def _error(msg: str, invalid: bool = True):
+    """An error response; INVALID_ARG becomes HTTP 400 instead of 500 where supported."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid else "INTERNAL", None)
+    err = pb_utils.TritonError(msg, code) if code is not None else pb_utils.TritonError(msg)
+    return pb_utils.InferenceResponse(output_tensors=[], error=err)
+
+
+class TritonPythonModel:
+    """Triton calls initialize() once per instance, execute() per dynamic batch."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        version_dir = Path(args["model_repository"]) / str(args["model_version"])
+        self.sig = Signature.from_dict(json.loads((version_dir / "signature.json").read_text()))
+        self.runtime = params.get("runtime", "onnxruntime")
+        model_file = version_dir / params.get("model_file", "model.onnx")
+        gpu = args.get("model_instance_kind") == "GPU"
+        device = int(args.get("model_instance_device_id", 0) or 0)
+        if self.runtime == "onnxruntime":
+            self._load_onnx(model_file, gpu, device)
+        elif self.runtime == "torchscript":
+            self._load_torchscript(model_file, gpu, device)
+        else:
+            raise ValueError(f"{config['name']}: unknown runtime parameter {self.runtime!r}")
+        _log(f"{config['name']} version {args['model_version']}: {self.runtime} on {self.provider} "
+             f"({model_file.name}, max batch {self.sig.max_batch_size})")
+
+    def _load_onnx(self, path: Path, gpu: bool, device: int) -> None:
+        """CUDA EP only on a GPU instance with a CUDA-enabled build: asking for it elsewhere spams errors."""
+        import onnxruntime as ort
+
+        providers: list = ["CPUExecutionProvider"]
+        if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.provider = self.session.get_providers()[0]
+        self.run = self._run_onnx
+
+    def _load_torchscript(self, path: Path, gpu: bool, device: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(f"cuda:{device}" if gpu and torch.cuda.is_available() else "cpu")
+        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        self.provider = f"torch {torch.__version__} {self.device}"
+        self.run = self._run_torchscript
+
+    def _run_onnx(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run([t.name for t in self.sig.outputs], feeds)
+
+    def _run_torchscript(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self.torch
+        args = [torch.from_numpy(feeds[t.name]).to(self.device) for t in self.sig.inputs]
+        with torch.inference_mode():
+            out = self.module(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.cpu().numpy() for o in outs]
+
+    def execute(self, requests: list) -> list:
+        """Validate each request, run each same-shape group once, answer in request order."""
+        responses: list = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, dict[str, np.ndarray]]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                inputs = self._read(request)
+                validate(self.sig, inputs)
+            except InvalidInput as e:
+                responses[i] = _error(str(e))
+                continue
+            key = tuple(inputs[t.name].shape[1:] for t in self.sig.inputs)
+            groups.setdefault(key, []).append((i, inputs))
+        for members in groups.values():
+            self._execute_group(members, responses)
+        return responses
+
+    def _read(self, request) -> dict[str, np.ndarray]:
+        """The inputs the request carries; validate() names any that are missing."""
+        inputs = {}
+        for spec in self.sig.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+            if tensor is not None:
+                inputs[spec.name] = tensor.as_numpy()
+        return inputs
+
+    def _execute_group(self, members: list, responses: list) -> None:
+        """One runtime call for the whole group, then split the outputs back by batch size."""
+        feeds = {t.name: np.concatenate([inp[t.name] for _, inp in members]) for t in self.sig.inputs}
+        try:
+            outputs = self.run(feeds)
+        except Exception as e:  # a runtime failure answers every member, never crashes the stub
+            for i, _ in members:
+                responses[i] = _error(f"{self.sig.name}: {self.runtime} failed: {e}", invalid=False)
+            return
+        sizes = [inp[self.sig.inputs[0].name].shape[0] for _, inp in members]
+        bounds = np.cumsum(sizes)[:-1]
+        pieces = [np.split(out, bounds) for out in outputs]
+        for k, (i, _) in enumerate(members):
+            tensors = [pb_utils.Tensor(spec.name, np.ascontiguousarray(piece[k]))
+                       for spec, piece in zip(self.sig.outputs, pieces)]
+            responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def finalize(self) -> None:
+        _log(f"{self.sig.name}: unloading")

@@ -1,0 +1,143 @@
+"""Check a request against its model's Signature before any kernel sees it.
+
+Runtimes fail badly on bad input: ONNX Runtime silently maps a cGAN label of
+-1 to class 9, refuses int32 labels with a long stack trace, and CycleGAN's
+reflection padding crashes on images below 8x8. Every serving path (the Triton
+Python-backend model, in-process backends, clients) calls ``validate`` first so
+the caller gets one clear line instead, and Triton can answer with a 4xx.
+
+Pure numpy: this module is imported inside Triton's Python-backend stub, where
+neither torch nor tritonclient is wanted. Shapes here include the batch dim
+first; the Signature's shapes exclude it (Triton's max_batch_size convention).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ganexport.catalog import Signature, TensorSpec
+
+
+class InvalidInput(ValueError):
+    """A request that does not match the model's signature; the message is one line."""
+
+
+def validate(sig: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """Raise ``InvalidInput`` unless ``inputs`` is exactly what ``sig`` accepts.
+
+    Cheap checks (names, dtypes, shapes, sizes) run before the ones that scan
+    values, so an oversized request is refused without being read.
+    """
+    _check_names(sig, inputs)
+    for spec in sig.inputs:
+        _check_layout(sig, spec, inputs[spec.name])
+    _check_same_batch(sig, inputs)
+    for spec in sig.inputs:
+        _check_image_sides(sig, spec, inputs[spec.name])
+    for spec in sig.inputs:
+        _check_values(sig, spec, inputs[spec.name])
+
+
+def request_bytes_limit(sig: Signature) -> int:
+    """Largest valid request in bytes: a bound for HTTP/gRPC message sizes.
+
+    Dynamic dims count at ``sig.max_image_side`` (or 1 when the signature sets
+    no limit), and the batch at ``sig.max_batch_size``.
+    """
+    total = 0
+    for spec in sig.inputs:
+        elems = sig.max_batch_size
+        for d in spec.shape:
+            elems *= d if d != -1 else (sig.max_image_side or 1)
+        total += elems * np.dtype(spec.numpy_dtype).itemsize
+    return total
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _expected(spec: TensorSpec) -> str:
+    """Shape as a reader writes it: ``[batch, H, W, 3]`` style, -1 shown as '?'."""
+    return "[" + ", ".join(["batch"] + [str(d) if d != -1 else "?" for d in spec.shape]) + "]"
+
+
+def _check_names(sig: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    expected = [t.name for t in sig.inputs]
+    for name in expected:
+        if name not in inputs:
+            raise InvalidInput(f"{sig.name}: missing input {name!r} (expected inputs: {', '.join(expected)})")
+    for name in inputs:
+        if name not in expected:
+            raise InvalidInput(f"{sig.name}: unknown input {name!r} (expected inputs: {', '.join(expected)})")
+
+
+def _check_layout(sig: Signature, spec: TensorSpec, arr: np.ndarray) -> None:
+    """dtype, rank, fixed dims and batch size of one tensor."""
+    if not isinstance(arr, np.ndarray):
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} must be a numpy array, got {type(arr).__name__}")
+    want = np.dtype(spec.numpy_dtype)
+    if arr.dtype != want:
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} has dtype {arr.dtype}, expected {want} ({spec.dtype})")
+    if arr.ndim != len(spec.shape) + 1:
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} has shape {tuple(arr.shape)} (rank {arr.ndim}), "
+                           f"expected rank {len(spec.shape) + 1}: {_expected(spec)}")
+    for axis, (got, dim) in enumerate(zip(arr.shape[1:], spec.shape), start=1):
+        if dim != -1 and got != dim:
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} has shape {tuple(arr.shape)}, "
+                               f"dim {axis} must be {dim} (expected {_expected(spec)})")
+    if arr.shape[0] == 0:
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} is an empty batch (batch size 0)")
+    if arr.shape[0] > sig.max_batch_size:
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} has batch size {arr.shape[0]}, "
+                           f"above max_batch_size {sig.max_batch_size}")
+
+
+def _check_same_batch(sig: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    sizes = {spec.name: inputs[spec.name].shape[0] for spec in sig.inputs}
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"{name} has {n}" for name, n in sizes.items())
+        raise InvalidInput(f"{sig.name}: inputs disagree on batch size: {detail}")
+
+
+def _side_names(spec: TensorSpec) -> list[tuple[int, str]]:
+    """(axis incl. batch, label) of each dynamic dim: height/width for HWC images."""
+    axes = [i + 1 for i, d in enumerate(spec.shape) if d == -1]
+    labels = ["height", "width"] if len(axes) == 2 else [f"dim {a}" for a in axes]
+    return list(zip(axes, labels))
+
+
+def _check_image_sides(sig: Signature, spec: TensorSpec, arr: np.ndarray) -> None:
+    """Dynamic dims are image sides; keep them where the exported graph works."""
+    for axis, label in _side_names(spec):
+        side = arr.shape[axis]
+        if sig.min_image_side is not None and side < sig.min_image_side:
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} image {label} {side} is below "
+                               f"the minimum side {sig.min_image_side}")
+        if sig.max_image_side is not None and side > sig.max_image_side:
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} image {label} {side} is above "
+                               f"the maximum side {sig.max_image_side}")
+
+
+def _check_values(sig: Signature, spec: TensorSpec, arr: np.ndarray) -> None:
+    """Finite floats, and values inside the declared [low, high] range (labels)."""
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} contains NaN or infinite values")
+    if spec.low is None and spec.high is None:
+        return
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        if (spec.low is None or spec.low <= info.min) and (spec.high is None or spec.high >= info.max):
+            return  # the dtype itself enforces the range (uint8 images)
+    lo, hi = arr.min(), arr.max()
+    if (spec.low is not None and lo < spec.low) or (spec.high is not None and hi > spec.high):
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} has values outside [{_num(spec.low)}, {_num(spec.high)}] "
+                           f"(min {lo}, max {hi})")
+
+
+def _num(x: float | None) -> str:
+    """9.0 -> '9' so label ranges read as integers."""
+    if x is None:
+        return "any"
+    return str(int(x)) if float(x).is_integer() else str(x)

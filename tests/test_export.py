@@ -1,0 +1,166 @@
+"""Export: every catalog entry exports, passes parity, publishes; the gate refuses bad exports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ganexport import catalog
+from ganexport.export import build as pipeline
+from ganexport.export import onnx_export, parity, repository, wrappers
+from ganexport.training import checkpoint
+from ganexport.training.loop import TrainConfig, train
+
+SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits") for name, spec in catalog.MODELS.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A few smoke steps per model, so BatchNorm running stats are real (parity must not look better than it is)."""
+    out = tmp_path_factory.mktemp("runs")
+    return {m: train(TrainConfig(model=m, profile="smoke", dataset=SMOKE_DATA[m], out=str(out), limit=32,
+                                 progress=False)) / "checkpoint.safetensors"
+            for m in catalog.MODELS}
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory, tiny_checkpoints):
+    """Every model built once into one repository; tests that change files work on a copy."""
+    repo = tmp_path_factory.mktemp("published") / "repo"
+    versions = {m: pipeline.build(m, checkpoint_path=ckpt, repo=repo, log=lambda msg: None)
+                for m, ckpt in tiny_checkpoints.items()}
+    return repo, versions
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under root with its sha256: 'exactly as it was' means this is unchanged."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("model", list(catalog.MODELS))
+def test_build_publishes_every_triton_model_with_passing_parity(published, tiny_checkpoints, model):
+    repo, versions = published
+    ckpt = checkpoint.load(tiny_checkpoints[model])
+    sigs = ckpt.spec.signatures(ckpt.image_shape, ckpt.hp)
+    expected = {s.for_runtime(r).name for s in sigs for r in catalog.RUNTIME_SUFFIX}
+    assert {name for name, _ in versions[model]} == expected
+    for name, version in versions[model]:
+        vdir = repo / name / str(version)
+        report = json.loads((vdir / "parity.json").read_text())
+        assert report["passed"] is True
+        ort_gate = report["backends"]["onnxruntime"]
+        assert ort_gate["max_abs_error"] <= 1e-4 and ort_gate["max_uint8_levels"] <= 1
+        assert report["backends"]["torchscript"]["max_abs_error"] <= 1e-6
+        batches = {shape[0] for tried in report["inputs_tried"] for shape in tried.values()}
+        sig = next(s for s in sigs if name.startswith(s.name))
+        assert {1, 4, sig.max_batch_size} <= batches
+        model_file = vdir / repository.MODEL_FILES[report["runtime"]]
+        assert report["files"][model_file.name] == pipeline.sha256(model_file)
+        assert (repo / name / "config.pbtxt").is_file() and (vdir / "model.py").is_file()
+    # published files carry no absolute local paths
+    for p in repo.rglob("*.json"):
+        assert str(repo.parent) not in p.read_text() and str(Path.home()) not in p.read_text()
+
+
+def test_onnx_file_is_self_contained_with_requested_opset_and_dynamic_axes(published):
+    repo, _ = published
+    files = os.listdir(repo / "cgan" / "1")
+    assert not any(f.endswith(".data") for f in files)  # no external data
+    model = onnx.load(str(repo / "cgan" / "1" / "model.onnx"))
+    assert {o.domain: o.version for o in model.opset_import}[""] == onnx_export.DEFAULT_OPSET
+    sig = catalog.get("cgan").signatures()[0]
+    assert [i.name for i in model.graph.input] == [t.name for t in sig.inputs]
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic, not fixed
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (9, 9), (37, 53), (250, 250), (64, 30)])
+def test_translators_keep_arbitrary_input_sizes_exactly(published, hw):
+    a2b = repository.latest(published[0], "cyclegan_a2b")
+    sess = parity.ort_session(a2b / "model.onnx")
+    ts = torch.jit.load(str(repository.latest(published[0], "cyclegan_a2b_torchscript") / "model.pt"))
+    image = np.random.default_rng(0).integers(0, 256, (2, *hw, 3), dtype=np.uint8)
+    assert sess.run(None, {"image": image})[0].shape == image.shape
+    assert tuple(ts(torch.from_numpy(image)).shape) == image.shape
+
+
+def test_parity_gate_refuses_a_perturbed_onnx_weight(tmp_path, published, tiny_checkpoints, monkeypatch):
+    repo = tmp_path / "repo"
+    shutil.copytree(published[0], repo)
+    before = tree_digest(repo)
+    real_export = onnx_export.export_onnx
+
+    def export_then_perturb(module, sig, example, path, **kw):
+        real_export(module, sig, example, path, **kw)
+        model = onnx.load(str(path))
+        weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+        values = onnx.numpy_helper.to_array(weight).copy()
+        values.flat[0] += 0.05
+        weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+        onnx.save(model, str(path))
+        return path
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export_then_perturb)
+    with pytest.raises(parity.ParityError, match="dcgan: onnxruntime disagrees"):
+        pipeline.build("dcgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=repo, log=lambda m: None)
+    assert tree_digest(repo) == before
+
+
+def test_verify_names_a_corrupted_published_weight(tmp_path, published, tiny_checkpoints):
+    repo = tmp_path / "repo"
+    shutil.copytree(published[0], repo)
+    assert pipeline.verify("cyclegan", checkpoint_path=tiny_checkpoints["cyclegan"], repo=repo, log=lambda m: None)
+    path = repo / "cyclegan_a2b" / "1" / "model.onnx"
+    weight = max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data))
+    data = bytearray(path.read_bytes())
+    offset = data.find(weight.raw_data) + len(weight.raw_data) // 2
+    data[offset - offset % 4 + 3] ^= 0x40  # the exponent byte of one float32
+    path.write_bytes(bytes(data))
+    with pytest.raises(pipeline.VerifyError) as err:
+        pipeline.verify("cyclegan", checkpoint_path=tiny_checkpoints["cyclegan"], repo=repo, log=lambda m: None)
+    assert "cyclegan_a2b:" in str(err.value) and "model.onnx" in str(err.value)
+    assert "cyclegan_b2a" not in str(err.value)
+
+
+def test_killed_build_leaves_the_repository_unchanged(tmp_path, published, tiny_checkpoints):
+    repo = tmp_path / "repo"
+    shutil.copytree(published[0], repo)
+    before = tree_digest(repo)
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "ganexport.cli", "build", "--model", "cyclegan",
+                             "--checkpoint", str(tiny_checkpoints["cyclegan"]), "--repository", str(repo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:  # kill it once the first export has passed parity: mid-build
+        if "parity torchscript" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert tree_digest(repo) == before
+    assert not list(tmp_path.glob(".repo.staging-*"))
+
+
+def test_build_refuses_a_checkpoint_of_another_model(tmp_path, tiny_checkpoints):
+    with pytest.raises(checkpoint.CheckpointError, match="not cgan"):
+        pipeline.build("cgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=tmp_path / "r", log=lambda m: None)
+    assert not (tmp_path / "r").exists()
+
+
+def test_wrapper_rounds_tanh_range_to_full_uint8_range():
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.999, 1.0]).view(1, 1, 1, 5)
+    assert wrappers.to_uint8(x).flatten().tolist() == [0, 0, 128, 255, 255]

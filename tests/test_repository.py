@@ -1,0 +1,360 @@
+"""export/repository.py: config.pbtxt parses with Triton's schema; publish is atomic.
+
+Expectations are derived from catalog signatures, never copied from them.
+The generic model.py (serving/triton_model.py) is tested against the real
+server elsewhere; here it only has to parse and keep torch out of module level.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from ganexport import catalog
+from ganexport.export import repository as repo_mod
+from ganexport.export.repository import (
+    FLAVORS, MODEL_FILES, RUNTIMES, PublishError, config_pbtxt, latest, libtorch_names, model_name,
+    publish, versions,
+)
+from ganexport.serving.validation import validate
+
+SIGS = {name: sig for name, (_, sig) in catalog.triton_models().items()}
+TRITON_MODEL = Path(repo_mod.python_model_source())
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def dtype_name(dtype: str) -> str:
+    return "TYPE_" + dtype
+
+
+# --------------------------------------------------------------------------- config.pbtxt
+
+COMBOS = list(itertools.product(sorted(SIGS), FLAVORS, RUNTIMES, (False, True), (False, True)))
+
+
+def _valid_combo(flavor: str, runtime: str, gpu: bool, tensorrt: bool) -> bool:
+    return not tensorrt or (flavor == "native" and runtime == "onnxruntime" and gpu)
+
+
+@pytest.mark.parametrize("name,flavor,runtime,gpu,tensorrt", COMBOS)
+def test_config_parses_and_matches_signature(name, flavor, runtime, gpu, tensorrt):
+    sig = SIGS[name]
+    if not _valid_combo(flavor, runtime, gpu, tensorrt):
+        with pytest.raises(ValueError, match="tensorrt"):
+            config_pbtxt(sig, flavor=flavor, runtime=runtime, gpu=gpu, tensorrt=tensorrt)
+        return
+    cfg = parse(config_pbtxt(sig, flavor=flavor, runtime=runtime, gpu=gpu, tensorrt=tensorrt, instances=2))
+    rename = libtorch_names(sig) if (flavor, runtime) == ("native", "torchscript") else {}
+
+    assert cfg.name == model_name(sig, runtime)
+    assert cfg.max_batch_size == sig.max_batch_size > 0
+    for got, want in [(cfg.input, sig.inputs), (cfg.output, sig.outputs)]:
+        assert [t.name for t in got] == [rename.get(t.name, t.name) for t in want]
+        assert [model_config_pb2.DataType.Name(t.data_type) for t in got] == [dtype_name(t.dtype) for t in want]
+        assert [tuple(t.dims) for t in got] == [t.shape for t in want]
+    if flavor == "embedded":
+        assert cfg.backend == "python" and not cfg.platform
+        assert cfg.parameters["runtime"].string_value == runtime
+        assert cfg.parameters["model_file"].string_value == MODEL_FILES[runtime]
+    else:
+        assert cfg.platform == {"onnxruntime": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}[runtime]
+        assert not cfg.backend
+    groups = cfg.instance_group
+    assert len(groups) == 1 and groups[0].count == 2
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(groups[0].kind) == ("KIND_GPU" if gpu else "KIND_CPU")
+    accel = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert [a.name for a in accel] == (["tensorrt"] if tensorrt else [])
+    if tensorrt:
+        assert accel[0].parameters["precision_mode"] == "FP16"
+
+
+@pytest.mark.parametrize("name", sorted(SIGS))
+def test_batching_version_policy_and_warmup(name):
+    sig = SIGS[name]
+    cfg = parse(config_pbtxt(sig, max_queue_delay_us=2500))
+    batching = cfg.dynamic_batching
+    assert batching.max_queue_delay_microseconds == 2500
+    assert list(batching.preferred_batch_size) == sorted(set(batching.preferred_batch_size))
+    assert batching.preferred_batch_size[-1] == sig.max_batch_size
+    assert cfg.version_policy.latest.num_versions == 1
+    (warmup,) = cfg.model_warmup
+    assert warmup.batch_size == 1
+    assert sorted(warmup.inputs) == sorted(t.name for t in sig.inputs)
+    for spec in sig.inputs:
+        w = warmup.inputs[spec.name]
+        assert w.zero_data and not w.random_data
+        assert model_config_pb2.DataType.Name(w.data_type) == dtype_name(spec.dtype)
+        assert len(w.dims) == len(spec.shape) and all(d > 0 for d in w.dims)
+        assert all(wd == sd for wd, sd in zip(w.dims, spec.shape) if sd != -1)
+
+
+@pytest.mark.parametrize("name", sorted(SIGS))
+def test_warmup_request_passes_validation(name):
+    """Warm-up goes through model.py's validation: a refused warm-up fails the model load."""
+    sig = SIGS[name]
+    warmup = parse(config_pbtxt(sig)).model_warmup[0]
+    inputs = {spec.name: np.zeros((warmup.batch_size, *warmup.inputs[spec.name].dims), spec.numpy_dtype)
+              for spec in sig.inputs}
+    validate(sig, inputs)
+
+
+@pytest.mark.parametrize("name", sorted(SIGS))
+def test_native_torchscript_warmup_uses_libtorch_names(name):
+    sig = SIGS[name]
+    cfg = parse(config_pbtxt(sig, flavor="native", runtime="torchscript"))
+    names = libtorch_names(sig)
+    assert sorted(cfg.model_warmup[0].inputs) == sorted(names[t.name] for t in sig.inputs)
+
+
+@pytest.mark.parametrize("name", sorted(SIGS))
+def test_libtorch_names_follow_the_index_convention(name):
+    sig = SIGS[name]
+    names = libtorch_names(sig)
+    for group in (sig.inputs, sig.outputs):
+        for i, t in enumerate(group):
+            assert names[t.name] == f"{t.name}__{i}"
+    assert len(set(names.values())) == len(names)
+
+
+def test_config_refuses_unknown_choices():
+    sig = next(iter(SIGS.values()))
+    for kwargs in [dict(flavor="docker"), dict(runtime="tensorflow"), dict(instances=0)]:
+        with pytest.raises(ValueError):
+            config_pbtxt(sig, **kwargs)
+
+
+def test_torchscript_models_get_their_own_name():
+    sig = next(iter(SIGS.values()))
+    assert model_name(sig, "onnxruntime") == sig.name
+    assert model_name(sig, "torchscript") != sig.name
+
+
+# --------------------------------------------------------------------------- publish
+
+SIG = next(s for s in SIGS.values() if -1 in s.inputs[0].shape)  # a translator: the richest signature
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every path under root -> sha256 of its bytes ('dir' for directories)."""
+    if not root.exists():
+        return {}
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """Staging or trash dirs left beside the repository."""
+    return [p.name for p in root.parent.iterdir() if p.name.startswith(".") and "staging" in p.name]
+
+
+@pytest.fixture()
+def env(tmp_path):
+    """A repository path and source files: a model per runtime and a parity report."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for runtime, fname in MODEL_FILES.items():
+        (src / fname).write_bytes(os.urandom(256) + runtime.encode())
+    (src / "parity.json").write_text(json.dumps({"passed": True}))
+    root = tmp_path / "work"
+    root.mkdir()
+    return root / "model_repository", src
+
+
+def files_for(src: Path, runtime: str = "onnxruntime") -> dict[str, Path]:
+    fname = MODEL_FILES[runtime]
+    return {fname: src / fname, "parity.json": src / "parity.json"}
+
+
+def test_publish_writes_the_documented_layout(env):
+    repo, src = env
+    config = config_pbtxt(SIG)
+    v = publish(repo, SIG, files_for(src), config=config)
+    assert v == 1 and versions(repo, SIG.name) == [1]
+    vdir = latest(repo, SIG.name)
+    assert vdir == repo / SIG.name / "1"
+    assert (repo / SIG.name / "config.pbtxt").read_text() == config
+    assert (vdir / "model.onnx").read_bytes() == (src / "model.onnx").read_bytes()
+    assert (vdir / "parity.json").read_bytes() == (src / "parity.json").read_bytes()
+    assert (vdir / "model.py").read_bytes() == TRITON_MODEL.read_bytes()
+    sig_back = catalog.Signature.from_dict(json.loads((vdir / "signature.json").read_text()))
+    assert sig_back == SIG
+    assert leftovers(repo) == []
+
+
+@pytest.mark.parametrize("name", sorted(SIGS))
+def test_signature_json_round_trips_for_every_model(env, name):
+    repo, src = env
+    sig = SIGS[name]
+    publish(repo, sig, files_for(src, "torchscript"), config=config_pbtxt(sig, runtime="torchscript"))
+    vdir = latest(repo, model_name(sig, "torchscript"))
+    assert catalog.Signature.from_dict(json.loads((vdir / "signature.json").read_text())) == sig
+
+
+def test_native_flavor_has_no_model_py(env):
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG, flavor="native"))
+    assert not (latest(repo, SIG.name) / "model.py").exists()
+
+
+def test_versions_increase_and_prune_to_keep(env):
+    repo, src = env
+    config = config_pbtxt(SIG)
+    got = [publish(repo, SIG, files_for(src), config=config, keep=2) for _ in range(4)]
+    assert got == [1, 2, 3, 4]
+    assert versions(repo, SIG.name) == [3, 4]
+    assert latest(repo, SIG.name) == repo / SIG.name / "4"
+    assert leftovers(repo) == []
+
+
+def test_versions_ignore_non_numeric_dirs(env):
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    (repo / SIG.name / "notes").mkdir()
+    (repo / SIG.name / "10").mkdir()
+    assert versions(repo, SIG.name) == [1, 10]
+    assert publish(repo, SIG, files_for(src), config=config_pbtxt(SIG)) == 11
+    assert versions(repo, "nothing_here") == [] and latest(repo, "nothing_here") is None
+
+
+def test_staging_happens_outside_the_repository(env, monkeypatch):
+    """Triton loads every subdirectory, hidden ones too: nothing may be staged inside."""
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    seen = []
+    real_copy = shutil.copy2
+
+    def spy(s, d, *a, **k):
+        seen.append(Path(d))
+        return real_copy(s, d, *a, **k)
+
+    monkeypatch.setattr(shutil, "copy2", spy)
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    assert seen and all(repo.resolve() not in p.resolve().parents for p in seen)
+    assert all(p.resolve().parent.parent.parent == repo.parent.resolve() for p in seen)
+
+
+# --------------------------------------------------------------------------- failures leave no trace
+
+
+def _published_twice(repo: Path, src: Path) -> dict[str, str]:
+    for _ in range(2):
+        publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    return tree(repo)
+
+
+def test_missing_second_file_leaves_repository_unchanged(env):
+    repo, src = env
+    before = _published_twice(repo, src)
+    files = {"model.onnx": src / "model.onnx", "parity.json": src / "missing.json"}
+    with pytest.raises(FileNotFoundError):
+        publish(repo, SIG, files, config=config_pbtxt(SIG))
+    assert tree(repo) == before
+    assert leftovers(repo) == []
+
+
+def test_copy_failing_halfway_leaves_repository_unchanged(env, monkeypatch):
+    repo, src = env
+    before = _published_twice(repo, src)
+    real_copy, calls = shutil.copy2, []
+
+    def flaky(s, d, *a, **k):
+        calls.append(d)
+        if len(calls) > 1:
+            raise OSError("disk full (simulated)")
+        return real_copy(s, d, *a, **k)
+
+    monkeypatch.setattr(shutil, "copy2", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    assert len(calls) == 2
+    assert tree(repo) == before
+    assert leftovers(repo) == []
+
+
+def test_config_replace_failing_moves_the_new_version_back_out(env, monkeypatch):
+    repo, src = env
+    before = _published_twice(repo, src)
+
+    def broken(*a, **k):
+        raise OSError("replace failed (simulated)")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="simulated"):
+        publish(repo, SIG, files_for(src), config=config_pbtxt(SIG, instances=3))
+    assert tree(repo) == before
+    assert leftovers(repo) == []
+
+
+def test_failed_first_publish_does_not_create_the_repository(env):
+    repo, src = env
+    files = {"model.onnx": src / "model.onnx", "parity.json": src / "missing.json"}
+    with pytest.raises(FileNotFoundError):
+        publish(repo, SIG, files, config=config_pbtxt(SIG))
+    assert not repo.exists()
+    assert leftovers(repo) == []
+
+
+@pytest.mark.parametrize("problem", ["other_model", "no_model_file", "bad_file_name", "bad_config", "keep0"])
+def test_bad_calls_are_refused_before_anything_is_written(env, problem):
+    repo, src = env
+    before = _published_twice(repo, src)
+    config, files, keep = config_pbtxt(SIG), files_for(src), 3
+    if problem == "other_model":
+        other = next(s for s in SIGS.values() if s.name != SIG.name)
+        config = config_pbtxt(other)
+    elif problem == "no_model_file":
+        files = files_for(src, "torchscript")  # the config loads model.onnx
+    elif problem == "bad_file_name":
+        files["../escape.onnx"] = src / "model.onnx"
+    elif problem == "bad_config":
+        config = config.replace("max_batch_size:", "max_batch_sighs:")
+    else:
+        keep = 0
+    with pytest.raises(PublishError):
+        publish(repo, SIG, files, config=config, keep=keep)
+    assert tree(repo) == before
+    assert leftovers(repo) == []
+
+
+def test_stale_staging_of_a_killed_publish_is_swept(env):
+    repo, src = env
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = repo.parent / f".{repo.name}.staging-{dead.pid}-abc"
+    (stale / "version").mkdir(parents=True)
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    assert not stale.exists()
+
+
+# --------------------------------------------------------------------------- the generic model.py
+
+
+def test_triton_model_parses_and_keeps_torch_out_of_module_level():
+    tree_ = ast.parse(TRITON_MODEL.read_text())
+    top = set()
+    for node in tree_.body:
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top.add(node.module)
+    assert "torch" not in top and "tritonclient" not in top
+    assert "ganexport.serving.validation" in top
+    assert any(isinstance(n, ast.ClassDef) and n.name == "TritonPythonModel" for n in tree_.body)
