@@ -128,8 +128,12 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     parts.append(_tensors("output", sig.outputs, rename))
     parts.append(_dynamic_batching(sig, max_queue_delay_us))
     parts.append(f"instance_group [\n  {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }}\n]")
+    params = {"signature": json.dumps(sig.for_runtime(runtime).to_dict(), separators=(",", ":"))}
     if flavor == "embedded":
-        parts.append(_parameters({"runtime": runtime, "model_file": MODEL_FILES[runtime]}))
+        params.update(runtime=runtime, model_file=MODEL_FILES[runtime])
+    # The full signature (value ranges, size limits) rides along, so any Triton client can
+    # validate a request before sending it: GET /v2/models/<name>/config.
+    parts.append(_parameters(params))
     if tensorrt:
         parts.append(_tensorrt_block())
     warmup = _warmup(sig, rename)
@@ -170,7 +174,9 @@ def _dynamic_batching(sig: Signature, max_queue_delay_us: int) -> str:
 
 
 def _parameters(params: Mapping[str, str]) -> str:
-    return "\n".join(f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
+    """parameters entries; values are quoted and escaped as JSON strings, which text format also reads."""
+    return "\n".join(f'parameters: {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}'
+                     for k, v in params.items())
 
 
 def _tensorrt_block() -> str:

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from ganexport import catalog
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
@@ -17,3 +19,32 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("GANEXPORT_CACHE", None)
     else:
         os.environ["GANEXPORT_CACHE"] = old
+
+
+# Smoke data: cyclegan trains on a few photo2sketch crops; the others on scikit-learn's 8x8 digits (instant).
+SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits") for name, spec in catalog.MODELS.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, _private_cache):
+    """A few smoke steps per model, so BatchNorm running stats are real (parity must not look better than it is)."""
+    out = tmp_path_factory.mktemp("runs")
+    from ganexport.training.loop import TrainConfig, train
+
+    return {m: train(TrainConfig(model=m, profile="smoke", dataset=SMOKE_DATA[m], out=str(out), limit=32,
+                                 progress=False)) / "checkpoint.safetensors"
+            for m in catalog.MODELS}
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory, tiny_checkpoints):
+    """(repository, {model: [(triton name, version), ...]}): every model built once, on tiny nets."""
+    from ganexport.export import build as pipeline
+
+    # Tests that change files work on a copy (shutil.copytree).
+    repo = tmp_path_factory.mktemp("published") / "repo"
+    versions = {m: pipeline.build(m, checkpoint_path=ckpt, repo=repo, log=lambda msg: None)
+                for m, ckpt in tiny_checkpoints.items()}
+    return repo, versions
+
+

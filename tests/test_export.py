@@ -21,28 +21,6 @@ from ganexport import catalog
 from ganexport.export import build as pipeline
 from ganexport.export import onnx_export, parity, repository, wrappers
 from ganexport.training import checkpoint
-from ganexport.training.loop import TrainConfig, train
-
-SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits") for name, spec in catalog.MODELS.items()}
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoints(tmp_path_factory):
-    """A few smoke steps per model, so BatchNorm running stats are real (parity must not look better than it is)."""
-    out = tmp_path_factory.mktemp("runs")
-    return {m: train(TrainConfig(model=m, profile="smoke", dataset=SMOKE_DATA[m], out=str(out), limit=32,
-                                 progress=False)) / "checkpoint.safetensors"
-            for m in catalog.MODELS}
-
-
-@pytest.fixture(scope="session")
-def published(tmp_path_factory, tiny_checkpoints):
-    """Every model built once into one repository; tests that change files work on a copy."""
-    repo = tmp_path_factory.mktemp("published") / "repo"
-    versions = {m: pipeline.build(m, checkpoint_path=ckpt, repo=repo, log=lambda msg: None)
-                for m, ckpt in tiny_checkpoints.items()}
-    return repo, versions
-
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file under root with its sha256: 'exactly as it was' means this is unchanged."""

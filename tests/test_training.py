@@ -14,8 +14,8 @@ from ganexport import catalog
 from ganexport.training import checkpoint
 from ganexport.training.loop import TrainConfig, train
 
-# cyclegan trains on a few photo2sketch crops; the others on scikit-learn's digits (8x8, instant).
-SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits") for name, spec in catalog.MODELS.items()}
+from conftest import SMOKE_DATA  # cyclegan: a few photo2sketch crops; the rest: scikit-learn's 8x8 digits
+
 
 
 def smoke_run(tmp_path, model, **kw):

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ganexport import catalog
+from ganexport import catalog, images
 from ganexport.sketch import pencil_sketch
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -298,15 +298,11 @@ def _image_files(root: Path) -> list[Path]:
 
 def _open_rgb(path: Path, size: int):
     """Open an image as RGB: EXIF-rotated, alpha composited on white (not black)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     with Image.open(path) as im:
         im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-            rgba = im.convert("RGBA")
-            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        return im.convert("RGB")
+        return Image.fromarray(images.to_array(im, channels=3))
 
 
 def _resize_short_side(im, short: int):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from ganexport.images import grid_image, upscale_for_viewing
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -16,25 +17,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def grid_image(images: np.ndarray, nrow: int, pad: int = 2, scale: int = 1) -> Image.Image:
-    """Tile uint8 NHWC images into one picture, ``nrow`` per row, on a dark background."""
-    n, h, w, c = images.shape
-    rows = -(-n // nrow)
-    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 32, np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, nrow)
-        y, x = pad + r * (h + pad), pad + col * (w + pad)
-        canvas[y:y + h, x:x + w] = img
-    picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-    if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    return picture
-
-
 def save_grid(images: torch.Tensor, nrow: int, path: Path) -> Path:
     """Write a PNG grid; small images (28x28) are upscaled so a person can see them."""
     arr = to_uint8(images)
-    scale = max(1, 96 // arr.shape[1])
+    scale = upscale_for_viewing(arr.shape[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     grid_image(arr, nrow, scale=scale).save(path)
     return path

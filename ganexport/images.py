@@ -1,0 +1,94 @@
+"""Image files in and out, numpy + Pillow only (serving and the demo use it without torch).
+
+People upload what their cameras and editors write: EXIF-rotated JPEGs,
+RGBA and palette PNGs, grayscale, 16-bit PNGs. ``read_image`` turns all of
+them into the uint8 HxWxC array a model's signature asks for, or raises
+``ImageError`` with a one-line reason (not an image, truncated, too small,
+too large).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Refuse decompression bombs up front rather than running out of memory.
+MAX_PIXELS = 64_000_000
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message is one line."""
+
+
+def to_array(im: Image.Image, channels: int = 3) -> np.ndarray:
+    """A PIL image in any mode -> uint8 HxWxC (C = 1 or 3), EXIF orientation applied."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit integer grayscale: scale, don't clip
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent areas become white
+        im = Image.alpha_composite(background, rgba)
+    im = im.convert("L" if channels == 1 else "RGB")
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[..., None] if channels == 1 else arr
+
+
+def read_image(source: str | Path | bytes, channels: int = 3, min_side: int | None = None,
+               max_side: int | None = None) -> np.ndarray:
+    """Decode a file or bytes into uint8 HxWxC, checking the size limits a model accepts."""
+    name = "upload" if isinstance(source, bytes) else str(source)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"{name}: {im.width}x{im.height} is above the {MAX_PIXELS:,}-pixel limit")
+            im.load()
+            arr = to_array(im, channels)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file (JPEG, PNG, WebP, BMP, GIF, TIFF are read)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"{name}: unreadable or truncated image ({str(e).splitlines()[0]})") from None
+    h, w = arr.shape[:2]
+    if min_side and min(h, w) < min_side:
+        raise ImageError(f"{name}: {w}x{h} is too small; both sides must be at least {min_side} pixels")
+    if max_side and max(h, w) > max_side:
+        raise ImageError(f"{name}: {w}x{h} is too large; the limit is {max_side} pixels per side "
+                         f"(resize it, e.g. to {max_side} on the longer side)")
+    return arr
+
+
+def save_image(arr: np.ndarray, path: str | Path) -> Path:
+    """uint8 HxWxC (C = 1 or 3) -> PNG (lossless: exact pixels)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    return path
+
+
+def grid_image(images: np.ndarray, nrow: int, pad: int = 2, scale: int = 1) -> Image.Image:
+    """Tile uint8 NHWC images into one picture, ``nrow`` per row, on a dark background."""
+    n, h, w, c = images.shape
+    rows = -(-n // nrow)
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 32, np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        canvas[y:y + h, x:x + w] = img
+    picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return picture
+
+
+def upscale_for_viewing(side: int, target: int = 96) -> int:
+    """Integer zoom so small images (28x28) are big enough to look at."""
+    return max(1, target // side)

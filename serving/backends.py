@@ -1,0 +1,270 @@
+"""One Backend protocol, four implementations: the demo, `ganexport infer` and the benchmarks
+use only this, so the same call gets the same images in-process or through Triton.
+
+    >>> from ganexport.serving.backends import connect
+    >>> backend = connect("triton-grpc", url="127.0.0.1:8001")        # doctest: +SKIP
+    >>> images = backend.sample("cgan", z, label=labels)               # doctest: +SKIP
+    >>> sketch = backend.translate("cyclegan_a2b", photo[None])[0]     # doctest: +SKIP
+
+| kind          | runs                                      | model names               |
+|---------------|-------------------------------------------|---------------------------|
+| onnxruntime   | model.onnx in-process (CUDA EP if usable) | as published              |
+| torchscript   | model.pt in-process (torch imported lazily)| the `_torchscript` twin   |
+| triton-http   | the Triton endpoint over HTTP             | as served                 |
+| triton-grpc   | the Triton endpoint over gRPC             | as served                 |
+
+Every implementation validates a request against the model's signature
+before it runs (the server does too), so bad input fails the same way,
+with a one-line ``InvalidInput``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ganexport import catalog
+from ganexport.serving.validation import InvalidInput, validate
+
+BACKENDS = ("onnxruntime", "torchscript", "triton-http", "triton-grpc")
+DEFAULT_URLS = {"triton-http": "127.0.0.1:8000", "triton-grpc": "127.0.0.1:8001"}
+
+
+class BackendError(RuntimeError):
+    """The backend could not answer (server down, model missing, runtime failure); one line."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def metadata(self, model: str) -> catalog.Signature: ...
+
+    def sample(self, model: str, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray: ...
+
+    def translate(self, model: str, images: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class _Base:
+    """Shared request building: signature lookup, validation, input dict, output extraction."""
+
+    name = "base"
+
+    def metadata(self, model: str) -> catalog.Signature:
+        raise NotImplementedError
+
+    def _run(self, model: str, sig: catalog.Signature, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def sample(self, model: str, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+        """Latents (and labels, for conditional models) -> uint8 images N x H x W x C."""
+        sig = self.metadata(model)
+        if sig.kind != "sample":
+            raise InvalidInput(f"{model}: a {sig.kind} model; use translate()")
+        inputs = {sig.inputs[0].name: np.asarray(z)}
+        if len(sig.inputs) > 1:
+            if label is None:
+                raise InvalidInput(f"{model}: needs a label ({sig.inputs[1].doc})")
+            label = np.asarray(label)
+            inputs[sig.inputs[1].name] = label[:, None] if label.ndim == 1 else label  # [N] -> [N, 1]
+        elif label is not None:
+            raise InvalidInput(f"{model}: takes no label")
+        return self._checked_run(model, sig, inputs)
+
+    def translate(self, model: str, images: np.ndarray) -> np.ndarray:
+        """uint8 images N x H x W x C -> uint8 images of the same shape."""
+        sig = self.metadata(model)
+        if sig.kind != "translate":
+            raise InvalidInput(f"{model}: a {sig.kind} model; use sample()")
+        return self._checked_run(model, sig, {sig.inputs[0].name: np.asarray(images)})
+
+    def _checked_run(self, model: str, sig: catalog.Signature, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        validate(sig, inputs)
+        return self._run(model, sig, inputs)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def cuda_usable() -> bool:
+    """A CUDA device is present and ONNX Runtime was built for it; only then ask for the CUDA EP
+    (asking on a CPU machine prints a wall of errors)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers() and os.path.exists("/dev/nvidiactl")
+
+
+class LocalBackend(_Base):
+    """The newest published version of each model, run in this process."""
+
+    def __init__(self, repository: str | Path = "model_repository", runtime: str = "onnxruntime",
+                 threads: int | None = None):
+        self.repository, self.runtime, self.threads = Path(repository), runtime, threads
+        self.name = runtime
+        self._loaded: dict[str, tuple[catalog.Signature, object]] = {}
+
+    def _version_dir(self, model: str) -> Path:
+        from ganexport.export.repository import latest  # no torch there
+
+        name = catalog.RUNTIME_SUFFIX[self.runtime]
+        name = model if model.endswith(name) and name else model + name
+        version = latest(self.repository, name)
+        if version is None:
+            raise BackendError(f"{name}: not published in {self.repository} (run ganexport build)")
+        return version
+
+    def _load(self, model: str):
+        if model not in self._loaded:
+            vdir = self._version_dir(model)
+            sig = catalog.Signature.from_dict(json.loads((vdir / "signature.json").read_text()))
+            try:
+                runner = self._onnx(vdir / "model.onnx") if self.runtime == "onnxruntime" else self._ts(vdir / "model.pt")
+            except Exception as e:  # a corrupt file fails in many ways; say which file
+                raise BackendError(f"{vdir}: model file does not load: {str(e).splitlines()[0][:200]}") from None
+            self._loaded[model] = (sig, runner)
+        return self._loaded[model]
+
+    def _onnx(self, path: Path):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers = (["CUDAExecutionProvider"] if cuda_usable() else []) + ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        self.providers = session.get_providers()
+        return lambda inputs: session.run(None, inputs)[0]
+
+    def _ts(self, path: Path):
+        import torch  # lazily: serving must not need torch unless TorchScript is asked for
+
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+        def run(inputs):
+            with torch.no_grad():
+                return module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]).numpy()
+
+        return run
+
+    def metadata(self, model: str) -> catalog.Signature:
+        return self._load(model)[0]
+
+    def _run(self, model, sig, inputs):
+        return self._load(model)[1](inputs)
+
+
+# --------------------------------------------------------------------------- Triton
+
+
+class TritonBackend(_Base):
+    """A Triton endpoint through tritonclient, over HTTP or gRPC.
+
+    The model's signature comes from its config (the ``signature`` parameter
+    the repository writer adds), so requests are validated before they are
+    sent. Connections are closed by ``close()``: an idle HTTP keep-alive
+    connection would otherwise hold the server's shutdown.
+    """
+
+    def __init__(self, protocol: str = "grpc", url: str | None = None, timeout: float = 30.0):
+        self.protocol = protocol
+        self.name = f"triton-{protocol}"
+        self.url = (url or DEFAULT_URLS[self.name]).removeprefix("http://").removeprefix("grpc://")
+        self.timeout = timeout
+        if protocol == "http":
+            import tritonclient.http as client
+
+            self._client = client.InferenceServerClient(self.url, connection_timeout=timeout,
+                                                        network_timeout=timeout)
+        elif protocol == "grpc":
+            import tritonclient.grpc as client
+
+            self._client = client.InferenceServerClient(self.url)
+        else:
+            raise ValueError(f"protocol must be http or grpc, not {protocol!r}")
+        self._module = client
+        self._signatures: dict[str, catalog.Signature] = {}
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Retry only here, while a just-started server is not ready yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._client.is_server_ready():
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise BackendError(f"Triton at {self.url} is not ready after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def _call(self, what: str, fn, *args, **kw):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return fn(*args, **kw)
+        except InferenceServerException as e:
+            status = str(e.status() or "")
+            msg = (e.message() or str(e)).splitlines()[0]
+            if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+                raise InvalidInput(msg) from None
+            raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}): {msg}") from None
+        except Exception as e:  # connection refused, timeouts: the server is not there
+            raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}) unreachable: "
+                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+    def metadata(self, model: str) -> catalog.Signature:
+        if model not in self._signatures:
+            if self.protocol == "grpc":
+                config = self._call(model, self._client.get_model_config, model, as_json=True,
+                                    client_timeout=self.timeout)["config"]
+            else:
+                config = self._call(model, self._client.get_model_config, model)
+            raw = config.get("parameters", {}).get("signature", {}).get("string_value")
+            if not raw:
+                raise BackendError(f"{model}: its config carries no signature parameter (not built by ganexport?)")
+            self._signatures[model] = catalog.Signature.from_dict(json.loads(raw))
+        return self._signatures[model]
+
+    def _run(self, model, sig, inputs):
+        from tritonclient.utils import np_to_triton_dtype
+
+        request = []
+        for t in sig.inputs:
+            value = np.ascontiguousarray(inputs[t.name])
+            tensor = self._module.InferInput(t.name, list(value.shape), np_to_triton_dtype(value.dtype))
+            tensor.set_data_from_numpy(value)
+            request.append(tensor)
+        out = sig.outputs[0].name
+        kw = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        result = self._call(model, self._client.infer, model, request,
+                            outputs=[self._module.InferRequestedOutput(out)], **kw)
+        return result.as_numpy(out)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def connect(kind: str, *, repository: str | Path = "model_repository", url: str | None = None,
+            timeout: float = 30.0) -> Backend:
+    """A backend by name: onnxruntime | torchscript (in-process) | triton-http | triton-grpc."""
+    if kind in ("onnxruntime", "torchscript"):
+        return LocalBackend(repository, runtime=kind)
+    if kind in ("triton-http", "triton-grpc"):
+        return TritonBackend(kind.removeprefix("triton-"), url, timeout)
+    raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")

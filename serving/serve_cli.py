@@ -1,0 +1,182 @@
+"""``ganexport serve``: the Triton server bundled in nvidia-pytriton, on a published model repository.
+
+Registered in ganexport/cli.py with ``cli.add_command(serve)``. Runs
+standalone too (the tests do)::
+
+    python -c "from ganexport.serving.serve_cli import serve; serve()" --repository model_repository
+
+No torch import: serving needs only the binary and the repository.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ganexport.serving.triton_server import (
+    DEFAULT_HOST,
+    DEFAULT_PORTS,
+    ModelInfo,
+    ServerError,
+    TritonServer,
+    check_repository,
+)
+
+
+class ServeError(click.ClickException):
+    """A one-line error for the user (taken port, empty repository...): exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, log_tail: list[str] | None = None):
+        super().__init__(message)
+        self.log_tail = list(log_tail or [])
+
+    def show(self, file=None):
+        if self.log_tail:
+            click.echo("last lines of the Triton log:", err=True)
+            for line in self.log_tail:
+                click.echo(f"  {line}", err=True)
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class ServerDied(ServeError):
+    """The server exited on its own after it was ready: not a usage error, so exit code 1."""
+
+    exit_code = 1
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGINT/SIGTERM so that cleanup runs in finally blocks."""
+
+
+def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
+    """``--models a,b --models c`` -> ('a', 'b', 'c')."""
+    if not value:
+        return ()
+    return tuple(dict.fromkeys(n.strip() for v in value for n in v.split(",") if n.strip()))
+
+
+@click.command(context_settings=dict(show_default=True, help_option_names=["-h", "--help"],
+                                     max_content_width=100))
+@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"),
+              help="Triton model repository, as `ganexport build` publishes it.")
+@click.option("--host", default=DEFAULT_HOST,
+              help="Address to bind. Anything but loopback exposes an unauthenticated server.")
+@click.option("--http-port", type=int, default=DEFAULT_PORTS["http"], help="HTTP/REST port.")
+@click.option("--grpc-port", type=int, default=DEFAULT_PORTS["grpc"], help="gRPC port.")
+@click.option("--metrics-port", type=int, default=DEFAULT_PORTS["metrics"],
+              help="Prometheus metrics port; 0 turns metrics off.")
+@click.option("--triton-bin", type=click.Path(path_type=Path), default=None,
+              help="A tritonserver binary to run instead of the one bundled in nvidia-pytriton.")
+@click.option("--models", multiple=True, callback=_split_models, metavar="NAME,...",
+              help="Serve only these models (comma-separated), e.g. to skip the *_torchscript "
+                   "variants, whose stubs import torch. Default: every model of the repository.")
+@click.option("--timeout", type=float, default=120.0, help="Seconds to wait for every model to load.")
+def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
+          triton_bin: Path | None, models: tuple[str, ...], timeout: float):
+    """Serve a model repository with Triton until Ctrl+C (or SIGTERM), then stop it cleanly.
+
+    Prints the HTTP, gRPC and metrics endpoints and every model with its inputs
+    and outputs. Model control is off: the load/unload API refuses requests.
+
+    \b
+    Examples:
+      ganexport serve                                  # every model, 127.0.0.1:8000 / 8001 / 8002
+      ganexport serve --models cyclegan_a2b,cgan       # only these two (less memory, faster start)
+      ganexport serve --http-port 9000 --grpc-port 9001 --metrics-port 0
+      curl -s localhost:8000/v2/health/ready -o /dev/null -w '%{http_code}\\n'
+    """
+    previous = _on_signals(_raise_stop)
+    staged: Path | None = None
+    try:
+        if models:
+            staged = _select(repository, models)
+        server = TritonServer(staged or repository, host=host, http_port=http_port, grpc_port=grpc_port,
+                              metrics_port=metrics_port, triton_bin=triton_bin)
+        _run(server, repository, timeout)
+    except _Stop:
+        click.echo("stopped")
+    except ServerError as e:
+        raise ServeError(str(e), e.log_tail) from None
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        _restore_signals(previous)
+
+
+def _run(server: TritonServer, shown_repo: Path, timeout: float) -> None:
+    """Start, report, and block until a signal (clean stop) or the server's own exit (an error)."""
+    click.echo(f"starting Triton on {shown_repo} ...")
+    try:
+        server.start(timeout=timeout)
+        _report(server, shown_repo)
+        while server.wait(1.0) is None:
+            pass
+        died = server.failure(f"tritonserver exited unexpectedly with code {server.process.returncode}",
+                              plain=False)
+        raise ServerDied(str(died), died.log_tail)
+    finally:
+        _on_signals(_ignore)  # a second Ctrl+C must not interrupt the cleanup
+        if server.process is not None and server.process.poll() is None:
+            click.echo("stopping Triton ...")
+        server.stop()
+
+
+def _report(server: TritonServer, shown_repo: Path) -> None:
+    """The endpoints, then each model with its tensors: what a client needs to call it."""
+    meta = server.server_metadata()
+    models = server.models()
+    click.echo(f"Triton {meta.get('version', '?')} ready in {server.ready_seconds:.1f} s: "
+               f"{len(models)} model(s) from {shown_repo}")
+    click.echo(f"  HTTP     http://{server.http_url}")
+    click.echo(f"  gRPC     {server.grpc_url}")
+    click.echo(f"  metrics  {server.metrics_url or 'off'}")
+    click.echo(f"  log      {server.log_path}")
+    for model in models:
+        _echo_model(model)
+    click.echo("Ctrl+C stops the server.")
+
+
+def _echo_model(model: ModelInfo) -> None:
+    click.echo(f"{model.name} (version {model.version}, max batch {model.max_batch_size})")
+    rows = [("in", t) for t in model.inputs] + [("out", t) for t in model.outputs]
+    width = max((len(t.name) for _, t in rows), default=0)
+    for kind, t in rows:
+        click.echo(f"  {kind:<4}{t.name:<{width}}  {t.datatype:<6} {list(t.shape)}")
+
+
+def _select(repository: Path, names: tuple[str, ...]) -> Path:
+    """A temp repository of symlinks to the chosen model dirs; Triton loads nothing else."""
+    available = check_repository(repository)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ServeError(f"no model {', '.join(unknown)} in {repository}; available: {', '.join(available)}")
+    staged = Path(tempfile.mkdtemp(prefix="ganexport-serve-models-"))
+    for name in names:
+        (staged / name).symlink_to((repository / name).resolve(), target_is_directory=True)
+    return staged
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _ignore(signum, frame) -> None:
+    print(f"{signal.Signals(signum).name}: already stopping", file=sys.stderr)
+
+
+def _on_signals(handler) -> dict:
+    """Install ``handler`` for SIGINT and SIGTERM; returns the previous handlers."""
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict) -> None:
+    """serve() may run inside another program (tests, CliRunner): leave its handlers as they were."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
