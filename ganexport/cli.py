@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ganexport import catalog
+from ganexport.serving.serve_cli import serve
 
 CONTEXT = dict(help_option_names=["-h", "--help"], show_default=True, max_content_width=100)
 
@@ -259,6 +260,9 @@ def infer(model, backend, url, repo, seed, count, label, input_path, output):
     except (images.ImageError, InvalidInput, BackendError) as e:
         raise UserError(str(e)) from None
     click.echo(f"{model} via {backend}: wrote {output}")
+
+
+cli.add_command(serve)
 
 
 def main(argv=None):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from ganexport.catalog import RUNTIME_SUFFIX
+
 from ganexport.serving.triton_server import (
     DEFAULT_HOST,
     DEFAULT_PORTS,
@@ -25,6 +27,7 @@ from ganexport.serving.triton_server import (
     ServerError,
     TritonServer,
     check_repository,
+    exit_text,
 )
 
 
@@ -75,11 +78,14 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
 @click.option("--triton-bin", type=click.Path(path_type=Path), default=None,
               help="A tritonserver binary to run instead of the one bundled in nvidia-pytriton.")
 @click.option("--models", multiple=True, callback=_split_models, metavar="NAME,...",
-              help="Serve only these models (comma-separated), e.g. to skip the *_torchscript "
-                   "variants, whose stubs import torch. Default: every model of the repository.")
+              help="Serve only these models (comma-separated). Default: every ONNX-Runtime model "
+                   "of the repository, plus the _torchscript twins with --torchscript.")
+@click.option("--torchscript/--no-torchscript", default=False,
+              help="Also load the *_torchscript twins when --models is not given. Each of their stubs "
+                   "imports torch (about 250 MB and a second or more per model), so they are opt-in.")
 @click.option("--timeout", type=float, default=120.0, help="Seconds to wait for every model to load.")
 def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-          triton_bin: Path | None, models: tuple[str, ...], timeout: float):
+          triton_bin: Path | None, models: tuple[str, ...], torchscript: bool, timeout: float):
     """Serve a model repository with Triton until Ctrl+C (or SIGTERM), then stop it cleanly.
 
     Prints the HTTP, gRPC and metrics endpoints and every model with its inputs
@@ -87,7 +93,8 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 
     \b
     Examples:
-      ganexport serve                                  # every model, 127.0.0.1:8000 / 8001 / 8002
+      ganexport serve                                  # every ONNX model, 127.0.0.1:8000 / 8001 / 8002
+      ganexport serve --torchscript                    # ... and their TorchScript twins
       ganexport serve --models cyclegan_a2b,cgan       # only these two (less memory, faster start)
       ganexport serve --http-port 9000 --grpc-port 9001 --metrics-port 0
       curl -s localhost:8000/v2/health/ready -o /dev/null -w '%{http_code}\\n'
@@ -95,6 +102,9 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
     previous = _on_signals(_raise_stop)
     staged: Path | None = None
     try:
+        if not models and not torchscript:
+            suffix = RUNTIME_SUFFIX["torchscript"]
+            models = tuple(n for n in check_repository(repository) if not n.endswith(suffix))
         if models:
             staged = _select(repository, models)
         server = TritonServer(staged or repository, host=host, http_port=http_port, grpc_port=grpc_port,
@@ -112,14 +122,14 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 
 def _run(server: TritonServer, shown_repo: Path, timeout: float) -> None:
     """Start, report, and block until a signal (clean stop) or the server's own exit (an error)."""
+    server.check()  # a taken port or an empty repository: one line, before anything is printed
     click.echo(f"starting Triton on {shown_repo} ...")
     try:
         server.start(timeout=timeout)
         _report(server, shown_repo)
         while server.wait(1.0) is None:
             pass
-        died = server.failure(f"tritonserver exited unexpectedly with code {server.process.returncode}",
-                              plain=False)
+        died = server.failure(f"tritonserver {exit_text(server.process.returncode)} unexpectedly", plain=False)
         raise ServerDied(str(died), died.log_tail)
     finally:
         _on_signals(_ignore)  # a second Ctrl+C must not interrupt the cleanup
@@ -134,7 +144,8 @@ def _report(server: TritonServer, shown_repo: Path) -> None:
     models = server.models()
     click.echo(f"Triton {meta.get('version', '?')} ready in {server.ready_seconds:.1f} s: "
                f"{len(models)} model(s) from {shown_repo}")
-    click.echo(f"  HTTP     http://{server.http_url}")
+    bound = "" if server.http_url.startswith(server.host) else f"  (bound to {server.host})"
+    click.echo(f"  HTTP     http://{server.http_url}{bound}")
     click.echo(f"  gRPC     {server.grpc_url}")
     click.echo(f"  metrics  {server.metrics_url or 'off'}")
     click.echo(f"  log      {server.log_path}")
@@ -164,6 +175,8 @@ def _select(repository: Path, names: tuple[str, ...]) -> Path:
 
 
 def _raise_stop(signum, frame) -> None:
+    """The first SIGINT/SIGTERM unwinds to the cleanup; later ones must not interrupt it."""
+    _on_signals(_ignore)
     raise _Stop(signal.Signals(signum).name)
 
 

@@ -243,25 +243,34 @@ def log_tail(path: Path | None, lines: int = 20) -> list[str]:
 def failure_reason(path: Path | None) -> tuple[str, bool]:
     """(one line saying why the server died, whether the log said so plainly).
 
-    A model that failed to load is named with its version and the first line of
-    its error; otherwise the last error line. ``False`` means the reason is a
-    guess and the caller should show the log tail.
+    A model that failed to load (or whose directory Triton could not read) is
+    named with the first line of its error; else the last error line. ``False``
+    means the reason is a guess and the caller should show the log tail.
     """
     try:
         text = Path(path).read_text(errors="replace")
     except (OSError, TypeError):
         return "no log was written", False
-    failed = re.findall(r"failed to load '([^']+)' version (\d+): (.*)", text)
-    if failed:
-        name, version, why = failed[0]
-        others = sorted({n for n, _, _ in failed} - {name})
-        more = f" (also failed: {', '.join(others)})" if others else ""
-        return f"model '{name}' version {version} failed to load: {_first_line(why)}{more}", True
-    for pattern in (r"failed to start \w+ service: .*", r"error: creating server: .*", r"^E\d{4} [^\]]*\] (.*)$"):
+    for pattern, label in ((r"failed to load '([^']+)' version (\d+): (.*)", "model '{0}' version {1} failed to load"),
+                           (r"Poll failed for model directory '([^']+)': (.*)", "model '{0}' is invalid")):
+        found = re.findall(pattern, text)
+        if found:
+            others = sorted({f[0] for f in found} - {found[0][0]})
+            more = f" (also: {', '.join(others)})" if others else ""
+            return f"{label.format(*found[0])}: {_first_line(found[0][-1])}{more}", True
+    for pattern in (r"failed to start \w+ service: .*", r"^E\d{4} [^\]]*\] (.*)$", r"error: creating server: .*"):
         found = [m for m in re.findall(pattern, text, re.MULTILINE) if not _NOISE.search(m)]
         if found:
-            return _first_line(found[-1]), not pattern.startswith("^E")
+            return _first_line(found[-1]), pattern.startswith("failed")
     return "the log names no error", False
+
+
+def exit_text(code: int) -> str:
+    """'exited with code 1' or 'was killed by SIGKILL': Popen reports signals as negative codes."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
 
 
 def _first_line(text: str, limit: int = 300) -> str:
@@ -284,7 +293,7 @@ class TritonServer:
     def __init__(self, repository: str | os.PathLike = "model_repository", *, host: str = DEFAULT_HOST,
                  http_port: int = DEFAULT_PORTS["http"], grpc_port: int = DEFAULT_PORTS["grpc"],
                  metrics_port: int = DEFAULT_PORTS["metrics"], triton_bin: str | os.PathLike | None = None,
-                 log_dir: str | os.PathLike | None = None, log_verbose: int = 0,
+                 log_dir: str | os.PathLike | None = None, log_verbose: int = 0, exit_timeout: int = 5,
                  extra_args: tuple[str, ...] = ()):
         self.repository = Path(repository)
         self.host = host
@@ -292,6 +301,7 @@ class TritonServer:
         self.triton_bin = triton_bin
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "ganexport-triton"
         self.log_verbose = log_verbose
+        self.exit_timeout = exit_timeout  # Triton's grace for in-flight requests and unloading stubs
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
         self.ready_seconds: float | None = None
@@ -342,7 +352,7 @@ class TritonServer:
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--model-control-mode", "none", "--strict-readiness", "true",
                "--disable-auto-complete-config", "--pinned-memory-pool-byte-size", "0",
-               "--allow-gpu-metrics", "false", "--exit-timeout-secs", "5",
+               "--allow-gpu-metrics", "false", "--exit-timeout-secs", str(self.exit_timeout),
                "--log-verbose", str(self.log_verbose)]
         caches = _server_root(binary) / "caches"
         if caches.is_dir():
@@ -353,8 +363,8 @@ class TritonServer:
             cmd += ["--allow-metrics", "false"]
         return cmd + list(self.extra_args)
 
-    def _preflight(self) -> Path:
-        """Every check that can fail before a process exists; returns the binary."""
+    def check(self) -> Path:
+        """Every check that can fail before a process exists (repository, ports, binary); returns the binary."""
         check_repository(self.repository)
         ports = {"HTTP": self.http_port, "gRPC": self.grpc_port}
         if self.metrics_port:
@@ -363,9 +373,6 @@ class TritonServer:
             raise ServerError(f"ports must differ: {', '.join(f'{k} {v}' for k, v in ports.items())}")
         for what, port in ports.items():
             check_port(self.host, port, what)
-        if not is_loopback(self.host):
-            print(f"warning: Triton will listen on {self.host}, reachable from other machines; "
-                  "it has no authentication", file=sys.stderr)
         return find_tritonserver(self.triton_bin)
 
     def start(self, timeout: float = 60.0) -> "TritonServer":
@@ -376,7 +383,10 @@ class TritonServer:
         """
         if self.process is not None:
             raise ServerError("this TritonServer is already started")
-        binary = self._preflight()
+        binary = self.check()
+        if not is_loopback(self.host):
+            print(f"warning: Triton will listen on {self.host}, reachable from other machines; "
+                  "it has no authentication", file=sys.stderr)
         t0 = time.monotonic()
         try:
             self._backend_dir = make_backend_dir(_server_root(binary))
@@ -386,7 +396,7 @@ class TritonServer:
             self.stop()
             raise
         self.ready_seconds = time.monotonic() - t0
-        self._shm = self._mapped_shm()
+        self._remember_shm()
         return self
 
     def _spawn(self, binary: Path) -> None:
@@ -400,10 +410,15 @@ class TritonServer:
                                             start_new_session=True)
 
     def _wait_ready(self, timeout: float) -> None:
+        """Poll readiness; meanwhile note the stubs' /dev/shm regions, in case we must kill them mid-load."""
         deadline = time.monotonic() + timeout
+        next_look = 0.0
         while time.monotonic() < deadline:
+            if time.monotonic() >= next_look:
+                self._remember_shm()
+                next_look = time.monotonic() + 0.5
             if self.process.poll() is not None:
-                raise self.failure(f"tritonserver exited with code {self.process.returncode}")
+                raise self.failure(f"tritonserver {exit_text(self.process.returncode)}")
             if self._http_status("/v2/health/ready") == 200:
                 return
             time.sleep(0.1)
@@ -424,57 +439,63 @@ class TritonServer:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM, wait, SIGKILL the whole process group; remove the backend dir and stale /dev/shm.
 
-        Returns the server's exit code (None if it never started). Idempotent.
+        ``timeout`` defaults to Triton's own exit timeout + 10 s. Returns the
+        server's exit code (None if it never started). Idempotent.
         Close tritonclient HTTP clients first: an idle keep-alive connection
         holds Triton's shutdown for the whole --exit-timeout-secs.
         """
         code = self.process.returncode if self.process is not None else None
         if self.process is not None and not self._stopped:
-            code = self._terminate(timeout)
+            code = self._terminate(self.exit_timeout + 10.0 if timeout is None else timeout)
             self._stopped = True
         if self._backend_dir is not None:
             shutil.rmtree(self._backend_dir, ignore_errors=True)
             self._backend_dir = None
-        for path in self._shm:  # only segments a killed stub could not unlink itself
+        for path in self._shm:  # regions of stubs that died before Triton could unlink them
             with _suppress_os_error():
                 path.unlink()
         self._shm = set()
         return code
 
     def _terminate(self, timeout: float) -> int:
+        """SIGTERM the server; SIGKILL its whole group after ``timeout``, and any stub it left.
+
+        A SIGTERM that arrives while models load (before Triton installs its
+        handler) kills the server at once and orphans the stubs; they keep the
+        server's process group, so killpg still reaches them.
+        """
         proc = self.process
+        self._remember_shm()
         if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM, leader_only=True)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
+            _signal(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                self._remember_shm()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(0.5)
+            if proc.poll() is None:
+                _signal(proc.pid, signal.SIGKILL, group=True)
                 proc.wait()
-        _signal_group(proc.pid, signal.SIGKILL)  # stubs that outlived their server
+        self._remember_shm()
+        _signal(proc.pid, signal.SIGKILL, group=True)
+        _wait_group_gone(proc.pid, timeout=5.0)
         return proc.returncode
 
     # ---------------------------------------------------------------- introspection
 
     def pids(self) -> list[int]:
-        """The server and every process below it (the Python backend stubs), from /proc."""
-        if self.process is None or self.process.poll() is not None:
+        """The server (first) and its Python backend stubs: every live process of its process group."""
+        if self.process is None:
             return []
-        return [self.process.pid, *descendants(self.process.pid)]
+        return sorted(group_pids(self.process.pid), key=lambda p: p != self.process.pid)
 
-    def _mapped_shm(self) -> set[Path]:
-        """/dev/shm files the server and stubs map: removed on stop if a kill left them behind."""
-        found: set[Path] = set()
-        for pid in self.pids():
-            with _suppress_os_error():
-                for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-                    parts = line.split(maxsplit=5)
-                    path = parts[5] if len(parts) == 6 else ""
-                    if path.startswith("/dev/shm/"):
-                        found.add(Path(path.removesuffix(" (deleted)")))
-        return found
+    def _remember_shm(self) -> None:
+        """Note the /dev/shm regions the server's processes map, to unlink any a kill leaves behind."""
+        if self.process is not None:
+            self._shm |= shm_mapped(group_pids(self.process.pid))
 
     def _http_status(self, path: str) -> int | None:
         try:
@@ -528,17 +549,50 @@ def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (children first), read from /proc/*/stat."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with _suppress_os_error():
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
+        if entry.name.isdigit():
+            with _suppress_os_error():
+                children.setdefault(int(_proc_stat(entry.name)[1]), []).append(int(entry.name))
     found, todo = [], list(children.get(pid, []))
     while todo:
         p = todo.pop(0)
         found.append(p)
         todo.extend(children.get(p, []))
+    return found
+
+
+def _proc_stat(pid: int | str) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp, ..."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with _suppress_os_error():
+                fields = _proc_stat(entry.name)
+                if int(fields[2]) == pgid and fields[0] not in "ZX":
+                    found.append(int(entry.name))
+    return found
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while group_pids(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def shm_mapped(pids: list[int]) -> set[Path]:
+    """/dev/shm files mapped by ``pids``: the Python backend's per-stub regions."""
+    found: set[Path] = set()
+    for pid in pids:
+        with _suppress_os_error():
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].startswith("/dev/shm/"):
+                    found.add(Path(parts[5].removesuffix(" (deleted)")))
     return found
 
 
@@ -553,13 +607,13 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def _signal_group(pid: int, sig: int, leader_only: bool = False) -> None:
-    """Signal the server's process group (its session), or only the server itself."""
+def _signal(pid: int, sig: int, group: bool = False) -> None:
+    """Signal the server, or its whole process group (it leads its own session); gone is fine."""
     with _suppress_os_error():
-        if leader_only:
-            os.kill(pid, sig)
-        else:
+        if group:
             os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
 
 
 def _suppress_os_error() -> contextlib.suppress:

@@ -1,0 +1,162 @@
+"""The real Triton server against in-process ONNX Runtime: same images, batching, refusals, README examples."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganexport.serving.backends import connect
+from ganexport.serving.triton_server import TritonServer, free_port
+from ganexport.serving.validation import InvalidInput
+
+from test_serving_local import call, request_for, triton_names
+
+pytestmark = pytest.mark.integration
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture(scope="module")
+def server(published):
+    with TritonServer(published[0], http_port=free_port(), grpc_port=free_port(), metrics_port=0) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_every_model_over_triton_equals_in_process(server, published, protocol):
+    repo, versions = published
+    rng = np.random.default_rng(7)
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with connect(f"triton-{protocol}", url=url) as remote, \
+            connect("onnxruntime", repository=repo) as ort_b, connect("torchscript", repository=repo) as ts_b:
+        for model in triton_names(published):
+            sig = ort_b.metadata(model)
+            assert remote.metadata(model) == sig  # the signature travels in the config
+            req = request_for(sig, rng, n=min(3, sig.max_batch_size))
+            np.testing.assert_array_equal(call(remote, model, sig, req), call(ort_b, model, sig, req))
+            np.testing.assert_array_equal(call(remote, model + "_torchscript", sig, req), call(ts_b, model, sig, req))
+
+
+def test_concurrent_requests_are_batched_and_answered_right(server, published):
+    import tritonclient.http as httpclient
+
+    expected_calls = 48
+    rng = np.random.default_rng(3)
+    with connect("onnxruntime", repository=published[0]) as ort_b:
+        sig = ort_b.metadata("dcgan")
+        zs = [rng.standard_normal((1, *sig.inputs[0].shape)).astype(np.float32) for _ in range(expected_calls)]
+        want = [ort_b.sample("dcgan", z) for z in zs]
+    before = _stats(server, "dcgan")
+    got, errors = [None] * expected_calls, []
+
+    def worker(k):
+        with connect("triton-http", url=server.http_url) as remote:
+            for i in range(k, expected_calls, 8):
+                try:
+                    got[i] = remote.sample("dcgan", zs[i])
+                except Exception as e:  # collected, asserted below
+                    errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    [t.start() for t in threads]
+    [t.join(timeout=120) for t in threads]
+    assert not errors
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    after = _stats(server, "dcgan")
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == expected_calls
+    assert executions < inferences, "the dynamic batcher merged no requests"
+    del httpclient
+
+
+def _stats(server, model):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        s = client.get_inference_statistics(model)["model_stats"][0]
+    finally:
+        client.close()
+    return {"inference_count": int(s["inference_count"]), "execution_count": int(s["execution_count"])}
+
+
+@pytest.mark.parametrize("case", ["label_10", "label_negative", "nan", "int32_label"])
+def test_invalid_raw_requests_get_a_client_error_and_the_server_keeps_serving(server, published, case):
+    """Straight tritonclient (no client-side checks): the server's own validation must answer 400."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    with connect("onnxruntime", repository=published[0]) as ort_b:
+        sig = ort_b.metadata("cgan")
+    z = np.zeros((1, *sig.inputs[0].shape), np.float32)
+    label = np.zeros((1, 1), np.int64)
+    if case == "label_10":
+        label[:] = int(sig.inputs[1].high) + 1
+    elif case == "label_negative":
+        label[:] = -1
+    elif case == "nan":
+        z[0, 0] = np.nan
+    elif case == "int32_label":
+        label = label.astype(np.int32)
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        inputs = []
+        for t, value in zip(sig.inputs, (z, label)):
+            tensor = httpclient.InferInput(t.name, list(value.shape), "INT32" if value.dtype == np.int32 else t.dtype)
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("cgan", inputs)
+        assert str(err.value.status()) == "400", err.value
+        # the next valid request is served
+        ok = [httpclient.InferInput(t.name, list(v.shape), t.dtype) for t, v in zip(sig.inputs, (z * 0, label * 0))]
+        ok[0].set_data_from_numpy(np.zeros_like(z))
+        ok[1].set_data_from_numpy(np.zeros((1, 1), np.int64))
+        assert client.infer("cgan", ok).as_numpy(sig.outputs[0].name).shape == (1, *sig.outputs[0].shape)
+    finally:
+        client.close()
+
+
+def test_triton_backend_validates_before_sending(server):
+    with connect("triton-grpc", url=server.grpc_url) as remote:
+        sig = remote.metadata("cyclegan_a2b")
+        with pytest.raises(InvalidInput, match=str(sig.min_image_side)):
+            remote.translate("cyclegan_a2b", np.zeros((1, 7, 7, 3), np.uint8))
+
+
+def readme_example(name: str) -> str:
+    text = README.read_text()
+    match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", text, re.S)
+    assert match, f"README has no example {name!r}"
+    return match.group(1)
+
+
+def run_example(name, server, cwd):
+    env = {"TRITON_HTTP_URL": server.http_url, "TRITON_GRPC_URL": server.grpc_url, "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", readme_example(name)], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_readme_translate_example_runs_verbatim(server, tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (427, 640, 3), dtype=np.uint8)).save(
+        tmp_path / "photo.jpg")
+    out = run_example("translate", server, tmp_path)
+    assert "photo (427, 640, 3) -> sketch (427, 640, 3)" in out
+    assert Image.open(tmp_path / "sketch.png").size == (640, 427)
+
+
+def test_readme_cgan_example_runs_verbatim(server, published, tmp_path):
+    with connect("onnxruntime", repository=published[0]) as ort_b:
+        shape = ort_b.metadata("cgan").outputs[0].shape
+    out = run_example("cgan", server, tmp_path)
+    assert f"cgan images {(8, *shape)} uint8" in out
