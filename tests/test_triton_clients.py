@@ -160,3 +160,41 @@ def test_readme_cgan_example_runs_verbatim(server, published, tmp_path):
         shape = ort_b.metadata("cgan").outputs[0].shape
     out = run_example("cgan", server, tmp_path)
     assert f"cgan images {(8, *shape)} uint8" in out
+
+
+def test_invalid_requests_in_a_dynamic_batch_fail_alone(server, published):
+    """Valid and invalid requests arrive together; the batcher may merge them, yet only the bad ones fail."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    with connect("onnxruntime", repository=published[0]) as ort_b:
+        sig = ort_b.metadata("cgan")
+        rng = np.random.default_rng(11)
+        zs = [rng.standard_normal((1, *sig.inputs[0].shape)).astype(np.float32) for _ in range(32)]
+        labels = [np.array([[i % (int(sig.inputs[1].high) + 1)]], np.int64) for i in range(32)]
+        bad = set(range(1, 32, 4))
+        for i in bad:
+            labels[i] = labels[i] + int(sig.inputs[1].high) + 1  # out of range
+        want = {i: ort_b.sample("cgan", zs[i], labels[i]) for i in range(32) if i not in bad}
+    results, failures = {}, {}
+
+    def worker(k):
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            for i in range(k, 32, 8):
+                inputs = [httpclient.InferInput(t.name, list(v.shape), t.dtype) for t, v in zip(sig.inputs, (zs[i], labels[i]))]
+                inputs[0].set_data_from_numpy(zs[i])
+                inputs[1].set_data_from_numpy(labels[i])
+                try:
+                    results[i] = client.infer("cgan", inputs).as_numpy(sig.outputs[0].name)
+                except InferenceServerException as e:
+                    failures[i] = str(e.status())
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    [t.start() for t in threads]
+    [t.join(timeout=120) for t in threads]
+    assert set(failures) == bad and set(failures.values()) == {"400"}
+    for i, image in want.items():
+        np.testing.assert_array_equal(results[i], image)

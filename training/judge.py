@@ -101,7 +101,3 @@ def predict(net: Classifier, images: torch.Tensor, batch_size: int = 500) -> tor
 def accuracy(net: Classifier, images: np.ndarray, labels: np.ndarray, device="cpu") -> float:
     pred = predict(net, to_tensor(images, device)).cpu().numpy()
     return float((pred == labels).mean())
-
-
-def class_histogram(net: Classifier, images: torch.Tensor, num_classes: int) -> list[int]:
-    return torch.bincount(predict(net, images).cpu(), minlength=num_classes).tolist()

@@ -116,7 +116,6 @@ class Family:
                  batches: Batches, seed: int):
         self.spec, self.hp, self.image_shape, self.device = spec, hp, tuple(image_shape), device
         self.batches = batches
-        self.num_classes = catalog.DATASETS[hp["dataset"]].num_classes if "dataset" in hp else 0
         torch.manual_seed(seed)
         self.nets = {role: spec.build(role, image_shape, hp).to(device) for role in spec.nets}
         self.optimizers = self.make_optimizers()
@@ -252,7 +251,6 @@ def train(cfg: TrainConfig) -> Path:
         run_dir = _run_dir(cfg)
     if dataset not in catalog.DATASETS:
         raise data.DatasetError(f"unknown dataset {dataset!r}; choose one of {', '.join(catalog.DATASETS)}")
-    hp["dataset"] = dataset
 
     device = resolve_device(cfg.device)
     loaded = _load_data(cfg, spec, dataset, hp)

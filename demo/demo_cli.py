@@ -1,0 +1,65 @@
+"""``ganexport demo``: start Triton on a published repository and the Gradio demo on it; Ctrl-C stops both.
+
+Registered in ganexport/cli.py with ``cli.add_command(demo)``. Gradio is
+imported only when the command runs, so ``ganexport --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ganexport.serving.backends import BACKENDS, DEFAULT_URLS
+
+KINDS = tuple(k for k in BACKENDS if k != "torchscript")
+
+
+@click.command(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
+@click.option("--backend", "backend_kind", default="triton-grpc", type=click.Choice(KINDS),
+              help="Who runs the models. Triton kinds fall back to in-process ONNX Runtime while Triton "
+                   "is unreachable.")
+@click.option("--triton-url", default=None,
+              help="A Triton server that is already running (host:port). Without it, the demo starts "
+                   "Triton itself on --repository (HTTP 8000, gRPC 8001) and stops it on exit.")
+@click.option("--repository", default=Path("model_repository"), type=click.Path(path_type=Path, file_okay=False),
+              help="Published model repository (ganexport build --model all).")
+@click.option("--host", default="127.0.0.1", help="Address the demo listens on (0.0.0.0 exposes it to the network).")
+@click.option("--port", default=7860, type=click.IntRange(1, 65535), help="Port of the demo page.")
+@click.option("--triton-http-port", default=8000, type=int, hidden=True)  # tests: free ports
+@click.option("--triton-grpc-port", default=8001, type=int, hidden=True)
+def demo(backend_kind, triton_url, repository, host, port, triton_http_port, triton_grpc_port):
+    """The Gradio demo: sample, pick a class, explore a 2-D latent space, translate a photo."""
+    from ganexport.serving.triton_server import ServerError, TritonServer, check_repository
+
+    try:
+        check_repository(repository)
+    except ServerError as e:
+        raise click.ClickException(str(e)) from None
+    server = None
+    if backend_kind.startswith("triton") and triton_url is None:
+        try:
+            server = TritonServer(repository, http_port=triton_http_port, grpc_port=triton_grpc_port,
+                                  metrics_port=0).start(timeout=180)
+        except ServerError as e:
+            raise click.ClickException(str(e)) from None
+        triton_url = server.http_url if backend_kind == "triton-http" else server.grpc_url
+        click.echo(f"Triton serves {repository} at {server.base_url} (gRPC {server.grpc_url})")
+    elif backend_kind.startswith("triton"):
+        click.echo(f"Using the Triton server at {triton_url}")
+    try:
+        from ganexport.demo.app import launch
+
+        click.echo(f"Demo at http://{host}:{port} (Ctrl-C stops it"
+                   f"{' and Triton' if server else ''})")
+        launch(backend_kind=backend_kind, triton_url=triton_url or DEFAULT_URLS.get(backend_kind),
+               repository=repository, host=host, port=port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    demo()
