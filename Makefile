@@ -2,6 +2,7 @@
 #
 #   make setup   .venv with torch, the package and its test tools; Debian data packages when apt is usable
 #   make test    setup, then the whole test suite
+#   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
 
 PYTHON ?= python3
@@ -17,7 +18,7 @@ EXTRAS ?= train,serve,test
 APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test smoke clean
+.PHONY: setup system-deps test demo smoke clean
 
 setup: system-deps $(VENV)/.setup-done
 
@@ -40,6 +41,11 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Builds only when the repository holds no model yet; `ganexport build --model all` rebuilds.
+demo: setup
+	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all
+	$(VENV)/bin/ganexport demo
 
 smoke: setup
 	for m in $$($(PY) -c 'from ganexport import catalog; print(*catalog.MODELS)'); do \

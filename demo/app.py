@@ -336,7 +336,8 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
         s = sig(model)
         z = _latents(s, [int(seed) + i for i in range(count)])
         out = sample_batched(model, z)
-        return _grid(out.images, math.ceil(math.sqrt(count))), f"{count} samples, seeds {int(seed)}..{int(seed) + count - 1}. {out.line()}"
+        status = f"{count} samples, seeds {int(seed)}..{int(seed) + count - 1}. {out.line()}"
+        return _grid(out.images, math.ceil(math.sqrt(count))), status
 
     def latent_walk(model, seed_a, seed_b, frames):
         frames = int(max(2, min(32, int(frames))))

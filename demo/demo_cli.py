@@ -30,16 +30,25 @@ KINDS = tuple(k for k in BACKENDS if k != "torchscript")
 @click.option("--triton-grpc-port", default=8001, type=int, hidden=True)
 def demo(backend_kind, triton_url, repository, host, port, triton_http_port, triton_grpc_port):
     """The Gradio demo: sample, pick a class, explore a 2-D latent space, translate a photo."""
+    import shutil
+    import signal
+
+    from ganexport.serving.serve_cli import default_models, select_models
     from ganexport.serving.triton_server import ServerError, TritonServer, check_repository
 
+    def stop_on_sigterm(signum, frame):  # SIGTERM must stop Triton too, as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         check_repository(repository)
     except ServerError as e:
         raise click.ClickException(str(e)) from None
-    server = None
+    server, staged = None, None
     if backend_kind.startswith("triton") and triton_url is None:
         try:
-            server = TritonServer(repository, http_port=triton_http_port, grpc_port=triton_grpc_port,
+            staged = select_models(repository, default_models(repository))  # the demo needs no _torchscript twin
+            server = TritonServer(staged, http_port=triton_http_port, grpc_port=triton_grpc_port,
                                   metrics_port=0).start(timeout=180)
         except ServerError as e:
             raise click.ClickException(str(e)) from None
@@ -59,6 +68,8 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
     finally:
         if server is not None:
             server.stop()
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 if __name__ == "__main__":

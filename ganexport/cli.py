@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ganexport import catalog
+from ganexport.demo.demo_cli import demo
 from ganexport.serving.serve_cli import serve
 
 CONTEXT = dict(help_option_names=["-h", "--help"], show_default=True, max_content_width=100)
@@ -263,6 +264,7 @@ def infer(model, backend, url, repo, seed, count, label, input_path, output):
 
 
 cli.add_command(serve)
+cli.add_command(demo)
 
 
 def main(argv=None):

@@ -102,11 +102,9 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
     previous = _on_signals(_raise_stop)
     staged: Path | None = None
     try:
-        if not models and not torchscript:
-            suffix = RUNTIME_SUFFIX["torchscript"]
-            models = tuple(n for n in check_repository(repository) if not n.endswith(suffix))
+        models = models or default_models(repository, torchscript)
         if models:
-            staged = _select(repository, models)
+            staged = select_models(repository, models)
         server = TritonServer(staged or repository, host=host, http_port=http_port, grpc_port=grpc_port,
                               metrics_port=metrics_port, triton_bin=triton_bin)
         _run(server, repository, timeout)
@@ -162,7 +160,15 @@ def _echo_model(model: ModelInfo) -> None:
         click.echo(f"  {kind:<4}{t.name:<{width}}  {t.datatype:<6} {list(t.shape)}")
 
 
-def _select(repository: Path, names: tuple[str, ...]) -> Path:
+def default_models(repository: Path, torchscript: bool = False) -> tuple[str, ...]:
+    """Every model of the repository, less the _torchscript twins unless asked (empty: all of them)."""
+    if torchscript:
+        return ()
+    suffix = RUNTIME_SUFFIX["torchscript"]
+    return tuple(n for n in check_repository(repository) if not n.endswith(suffix))
+
+
+def select_models(repository: Path, names: tuple[str, ...]) -> Path:
     """A temp repository of symlinks to the chosen model dirs; Triton loads nothing else."""
     available = check_repository(repository)
     unknown = [n for n in names if n not in available]
