@@ -349,7 +349,7 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
 
     def class_names() -> list[str]:
         s = signatures.get(CONDITIONAL_MODEL)
-        n = int(s.input("label").high) + 1 if s else 10
+        n = int(s.inputs[-1].high) + 1 if s else 10  # the conditional input: the class index
         names = catalog.DATASETS[catalog.get("cgan").dataset].class_names
         return list(names) if len(names) == n else [str(i) for i in range(n)]
 
