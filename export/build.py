@@ -53,6 +53,26 @@ def find_checkpoint(model: str, runs: Path = Path("runs"), weights: Path = WEIGH
     return candidates[-1] if candidates else None
 
 
+def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, train_if_missing: bool = False,
+                    log: Log = print) -> tuple[Path, checkpoint.Checkpoint]:
+    """The checkpoint build, export and verify work from: the one given, else ``find_checkpoint``,
+    else (build only) a quick-profile run trained now. Refuses a checkpoint of another model."""
+    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
+    if path is None:
+        if not train_if_missing:
+            raise checkpoint.CheckpointError(f"no checkpoint for {model}: no weights/{model}.safetensors and no run "
+                                             f"in runs/{model}/ (train one: ganexport train --model {model})")
+        log(f"{model}: no weights/{model}.safetensors and no run in runs/{model}/: training the quick profile first")
+        from ganexport.training.loop import TrainConfig, train
+
+        run = train(TrainConfig(model=model, profile="quick", command=f"ganexport build --model {model}"))
+        path = run / "checkpoint.safetensors"
+    ckpt = checkpoint.load(path)
+    if ckpt.meta["model"] != model:
+        raise checkpoint.CheckpointError(f"{path}: holds a {ckpt.meta['model']} model, not {model}")
+    return path, ckpt
+
+
 # --------------------------------------------------------------------------- export one signature
 
 
@@ -100,16 +120,7 @@ def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path(
           flavor: str = "embedded", runtimes: tuple[str, ...] = ("onnxruntime", "torchscript"),
           gpu: bool = False, keep: int = 3, log: Log = print) -> list[tuple[str, int]]:
     """Export, verify and publish every Triton model of ``model``; returns (name, version) pairs."""
-    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
-    if path is None:
-        log(f"{model}: no weights/{model}.safetensors and no run in runs/{model}/: training the quick profile first")
-        from ganexport.training.loop import TrainConfig, train
-
-        path = train(TrainConfig(model=model, profile="quick", command=f"ganexport build --model {model}"))
-        path = path / "checkpoint.safetensors"
-    ckpt = checkpoint.load(path)
-    if ckpt.meta["model"] != model:
-        raise checkpoint.CheckpointError(f"{path}: holds a {ckpt.meta['model']} model, not {model}")
+    path, ckpt = load_checkpoint(model, checkpoint_path, train_if_missing=True, log=log)
     log(f"{model}: checkpoint {path} (step {ckpt.meta.get('step')}, trained on {ckpt.meta.get('dataset')})")
     source = {"checkpoint": path.name, "checkpoint_sha256": sha256(path), "model": model,
               "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset")}
@@ -136,10 +147,7 @@ def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path(
 
 def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, log: Log = print) -> list[Path]:
     """ONNX + TorchScript + parity.json per signature under ``out/<name>/``, without publishing."""
-    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
-    if path is None:
-        raise checkpoint.CheckpointError(f"no checkpoint for {model}; train one: ganexport train --model {model}")
-    ckpt = checkpoint.load(path)
+    _, ckpt = load_checkpoint(model, checkpoint_path)
     written = []
     with tempfile.TemporaryDirectory(prefix="ganexport-export-") as tmp:
         for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
@@ -168,10 +176,7 @@ def verify(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path
     disk), then runs the published file on the parity inputs and compares its
     uint8 images with the eager model (names the error size).
     """
-    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
-    if path is None:
-        raise checkpoint.CheckpointError(f"no checkpoint for {model} to verify against")
-    ckpt = checkpoint.load(path)
+    _, ckpt = load_checkpoint(model, checkpoint_path)
     problems, checked = [], []
     for base in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
         wrapper = wrappers.wrap(ckpt.build(base.net), base)
