@@ -18,13 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganexport import catalog
+from ganexport.training.nets import to_uint8  # noqa: F401  (re-exported: the graph's rounding rule)
 
 MULTIPLE = 4  # two stride-2 downsamplings in the ResNet generator
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """tanh output NCHW in [-1, 1] -> uint8 NHWC, rounding half away from zero."""
-    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 class Sampler(nn.Module):

@@ -263,6 +263,93 @@ def infer(model, backend, url, repo, seed, count, label, input_path, output):
     click.echo(f"{model} via {backend}: wrote {output}")
 
 
+def _metrics_help() -> str:
+    from ganexport.training.eval import METRICS  # torch: only when --help of eval is asked
+
+    return "\n".join(f"  {m.name}: {m.doc}" for m in METRICS.values())
+
+
+class _EvalCommand(click.Command):
+    def format_epilog(self, ctx, formatter):
+        formatter.write("\nMetrics (the name says the protocol):\n" + _metrics_help() + "\n")
+
+
+@cli.command("eval", cls=_EvalCommand)
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Model to evaluate, or all.")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None,
+              help="Default: weights/<model>.safetensors, else the newest run.")
+@click.option("--metrics", default=None, help="Comma-separated metric names. Default: every one that applies.")
+@click.option("--n", type=click.IntRange(min=10), default=None,
+              help="Generated images per metric. Default: the protocol's count (10k for FID).")
+@click.option("--seed", default=0, help="Seeds the latents.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+def evaluate(model, checkpoint, metrics, n, seed, device):
+    """Measure a model's quality; results are appended as JSON lines beside the checkpoint.
+
+    \b
+    Examples:
+      ganexport eval --model all                         # released weights, every metric
+      ganexport eval --model cgan --metrics cgan_acc
+      ganexport eval --model dcgan --checkpoint runs/dcgan/<run-id> --n 2000
+    """
+    from ganexport.export.build import find_checkpoint
+    from ganexport.training import checkpoint as ckpt_io, eval as ev
+    from ganexport.training.loop import resolve_device
+
+    if checkpoint and model == "all":
+        raise UserError("--checkpoint takes one model, not all")
+    names = [m.strip() for m in metrics.split(",")] if metrics else None
+    for name in _model_names(model):
+        path = Path(checkpoint) if checkpoint else find_checkpoint(name)
+        if path is None:
+            raise UserError(f"no checkpoint for {name}: no weights/{name}.safetensors and no run in runs/{name}/")
+        click.echo(f"{name}: {path}")
+        try:
+            ev.evaluate(path, names, n=n, seed=seed, device=resolve_device(device),
+                        log=lambda msg: click.echo(f"  {msg}"))
+        except (ckpt_io.CheckpointError, ValueError) as e:
+            raise UserError(str(e)) from None
+        click.echo(f"  -> {ev.results_path(path)}")
+
+
+@cli.command("release")
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--weights", type=click.Path(file_okay=False), default=None, help="Default: the package's weights/.")
+def release_cmd(run, weights):
+    """Publish a training run as released weights: weights/<model>.safetensors in fp16 (under 15 MB).
+
+    \b
+    Then measure it and regenerate its card and the README gallery:
+      ganexport release runs/dcgan/<run-id>
+      ganexport eval --model dcgan
+      ganexport gallery
+    """
+    from ganexport.training import checkpoint as ckpt_io, release
+
+    try:
+        release.release(Path(run), Path(weights) if weights else release.WEIGHTS_DIR)
+    except (ckpt_io.CheckpointError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
+@cli.command("gallery")
+@click.option("--weights", type=click.Path(file_okay=False), default=None, help="Default: the package's weights/.")
+@click.option("--readme", type=click.Path(dir_okay=False), default=None, help="Default: README.md beside weights/.")
+def gallery_cmd(weights, readme):
+    """Regenerate the pictures and model cards in weights/ and the README's gallery and metrics table.
+
+    Pictures are drawn from the released weights with a fixed seed; metrics come
+    from weights/<model>.eval.jsonl (run `ganexport eval --model all` first).
+    """
+    from ganexport.training import release
+
+    try:
+        release.gallery(Path(weights) if weights else release.WEIGHTS_DIR, Path(readme) if readme else None,
+                        log=click.echo)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 cli.add_command(serve)
 cli.add_command(demo)
 

@@ -220,6 +220,21 @@ def _run_dir(cfg: TrainConfig) -> Path:
     return run
 
 
+def hardware() -> str:
+    """This machine in words: the CUDA device, else the CPU model and core count."""
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {model}, {torch.get_num_threads()} threads"
+
+
 def _versions() -> dict[str, str]:
     return {"ganexport": ganexport.__version__, "torch": torch.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
@@ -279,7 +294,8 @@ def train(cfg: TrainConfig) -> Path:
         "model": spec.name, "family": spec.family, "dataset": dataset, "data_dir": cfg.data_dir,
         "data_source": loaded.source, "train_images": len(batches), "image_shape": list(image_shape),
         "class_names": list(catalog.DATASETS[dataset].class_names), "profile": profile, "hparams": hp,
-        "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size, "command": cfg.command or shlex.join(sys.argv), "device": str(device),
+        "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size, "command": cfg.command or shlex.join(sys.argv),
+        "device": str(device), "hardware": hardware(),
         "versions": _versions(),
     }
     (run_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

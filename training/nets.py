@@ -15,6 +15,12 @@ import torch
 from torch import nn
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """tanh output NCHW in [-1, 1] -> uint8 NHWC: the one rounding rule, shared by the exported
+    graph (export/wrappers.py), sample grids and evaluation, so all three see the same pixels."""
+    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def init_dcgan_weights(module: nn.Module) -> nn.Module:
     """N(0, 0.02) conv weights, N(1, 0.02) norm scales, as in the DCGAN paper."""
     for m in module.modules():

@@ -9,17 +9,12 @@ import numpy as np
 import torch
 
 from ganexport.images import grid_image, upscale_for_viewing
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Float NCHW in [-1, 1] -> uint8 NHWC, rounding the way the export wrappers do."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+from ganexport.training.nets import to_uint8
 
 
 def save_grid(images: torch.Tensor, nrow: int, path: Path) -> Path:
     """Write a PNG grid; small images (28x28) are upscaled so a person can see them."""
-    arr = to_uint8(images)
+    arr = to_uint8(images.detach().float().cpu()).numpy()
     scale = upscale_for_viewing(arr.shape[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     grid_image(arr, nrow, scale=scale).save(path)

@@ -1,0 +1,164 @@
+"""Evaluation, release and gallery: metric maths on known inputs, the registry on tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageFilter
+
+from ganexport.cli import cli
+from ganexport.training import checkpoint, eval as ev, release
+
+
+# --------------------------------------------------------------------------- the measures
+
+
+def test_frechet_distance_of_two_gaussians_is_the_squared_mean_shift():
+    """Same covariance, means 3 apart on each of 4 axes: FID = 4 * 9 (closed form), up to sampling noise."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((20000, 4))
+    b = rng.standard_normal((20000, 4)) + 3.0
+    assert ev.frechet_distance(a, b) == pytest.approx(36.0, rel=0.03)
+    assert ev.frechet_distance(a, rng.standard_normal((20000, 4))) < 0.05
+
+
+def test_frechet_distance_sees_a_narrower_distribution():
+    """Mode collapse in feature space: same mean, variance / 4 -> FID = 4 * (1 + 1/4 - 2 * 1/2) = 1."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((20000, 4)), rng.standard_normal((20000, 4)) * 0.5
+    assert ev.frechet_distance(a, b) == pytest.approx(1.0, rel=0.05)
+
+
+def test_blurring_lowers_laplacian_variance():
+    rng = np.random.default_rng(2)
+    sharp = (rng.random((8, 28, 28, 1)) > 0.5).astype(np.uint8) * 255
+    blurred = np.stack([np.asarray(Image.fromarray(im[..., 0]).filter(ImageFilter.GaussianBlur(1.5)))[..., None]
+                        for im in sharp])
+    assert ev.laplacian_variance(blurred) < 0.2 * ev.laplacian_variance(sharp)
+    assert ev.laplacian_variance(np.full((2, 8, 8, 3), 77, np.uint8)) == 0.0
+
+
+def test_mean_l1_is_on_a_zero_to_one_scale():
+    black, white = np.zeros((2, 4, 4, 3), np.uint8), np.full((2, 4, 4, 3), 255, np.uint8)
+    assert ev.mean_l1(black, white) == 1.0
+    assert ev.mean_l1(white, white) == 0.0
+
+
+# --------------------------------------------------------------------------- the registry on tiny checkpoints
+
+
+def _copy(tiny_checkpoints, model, tmp_path):
+    dst = tmp_path / model / "checkpoint.safetensors"
+    dst.parent.mkdir(parents=True)
+    shutil.copy(tiny_checkpoints[model], dst)
+    return dst
+
+
+def test_each_model_gets_the_metrics_its_protocol_fits(tiny_checkpoints):
+    fits = {m: ev.applicable(checkpoint.read_meta(p)) for m, p in tiny_checkpoints.items()}
+    # tiny nets train on digits, so the Fashion-MNIST FID does not apply to them
+    assert fits["dcgan"] == ["class_coverage", "sharpness"]
+    assert fits["cgan"] == ["cgan_acc", "sharpness"]
+    assert fits["cyclegan"] == ["sketch_l1", "cycle_l1"]
+    assert all("fid_fmnist10k" in ev.applicable({**checkpoint.read_meta(tiny_checkpoints[m]), "dataset": "fashion-mnist"})
+               for m in ("autoencoder", "vae", "dcgan", "wgan_gp", "cgan"))
+
+
+def test_evaluate_appends_json_lines_beside_the_checkpoint(tiny_checkpoints, tmp_path):
+    ckpt = _copy(tiny_checkpoints, "cgan", tmp_path)
+    first = ev.evaluate(ckpt, n=50, log=lambda m: None)
+    ev.evaluate(ckpt, ["cgan_acc"], n=50, seed=1, log=lambda m: None)
+    lines = [json.loads(x) for x in (ckpt.parent / "eval.jsonl").read_text().splitlines()]
+    assert [r["metric"] for r in lines] == ["cgan_acc", "sharpness", "cgan_acc"]
+    acc = first[0]["results"]
+    assert 0.0 <= acc["accuracy"] <= 1.0 and len(acc["per_class"]) == 10
+    # balanced labels: the overall accuracy is the mean of the per-class ones
+    assert acc["accuracy"] == pytest.approx(np.mean(list(acc["per_class"].values())))
+    assert ev.latest(ckpt)["cgan_acc"]["seed"] == 1
+    assert all(ev.headline(r) for r in first)
+
+
+def test_class_coverage_histogram_counts_the_thousand_samples(tiny_checkpoints, tmp_path):
+    (record,) = ev.evaluate(_copy(tiny_checkpoints, "vae", tmp_path), ["class_coverage"], log=lambda m: None)
+    r = record["results"]
+    assert sum(r["histogram"]) == 1000 and r["classes_present"] == sum(h > 0 for h in r["histogram"])
+    assert r["largest_class_share"] == max(r["histogram"]) / 1000
+
+
+def test_sketch_l1_reports_the_trivial_baselines(tiny_checkpoints, tmp_path):
+    from ganexport.training import data
+
+    (record,) = ev.evaluate(_copy(tiny_checkpoints, "cyclegan", tmp_path), ["sketch_l1"], log=lambda m: None)
+    truth = data.load_domains("photo2sketch", split="test").b.astype(np.float64)
+    r = record["results"]
+    assert r["baselines"]["blank_page"] == pytest.approx(np.abs(255 - truth).mean() / 255)
+    assert r["ratio_to_best_baseline"] == pytest.approx(r["l1"] / min(r["baselines"].values()))
+
+
+def test_unknown_or_unfit_metrics_are_refused(tiny_checkpoints, tmp_path):
+    ckpt = _copy(tiny_checkpoints, "dcgan", tmp_path)
+    with pytest.raises(ValueError, match="unknown metric"):
+        ev.evaluate(ckpt, ["inception_score"])
+    with pytest.raises(ValueError, match="does not apply|do\\(es\\) not apply"):
+        ev.evaluate(ckpt, ["sketch_l1"])
+    assert not (ckpt.parent / "eval.jsonl").exists()
+
+
+def test_eval_cli_prints_and_records(tiny_checkpoints, tmp_path):
+    ckpt = _copy(tiny_checkpoints, "autoencoder", tmp_path)
+    res = CliRunner().invoke(cli, ["eval", "-m", "autoencoder", "--checkpoint", str(ckpt), "--metrics", "sharpness",
+                                   "--n", "20"])
+    assert res.exit_code == 0, res.output
+    assert "sharpness:" in res.output and (ckpt.parent / "eval.jsonl").is_file()
+    bad = CliRunner().invoke(cli, ["eval", "-m", "autoencoder", "--checkpoint", str(ckpt), "--metrics", "nope"])
+    assert bad.exit_code == 2 and "unknown metric" in bad.output
+
+
+# --------------------------------------------------------------------------- release and gallery
+
+
+def test_release_writes_fp16_and_drops_stale_metrics(tiny_checkpoints, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "dcgan.eval.jsonl").write_text('{"metric": "sharpness"}\n')
+    out = release.release(tiny_checkpoints["dcgan"], weights, log=lambda m: None)
+    ckpt = checkpoint.load(out)
+    assert all(v.dtype.is_floating_point is False or str(v.dtype) == "torch.float16"
+               for state in ckpt.state.values() for v in state.values())
+    assert ckpt.meta["model"] == "dcgan" and ckpt.meta["hardware"]
+    assert not (weights / "dcgan.eval.jsonl").exists()
+
+
+def test_release_refuses_weights_over_the_size_limit(tiny_checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "MAX_RELEASE_BYTES", 100)
+    with pytest.raises(ValueError, match="over the 0 MB limit|over the"):
+        release.release(tiny_checkpoints["cyclegan"], tmp_path, log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# demo\n\nintro\n")
+    for m in ("cgan", "cyclegan"):
+        release.release(tiny_checkpoints[m], weights, log=lambda m: None)
+    ev.evaluate(weights / "cgan.safetensors", ["cgan_acc"], n=20, log=lambda m: None)
+    for _ in range(2):  # regenerating replaces the section instead of adding another
+        release.gallery(weights, readme, log=lambda m: None)
+    text = readme.read_text()
+    assert text.count(release.GALLERY_START) == 1 and text.startswith("# demo\n\nintro")
+    assert "![cgan](weights/cgan.png)" in text and "[cyclegan](weights/cyclegan.md)" in text
+    acc = ev.latest(weights / "cgan.safetensors")["cgan_acc"]["results"]["accuracy"]
+    assert f"{acc:.3f}" in text
+    card = (weights / "cgan.md").read_text()
+    assert "cgan_acc" in card and checkpoint.read_meta(weights / "cgan.safetensors")["command"] in card
+    with Image.open(weights / "cgan.png") as im:
+        # digits are 8x8; one row per class of 8 samples, zoomed for viewing
+        assert im.size[0] > 8 * 8 and im.size[1] > 10 * 8
+    with Image.open(weights / "cyclegan.png") as im:
+        assert im.mode == "RGB"

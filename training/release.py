@@ -1,0 +1,230 @@
+"""Released weights: from a training run to ``weights/<model>.safetensors``, its card and the README gallery.
+
+Three steps, each re-runnable, so every figure and picture a reader sees comes
+from a command:
+
+    ganexport release runs/dcgan/<run-id>     # fp16 copy of the checkpoint -> weights/dcgan.safetensors
+    ganexport eval --model dcgan              # metrics -> weights/dcgan.eval.jsonl
+    ganexport gallery                         # pictures, model cards, the README's gallery and table
+
+The gallery draws its pictures from the released weights with a fixed seed
+(never copies a training grid), so the README shows what ``ganexport build``
+will serve.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ganexport import catalog
+from ganexport.images import grid_image, upscale_for_viewing
+from ganexport.training import checkpoint, data, eval as metrics
+from ganexport.training.loop import hardware
+from ganexport.training.nets import Classifier, count_parameters
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MAX_RELEASE_BYTES = 15 * 2**20
+GALLERY_START, GALLERY_END = "<!-- gallery:start -->", "<!-- gallery:end -->"
+
+# What a reader of a card should know that the metadata does not say.
+NOTES = {
+    "autoencoder": "Trained on reconstruction alone, so its 2-D latent space has holes: random points between the "
+                   "training codes decode to blurry or odd garments. Random decodes are drawn from a normal fit to the "
+                   "training codes (`latent_mean`, `latent_std` in the metadata).",
+    "vae": "The KL term makes N(0, I) the prior, so any z decodes to a plausible garment, but the reconstruction "
+           "loss averages: samples are blurry (see `sharpness`).",
+    "dcgan": "Trained on 2 CPU cores with the `quick` nets (width 32, latent 64); the `full` profile is the GPU recipe.",
+    "wgan_gp": "Same generator as the DCGAN; a critic without sigmoid, gradient penalty 10, 5 critic steps per "
+               "generator step. Trained with the `quick` nets on 2 CPU cores.",
+    "cgan": "The class label is embedded in both nets. Samples of one class vary little with z (a partial mode "
+            "collapse inside classes), which is why its FID is worse than the DCGAN's although the class is right.",
+    "cyclegan": "A lighter generator than the paper's (ResNet with {width} base filters and {n_blocks} residual blocks "
+                "instead of 64 and 9: {params:,} parameters per generator against the paper's 11.4 M), so the "
+                "weights stay small and train on a CPU. Domain B is made by a fixed pencil-sketch filter "
+                "(`ganexport/sketch.py`), so `sketch_l1` can score G_A->B against the exact target.",
+}
+
+
+# --------------------------------------------------------------------------- release
+
+
+def release(run: Path, weights: Path = WEIGHTS_DIR, log: Callable[[str], None] = print) -> Path:
+    """Copy a run's checkpoint into ``weights/<model>.safetensors`` in fp16, refusing files over 15 MB."""
+    ckpt = checkpoint.load(run)
+    model = ckpt.meta["model"]
+    nets = {role: ckpt.build(role) for role in ckpt.state}
+    src = Path(run) if Path(run).is_file() else Path(run) / "checkpoint.safetensors"
+    meta = {**ckpt.meta, "released_from": src.parent.name, "hardware": ckpt.meta.get("hardware") or hardware()}
+    tmp = checkpoint.save(weights / f".{model}.release.safetensors", nets, meta, dtype=torch.float16)
+    size = tmp.stat().st_size
+    if size > MAX_RELEASE_BYTES:
+        tmp.unlink()
+        raise ValueError(f"{model}: {size / 2**20:.1f} MB in fp16, over the {MAX_RELEASE_BYTES >> 20} MB limit "
+                         "for released weights; train a narrower net (--width)")
+    out = tmp.replace(weights / f"{model}.safetensors")
+    stale = metrics.results_path(out)
+    if stale.exists():
+        stale.unlink()  # metrics of the previous weights no longer describe this file
+    log(f"{model}: {out} ({size / 2**20:.2f} MB fp16, step {meta['step']}); now run: ganexport eval --model {model}")
+    return out
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def sample_picture(ckpt: checkpoint.Checkpoint, seed: int = 0):
+    """A PIL picture of what the model serves: 8x8 samples (cgan: one row per class; cyclegan: translations)."""
+    ctx = metrics.Context(ckpt, seed=seed)
+    if ckpt.spec.family == "cyclegan":
+        return translation_picture(ctx)
+    if ckpt.spec.conditional:
+        k = catalog.DATASETS[ckpt.meta["dataset"]].num_classes
+        images, nrow = ctx.sample(k * 8, np.repeat(np.arange(k), 8)), 8
+    else:
+        images, nrow = ctx.sample(64), 8
+    return grid_image(images, nrow, scale=upscale_for_viewing(images.shape[1], 56))
+
+
+@torch.no_grad()
+def translation_picture(ctx: metrics.Context, n: int = 4):
+    """Rows of held-out examples: photo | G_A->B(photo) | true filter output | G_B->A(G_A->B(photo))."""
+    pair = data.load_domains(ctx.dataset, split="test", image_size=128, limit=n * 8)
+    pick = pair.a[:: max(1, len(pair.a) // n)][:n], pair.b[:: max(1, len(pair.b) // n)][:n]
+    fake_b = ctx.translate("g_ab", pick[0])
+    back = ctx.translate("g_ba", fake_b)
+    rows = np.stack([pick[0], fake_b, pick[1], back], 1).reshape(-1, *pick[0].shape[1:])
+    return grid_image(rows, 4, pad=4)
+
+
+# --------------------------------------------------------------------------- cards and README
+
+
+def released(weights: Path = WEIGHTS_DIR) -> dict[str, Path]:
+    """Released model checkpoints by model name, in catalog order."""
+    return {m: weights / f"{m}.safetensors" for m in catalog.MODELS if (weights / f"{m}.safetensors").is_file()}
+
+
+def card(model: str, path: Path, picture: str) -> str:
+    """The model card: data, command, steps, wall time, hardware, metrics, picture."""
+    ckpt = checkpoint.load(path)
+    meta, hp = ckpt.meta, ckpt.meta["hparams"]
+    params = {role: count_parameters(ckpt.build(role)) for role in ckpt.state}
+    served = ", ".join(f"`{s.name}` ({s.net})" for s in ckpt.spec.signatures(ckpt.image_shape, hp))
+    records = metrics.latest(path)
+    note = NOTES.get(model, "").format(width=hp.get("width"), n_blocks=hp.get("n_blocks"),
+                                       params=params.get("g_ab", 0))
+    lines = [
+        f"# {model}: model card", "",
+        f"![{model} samples]({picture})", "",
+        ckpt.spec.description + ".", "",
+        "| | |", "|---|---|",
+        f"| file | `{path.name}`, {path.stat().st_size / 2**20:.2f} MB, fp16 safetensors |",
+        f"| serves | {served} |",
+        f"| data | {meta['data_source']} |",
+        f"| command | `{meta['command']}` |",
+        f"| steps | {meta['step']} (batch {hp['batch_size']}, profile `{meta['profile']}`) |",
+        f"| wall time | {meta.get('wall_time_s', 0) / 60:.1f} min |",
+        f"| hardware | {meta.get('hardware', 'not recorded')} |",
+        f"| parameters | {', '.join(f'{r} {n:,}' for r, n in params.items())} |",
+        f"| versions | {', '.join(f'{k} {v}' for k, v in sorted(meta.get('versions', {}).items()))} |",
+        "", "## Metrics", "",
+    ]
+    if records:
+        lines += ["| metric | result | protocol |", "|---|---|---|"]
+        lines += [f"| `{name}` | {metrics.headline(r)} | {metrics.METRICS[name].doc} |" for name, r in records.items()]
+        lines += ["", f"Every record: `{metrics.results_path(path).name}`; re-run with "
+                      f"`ganexport eval --model {model}`."]
+    else:
+        lines += [f"Not evaluated yet: `ganexport eval --model {model}`."]
+    if note:
+        lines += ["", "## Notes", "", note]
+    return "\n".join(lines) + "\n"
+
+
+def judge_card(path: Path) -> str:
+    """Card of the shipped judge classifier: the FID features and class histograms depend on it."""
+    meta = checkpoint.read_meta(path)
+    params = count_parameters(Classifier(tuple(meta["image_shape"]), meta["num_classes"]))
+    return "\n".join([
+        f"# judge_{meta['dataset']}: the classifier behind the metrics", "",
+        "A small CNN (`training/nets.py: Classifier`) that `ganexport eval` uses: its penultimate 128 features "
+        "are the FID embedding, its predictions give `class_coverage` and `cgan_acc`, and training logs a class "
+        "histogram of 1k samples with it (mode collapse shows as missing classes).", "",
+        "| | |", "|---|---|",
+        f"| file | `{path.name}`, {path.stat().st_size / 2**10:.0f} KB, fp16 safetensors |",
+        f"| data | {meta['dataset']} train split, light Gaussian noise (sigma 0.05) so it also reads GAN samples |",
+        f"| command | `ganexport train-judge --dataset {meta['dataset']} --epochs {meta['epochs']} --out {path.parent.name}/{path.name}` |",
+        f"| seed | {meta['seed']} |",
+        f"| parameters | {params:,} |",
+        f"| test accuracy | **{meta['test_accuracy']:.4f}** on the 10k test images |",
+    ]) + "\n"
+
+
+def _metric_cell(records: dict[str, dict[str, Any]], name: str, fmt: Callable[[dict], str]) -> str:
+    return fmt(records[name]["results"]) if name in records else "–"
+
+
+def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
+    """The README's gallery: one picture per model and the headline metrics table."""
+    rows = []
+    for model, path in models.items():
+        r = metrics.latest(path)
+        rows.append("| " + " | ".join([
+            f"[{model}](weights/{model}.md)",
+            _metric_cell(r, "fid_fmnist10k", lambda x: f"{x['fid']:.2f}"),
+            _metric_cell(r, "sharpness", lambda x: f"{x['ratio_to_real']:.2f}"),
+            _metric_cell(r, "class_coverage", lambda x: f"{x['classes_present']}/{x['num_classes']}"),
+            _metric_cell(r, "cgan_acc", lambda x: f"{x['accuracy']:.3f}"),
+            _metric_cell(r, "sketch_l1", lambda x: f"{x['l1']:.4f} ({x['ratio_to_best_baseline']:.2f}x best baseline)"),
+            _metric_cell(r, "cycle_l1", lambda x: f"{x['a_b_a']:.4f} / {x['b_a_b']:.4f}"),
+        ]) + " |")
+    floor = next((r["fid_fmnist10k"]["results"]["floor_train_vs_test"] for r in map(metrics.latest, models.values())
+                  if "fid_fmnist10k" in r), None)
+    out = [GALLERY_START, "<!-- written by `ganexport gallery`; edits here are overwritten -->", "",
+           "| model | fid_fmnist10k (lower is better) | sharpness (samples / real) | class_coverage | cgan_acc "
+           "| sketch_l1 | cycle_l1 (A-B-A / B-A-B) |", "|---|---|---|---|---|---|---|", *rows, ""]
+    if floor is not None:
+        out += [f"FID floor (10k Fashion-MNIST train vs test images, same features): {floor:.2f}. "
+                "Metric protocols: `ganexport eval --help`; every figure is in `weights/<model>.eval.jsonl`.", ""]
+    for model in models:
+        caption = ("held-out photo | G_A->B(photo) | the true filter output | G_B->A(G_A->B(photo))"
+                   if catalog.get(model).family == "cyclegan" else "random samples" +
+                   (", one row per class" if catalog.get(model).conditional else ""))
+        out += [f"**{model}**: {caption}", "", f"![{model}]({pictures[model]})", ""]
+    out.append(GALLERY_END)
+    return "\n".join(out)
+
+
+def gallery(weights: Path = WEIGHTS_DIR, readme: Path | None = None, log: Callable[[str], None] = print) -> list[Path]:
+    """Regenerate every released model's picture and card, and the README's gallery section."""
+    models = released(weights)
+    if not models:
+        raise ValueError(f"no released weights in {weights}; release a run first: ganexport release RUN_DIR")
+    written, pictures = [], {}
+    for model, path in models.items():
+        pic = weights / f"{model}.png"
+        sample_picture(checkpoint.load(path)).save(pic)
+        (weights / f"{model}.md").write_text(card(model, path, pic.name))
+        pictures[model] = f"{weights.name}/{pic.name}"
+        written += [pic, weights / f"{model}.md"]
+        log(f"{model}: {pic.name}, {model}.md")
+    for judge_file in sorted(weights.glob("judge_*.safetensors")):
+        card_path = judge_file.with_suffix(".md")
+        card_path.write_text(judge_card(judge_file))
+        written.append(card_path)
+    readme = readme or weights.parent / "README.md"
+    text = readme.read_text()
+    section = readme_section(models, pictures)
+    if GALLERY_START in text and GALLERY_END in text:
+        text = re.sub(re.escape(GALLERY_START) + ".*?" + re.escape(GALLERY_END), lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Gallery\n\n" + section + "\n"
+    readme.write_text(text)
+    written.append(readme)
+    log(f"README gallery: {len(models)} models -> {readme}")
+    return written
