@@ -177,8 +177,9 @@ class ModelSpec:
                    hp: Mapping[str, Any] | None = None) -> list[Signature]:
         """The Triton models this model publishes, for its data shape and hyper-parameters.
 
-        Defaults are the default dataset's shape and the ``full`` profile, i.e.
-        what the released weights serve.
+        Defaults are the default dataset's shape and the ``full`` profile; the
+        released weights (``quick`` nets) serve the same signatures, since the
+        profiles differ in width and steps, not in tensor names or shapes.
         """
         image_shape = tuple(image_shape or DATASETS[self.dataset].image_shape)
         hp = dict(hp or self.hp("full"))

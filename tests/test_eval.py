@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageFilter
 
+from ganexport import catalog
 from ganexport.cli import cli
 from ganexport.training import checkpoint, eval as ev, release
 
@@ -162,3 +163,21 @@ def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, 
         assert im.size[0] > 8 * 8 and im.size[1] > 10 * 8
     with Image.open(weights / "cyclegan.png") as im:
         assert im.mode == "RGB"
+
+
+# --------------------------------------------------------------------------- what ships
+
+
+@pytest.mark.parametrize("model", list(catalog.MODELS))
+def test_released_weights_are_small_fp16_carded_and_serve_the_catalog_signatures(model):
+    path = release.WEIGHTS_DIR / f"{model}.safetensors"
+    assert path.is_file(), f"no released weights for {model}"
+    assert path.stat().st_size < release.MAX_RELEASE_BYTES
+    ckpt = checkpoint.load(path)
+    assert {str(v.dtype) for state in ckpt.state.values() for v in state.values() if v.is_floating_point()} == \
+        {"torch.float16"}
+    # the signatures the server and the demo assume (catalog defaults) are the ones these weights export
+    assert ckpt.spec.signatures(ckpt.image_shape, ckpt.hp) == ckpt.spec.signatures()
+    card = (release.WEIGHTS_DIR / f"{model}.md").read_text()
+    assert ckpt.meta["command"] in card and f"{model}.png" in card
+    assert (release.WEIGHTS_DIR / f"{model}.png").is_file()
