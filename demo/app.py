@@ -40,6 +40,9 @@ CONDITIONAL_MODEL = "cgan"
 TRANSLATORS = {"photo -> sketch": "cyclegan_a2b", "sketch -> photo": "cyclegan_b2a"}
 MAX_COUNT = 64  # images per grid
 MATE_NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
+# Uploads above this are refused by Gradio before they reach disk. The largest image the translators
+# take (1024x1024) is at most 8 MB even as an uncompressed 16-bit RGBA TIFF.
+MAX_UPLOAD_BYTES = 16 * 2**20
 
 
 class DemoError(Exception):
@@ -444,7 +447,7 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
                 with gr.Row():
                     s_model = gr.Dropdown(sample_models, value=sample_models[0] if sample_models else None,
                                           label="model")
-                    s_seed = gr.Number(0, precision=0, label="seed")
+                    s_seed = gr.Number(0, precision=0, minimum=0, label="seed")
                     s_count = gr.Slider(1, MAX_COUNT, value=16, step=1, label="count")
                 s_btn = gr.Button("Sample", variant="primary", elem_id="sample-btn")
                 s_img = gr.Image(format="png", label="samples", type="pil", elem_id="sample-output")
@@ -452,8 +455,8 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
                 wire(s_btn, sample_grid, [s_model, s_seed, s_count], [s_img, s_status], "sample", 1)
                 gr.Markdown("### Latent walk between two seeds")
                 with gr.Row():
-                    w_a = gr.Number(0, precision=0, label="from seed")
-                    w_b = gr.Number(1, precision=0, label="to seed")
+                    w_a = gr.Number(0, precision=0, minimum=0, label="from seed")
+                    w_b = gr.Number(1, precision=0, minimum=0, label="to seed")
                     w_n = gr.Slider(2, 32, value=10, step=1, label="frames")
                 w_btn = gr.Button("Walk", elem_id="walk-btn")
                 w_img = gr.Image(format="png", label="latent walk", type="pil", elem_id="walk-output")
@@ -466,7 +469,7 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
                 names = class_names()
                 with gr.Row():
                     c_class = gr.Dropdown(names, value=names[0], label="class")
-                    c_seed = gr.Number(0, precision=0, label="seed")
+                    c_seed = gr.Number(0, precision=0, minimum=0, label="seed")
                     c_count = gr.Slider(1, 32, value=8, step=1, label="seeds")
                 c_btn = gr.Button("Generate this class", variant="primary", elem_id="class-btn")
                 c_img = gr.Image(format="png", label="one class, several seeds", type="pil",
@@ -514,8 +517,10 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
                             f"refused with a message: resize them first.")
                 t_dir = gr.Radio(list(TRANSLATORS), value="photo -> sketch", label="direction")
                 with gr.Row():
-                    t_in = gr.Image(type="filepath", label="your photo (upload)", sources=["upload"],
-                                    elem_id="translate-input")
+                    # image_mode=None: Gradio hands over the file untouched; read_image converts RGBA (onto
+                    # white), palette and 16-bit images properly, where Gradio's RGB conversion would not.
+                    t_in = gr.Image(type="filepath", image_mode=None, label="your photo (upload)",
+                                    sources=["upload"], elem_id="translate-input")
                     _lenient_image_preprocess(t_in)
                     t_btn = gr.Button("Translate", variant="primary", elem_id="translate-btn")
                 with gr.Row():
@@ -535,9 +540,11 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
 def launch(backend_kind: str = "triton-grpc", triton_url: str | None = None,
            repository: str | os.PathLike = "model_repository", host: str = "127.0.0.1", port: int = 7860,
            **launch_kw: Any) -> gr.Blocks:
-    """Build the demo and serve it on ``host:port`` (never a public share link)."""
+    """Build the demo and serve it on ``host:port``: never a public share link, uploads capped at
+    ``MAX_UPLOAD_BYTES`` unless ``max_file_size`` says otherwise, files served from Gradio's temp folder only."""
     app = build_app(backend_kind=backend_kind, triton_url=triton_url, repository=repository)
     launch_kw.pop("share", None)
+    launch_kw.setdefault("max_file_size", MAX_UPLOAD_BYTES)
     app.queue().launch(server_name=host, server_port=port, share=False, show_error=False, **launch_kw)
     return app
 

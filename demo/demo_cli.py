@@ -34,14 +34,19 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
     import signal
 
     from ganexport.serving.serve_cli import default_models, select_models
-    from ganexport.serving.triton_server import ServerError, TritonServer, check_repository
+    from ganexport.serving.triton_server import (ServerError, TritonServer, check_integrity, check_repository,
+                                                 exposure_warning)
 
     def stop_on_sigterm(signum, frame):  # SIGTERM must stop Triton too, as Ctrl-C does
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    warning = exposure_warning(host, "the demo")
+    if warning:  # first, before anything can fail: the page is what --host exposes
+        click.echo(warning, err=True)
     try:
         check_repository(repository)
+        check_integrity(repository, default_models(repository))  # Triton and the fallback both read these files
     except ServerError as e:
         raise click.ClickException(str(e)) from None
     server, staged = None, None

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import onnx
 import torch
 
 from ganexport import catalog
@@ -104,13 +107,59 @@ def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdi
     log(f"{sig.name}: exporting ONNX (opset {onnx_export.DEFAULT_OPSET}) and TorchScript")
     onnx_export.export_onnx(wrapper, sig, example, onnx_path)
     onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
-    ts_module = torchscript.export_torchscript(wrapper, sig, example, ts_path)
+    torchscript.export_torchscript(wrapper, sig, example, ts_path)
+    scrub_onnx(onnx_path)  # before parity, so the files checked are the files published
+    scrub_torchscript(ts_path)
+    ts_module = torchscript.load(ts_path)
     report = parity.check_parity(sig, wrapper, onnx_path, float_path, ts_module)
     for backend, r in report["backends"].items():
         log(f"{sig.name}: parity {backend}: max abs {r['max_abs_error']:.2e}, uint8 levels "
             f"{r['max_uint8_levels']} -> {'pass' if r['passed'] else 'FAIL'}")
     parity.raise_on_failure(report)
     return Exported(sig, {"onnxruntime": onnx_path, "torchscript": ts_path}, report)
+
+
+# --------------------------------------------------------------------------- nothing of this machine in artifacts
+
+
+def scrub_onnx(path: Path) -> None:
+    """Drop the exporter's per-node stack traces from an ONNX file.
+
+    torch.export records ``File "/abs/path/nets.py", line ...`` for every node:
+    the home, checkout and venv paths of the machine that built it, which a
+    published model must not carry (and which make builds differ by checkout).
+    The graph and weights are untouched.
+    """
+    model = onnx.load(str(path))
+    graphs = [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            nodes.append(node)
+            for attr in node.attribute:
+                graphs.extend([attr.g] if attr.HasField("g") else [])
+                graphs.extend(attr.graphs)
+    for node in nodes:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+        node.doc_string = ""
+    onnx.save(model, str(path))
+
+
+def scrub_torchscript(path: Path) -> None:
+    """Rewrite a TorchScript archive without its ``*.debug_pkl`` records.
+
+    They map code to source ranges by absolute file name (checkout, venv);
+    torch.jit.load runs the model without them (errors just lose line numbers).
+    """
+    tmp = path.with_name(path.name + ".scrub")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                dst.writestr(info, src.read(info))
+    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- build = export + publish

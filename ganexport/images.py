@@ -41,29 +41,47 @@ def to_array(im: Image.Image, channels: int = 3) -> np.ndarray:
 
 def read_image(source: str | Path | bytes, channels: int = 3, min_side: int | None = None,
                max_side: int | None = None) -> np.ndarray:
-    """Decode a file or bytes into uint8 HxWxC, checking the size limits a model accepts."""
+    """Decode a file or bytes into uint8 HxWxC, checking the size limits a model accepts.
+
+    The sides are checked from the header, before any pixel is decoded, so a
+    small file that claims 30000x30000 pixels costs nothing; EXIF rotation
+    only swaps the sides, so the shorter and longer side are known up front.
+    """
     name = "upload" if isinstance(source, bytes) else str(source)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{name}: {im.width}x{im.height} is above the {MAX_PIXELS:,}-pixel limit")
+            _check_sides(name, im.width, im.height, min_side, max_side)
             im.load()
             arr = to_array(im, channels)
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image file") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (JPEG, PNG, WebP, BMP, GIF, TIFF are read)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow refuses it in open(), before we see the size
+        limit = f"; the limit is {max_side} pixels per side" if max_side else ""
+        raise ImageError(f"{name}: too large to decode ({_first_line(e)}){limit}") from None
+    except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageError):
             raise
-        raise ImageError(f"{name}: unreadable or truncated image ({str(e).splitlines()[0]})") from None
-    h, w = arr.shape[:2]
+        raise ImageError(f"{name}: unreadable or truncated image ({_first_line(e)})") from None
+    return arr
+
+
+def _check_sides(name: str, w: int, h: int, min_side: int | None, max_side: int | None) -> None:
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: {w}x{h} is above the {MAX_PIXELS:,}-pixel limit")
     if min_side and min(h, w) < min_side:
         raise ImageError(f"{name}: {w}x{h} is too small; both sides must be at least {min_side} pixels")
     if max_side and max(h, w) > max_side:
         raise ImageError(f"{name}: {w}x{h} is too large; the limit is {max_side} pixels per side "
                          f"(resize it, e.g. to {max_side} on the longer side)")
-    return arr
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def save_image(arr: np.ndarray, path: str | Path) -> Path:

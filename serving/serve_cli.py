@@ -26,6 +26,7 @@ from ganexport.serving.triton_server import (
     ModelInfo,
     ServerError,
     TritonServer,
+    check_integrity,
     check_repository,
     exit_text,
 )
@@ -90,6 +91,7 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 
     Prints the HTTP, gRPC and metrics endpoints and every model with its inputs
     and outputs. Model control is off: the load/unload API refuses requests.
+    A model file that changed since `ganexport build` published it is refused.
 
     \b
     Examples:
@@ -121,6 +123,7 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 def _run(server: TritonServer, shown_repo: Path, timeout: float) -> None:
     """Start, report, and block until a signal (clean stop) or the server's own exit (an error)."""
     server.check()  # a taken port or an empty repository: one line, before anything is printed
+    check_integrity(server.repository)  # a model file changed since `build`: refuse rather than serve it
     click.echo(f"starting Triton on {shown_repo} ...")
     try:
         server.start(timeout=timeout)

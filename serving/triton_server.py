@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import hashlib
 import importlib.util
 import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -42,6 +44,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 INSTALL_HINT = "install the serve extra: pip install 'ganexport[serve]'"
 CONFIG_FILE = "config.pbtxt"
+RESTRICTED_HEADER = "ganexport-restricted"  # header that would unlock the restricted APIs (see command())
 
 # Lines Triton prints on every CPU-only start (no CUDA driver, NVML, DCGM): not worth showing.
 _NOISE = re.compile(r"cuda|nvml|dcgm|gpu metrics|pinned memory|collecting metrics|^\s*\+-{3,}|^\s*\|",
@@ -135,6 +138,25 @@ def make_backend_dir(root: Path) -> Path:
     return backend_dir
 
 
+def repository_view(repo: Path) -> Path:
+    """A temp copy of the repository's directory tree whose files are symlinks to the published ones.
+
+    Triton runs this instead of ``repo`` because each Python stub compiles
+    model.py and writes ``__pycache__/`` beside it (the stub's interpreter is
+    isolated, so PYTHONDONTWRITEBYTECODE is ignored): in the view that cache,
+    with this machine's paths inside, lands in the temp dir, and serving
+    never changes a published repository.
+    """
+    view = Path(tempfile.mkdtemp(prefix="ganexport-triton-repository-"))
+    for top, dirs, files in os.walk(repo, followlinks=True):  # `serve --models` hands us symlinked model dirs
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        here = view / Path(top).relative_to(repo)
+        here.mkdir(exist_ok=True)
+        for name in files:
+            (here / name).symlink_to((Path(top) / name).resolve())
+    return view
+
+
 def server_env() -> dict[str, str]:
     """The environment the stubs need to run model.py with this interpreter's packages.
 
@@ -210,6 +232,49 @@ def check_repository(repo: Path) -> list[str]:
     return [p.name for p in models]
 
 
+def check_integrity(repo: Path, names: list[str] | tuple[str, ...] | None = None) -> None:
+    """ServerError when a model file Triton would serve differs from the sha256 recorded when it was published.
+
+    Triton loads a model.onnx with a flipped weight byte without a word and
+    serves wrong images, so the newest version of each model (the one served:
+    the configs keep ``latest 1``) is hashed against its parity.json first.
+    Models without a parity.json were not built by ganexport and are skipped.
+    """
+    repo = Path(repo)
+    problems: list[tuple[str, str]] = []  # (what is wrong, training model to rebuild)
+    for name in names or check_repository(repo):
+        numbered = [v for v in (repo / name).iterdir() if v.is_dir() and v.name.isdigit()]
+        report = max(numbered, key=lambda v: int(v.name)) / "parity.json" if numbered else None
+        if report is None or not report.is_file():
+            continue
+        where = f"model '{name}' version {report.parent.name}"
+        try:
+            record = json.loads(report.read_text())
+        except (OSError, ValueError):
+            problems.append((f"{where}: parity.json is unreadable", name))
+            continue
+        source = record.get("source", {}).get("model") or name
+        for filename, digest in record.get("files", {}).items():
+            path = report.parent / filename
+            if not path.is_file():
+                problems.append((f"{where}: {filename} is missing", source))
+            elif _sha256(path) != digest:
+                problems.append((f"{where}: {filename} changed since it was published (its sha256 differs "
+                                 "from parity.json)", source))
+    if problems:
+        (what, model), more = problems[0], f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ServerError(f"refusing to serve a corrupt model: {what}{more}; `ganexport verify --model {model}` "
+                          f"shows the damage, `ganexport build --model {model}` publishes a good version")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost and 127.0.0.0/8 or ::1; hostnames other than localhost count as exposed."""
     if host == "localhost":
@@ -218,6 +283,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def exposure_warning(host: str, what: str = "Triton") -> str | None:
+    """The warning for a service bound beyond loopback (None on loopback): nothing here authenticates."""
+    if is_loopback(host):
+        return None
+    return (f"warning: {what} will listen on {host}, reachable from other machines; it has no "
+            "authentication (the default, 127.0.0.1, is reachable from this machine only)")
 
 
 def _hostport(host: str, port: int) -> str:
@@ -307,8 +380,11 @@ class TritonServer:
         self.ready_seconds: float | None = None
         self._log_path: Path | None = None
         self._backend_dir: Path | None = None
+        self._view: Path | None = None  # repository_view(repository), what Triton actually loads
         self._shm: set[Path] = set()
         self._stopped = False
+        self._warned = False
+        self._restricted_key = secrets.token_hex(16)
 
     # ---------------------------------------------------------------- addresses
 
@@ -346,14 +422,19 @@ class TritonServer:
 
     def command(self, binary: Path, backend_dir: Path) -> list[str]:
         """The tritonserver command line; every flag was checked against the 2.51 binary's --help."""
-        cmd = [str(binary), "--model-repository", str(self.repository.resolve()),
+        cmd = [str(binary), "--model-repository", str(self._view or self.repository.resolve()),
                "--backend-directory", str(backend_dir),
                "--http-address", self.host, "--grpc-address", self.host,
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--model-control-mode", "none", "--strict-readiness", "true",
                "--disable-auto-complete-config", "--pinned-memory-pool-byte-size", "0",
                "--allow-gpu-metrics", "false", "--exit-timeout-secs", str(self.exit_timeout),
-               "--log-verbose", str(self.log_verbose)]
+               "--log-verbose", str(self.log_verbose),
+               # Shared-memory registration lets any client map a /dev/shm segment by name, the Python
+               # stubs' own regions included, and have the server read or write it. Our clients never
+               # use it: restrict it to a random header value that is never handed out.
+               "--http-restricted-api", f"shared-memory:{RESTRICTED_HEADER}={self._restricted_key}",
+               "--grpc-restricted-protocol", f"shared-memory:{RESTRICTED_HEADER}={self._restricted_key}"]
         caches = _server_root(binary) / "caches"
         if caches.is_dir():
             cmd += ["--cache-directory", str(caches)]
@@ -364,7 +445,14 @@ class TritonServer:
         return cmd + list(self.extra_args)
 
     def check(self) -> Path:
-        """Every check that can fail before a process exists (repository, ports, binary); returns the binary."""
+        """Every check that can fail before a process exists (repository, ports, binary); returns the binary.
+
+        A non-loopback ``host`` is warned about first, once, before anything can fail.
+        """
+        warning = exposure_warning(self.host)
+        if warning and not self._warned:
+            print(warning, file=sys.stderr)
+            self._warned = True
         check_repository(self.repository)
         ports = {"HTTP": self.http_port, "gRPC": self.grpc_port}
         if self.metrics_port:
@@ -384,12 +472,10 @@ class TritonServer:
         if self.process is not None:
             raise ServerError("this TritonServer is already started")
         binary = self.check()
-        if not is_loopback(self.host):
-            print(f"warning: Triton will listen on {self.host}, reachable from other machines; "
-                  "it has no authentication", file=sys.stderr)
         t0 = time.monotonic()
         try:
             self._backend_dir = make_backend_dir(_server_root(binary))
+            self._view = repository_view(self.repository)
             self._spawn(binary)
             self._wait_ready(timeout)
         except BaseException:
@@ -451,9 +537,10 @@ class TritonServer:
         if self.process is not None and not self._stopped:
             code = self._terminate(self.exit_timeout + 10.0 if timeout is None else timeout)
             self._stopped = True
-        if self._backend_dir is not None:
-            shutil.rmtree(self._backend_dir, ignore_errors=True)
-            self._backend_dir = None
+        for temp in (self._backend_dir, self._view):
+            if temp is not None:
+                shutil.rmtree(temp, ignore_errors=True)
+        self._backend_dir = self._view = None
         for path in self._shm:  # regions of stubs that died before Triton could unlink them
             with _suppress_os_error():
                 path.unlink()

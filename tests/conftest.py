@@ -48,3 +48,22 @@ def published(tmp_path_factory, tiny_checkpoints):
     return repo, versions
 
 
+@pytest.fixture(scope="module")
+def onnx_triton(published):
+    """The real Triton (default host 127.0.0.1, free ports) on the ONNX Runtime models of ``published``.
+
+    One per test module that asks for it. The _torchscript twins are left out, as `ganexport serve`
+    does by default: each of their stubs imports torch (about 250 MB and seconds per model).
+    """
+    import shutil
+
+    from ganexport.serving.serve_cli import default_models, select_models
+    from ganexport.serving.triton_server import TritonServer, free_port
+
+    staged = select_models(published[0], default_models(published[0]))
+    server = TritonServer(staged, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    try:
+        yield server.start(timeout=180)
+    finally:
+        server.stop()
+        shutil.rmtree(staged, ignore_errors=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,4 +123,20 @@ def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read what ``save_train_state`` wrote, refusing anything else in one line.
+
+    ``weights_only=True`` is torch's restricted unpickler: it rebuilds tensors,
+    numbers and containers and refuses every other global, so a planted
+    train_state.pt cannot run code. Its refusal is a page of advice, hence
+    the one-line CheckpointError.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError: all mean "not ours"
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)", str(e), re.S)
+        why = found.group(1) if found else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: refused: not a plain tensor/number training state, and ganexport "
+                              f"never unpickles anything else ({why[:200]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: refused: holds a {type(state).__name__}, not a training state")
+    return state

@@ -1,0 +1,407 @@
+"""Issue #8, security: loopback by default, no model control, no pickles, a fenced demo, clean artifacts.
+
+Every check runs against the real thing: the bundled Triton, the Gradio app
+in this process, `ganexport` commands, and the files a build publishes.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import http.client
+import inspect
+import ipaddress
+import json
+import os
+import pickle
+import re
+import secrets
+import shutil
+import socket
+import sys
+import sysconfig
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganexport.export.repository import latest
+from ganexport.serving.triton_server import RESTRICTED_HEADER, exposure_warning, free_port
+
+pytestmark = pytest.mark.integration
+httpclient = pytest.importorskip("tritonclient.http")
+import tritonclient.grpc as grpcclient  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+MODEL = "dcgan"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- who listens where
+
+
+def listening(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that one of ``pids`` holds, from /proc."""
+    inodes = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir() if fd_dir.is_dir() else ():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].split(":")
+                found.add((_address(address, width), int(port, 16)))
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    """/proc/net/tcp{,6} hex -> '127.0.0.1'; IPv4-mapped IPv6 (gRPC binds those) reads as the IPv4 address."""
+    raw = bytes.fromhex(hex_address)
+    if width == 8:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return str(ip.ipv4_mapped or ip)
+
+
+def test_every_service_defaults_to_loopback():
+    from ganexport.demo.app import launch
+    from ganexport.demo.demo_cli import demo
+    from ganexport.serving.serve_cli import serve
+    from ganexport.serving.triton_server import TritonServer
+
+    defaults = {
+        "ganexport serve --host": next(p.default for p in serve.params if p.name == "host"),
+        "ganexport demo --host": next(p.default for p in demo.params if p.name == "host"),
+        "TritonServer(host=)": inspect.signature(TritonServer).parameters["host"].default,
+        "demo.app.launch(host=)": inspect.signature(launch).parameters["host"].default,
+    }
+    assert set(defaults.values()) == {"127.0.0.1"}, defaults
+
+
+def test_triton_and_its_stubs_listen_on_loopback_only(onnx_triton):
+    sockets = listening(onnx_triton.pids())
+    ports = {onnx_triton.http_port, onnx_triton.grpc_port, onnx_triton.metrics_port}
+    assert ports <= {port for _, port in sockets}, sockets
+    assert {address for address, _ in sockets} == {"127.0.0.1"}, sockets
+
+
+def test_the_demo_page_listens_on_loopback_only(published):
+    from ganexport.demo.app import launch
+
+    port = free_port()
+    app = launch(backend_kind="onnxruntime", repository=published[0], port=port, prevent_thread_lock=True,
+                 quiet=True)
+    try:
+        mine = {(address, p) for address, p in listening([os.getpid()]) if p == port}
+        assert mine == {("127.0.0.1", port)}, mine
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("host,exposed", [("127.0.0.1", False), ("localhost", False), ("127.0.0.2", False),
+                                          ("::1", False), ("0.0.0.0", True), ("::", True),
+                                          ("192.168.1.20", True), ("demo.example.com", True)])
+def test_which_hosts_count_as_exposed(host, exposed):
+    warning = exposure_warning(host)
+    assert bool(warning) == exposed
+    if warning:
+        assert host in warning and "no authentication" in warning and "\n" not in warning
+
+
+def test_serve_and_demo_warn_before_binding_anything_else(published, tmp_path):
+    """An impossible port and a missing repository stop both commands before any socket is bound,
+    yet the warning about --host 0.0.0.0 has already been printed."""
+    from click.testing import CliRunner
+
+    from ganexport.demo.demo_cli import demo
+    from ganexport.serving.serve_cli import serve
+
+    served = CliRunner().invoke(serve, ["--repository", str(published[0]), "--host", "0.0.0.0",
+                                        "--http-port", "70000", "--grpc-port", str(free_port())])
+    assert served.exit_code == 2 and "not a valid port number" in served.stderr, served.output
+    assert served.stderr.startswith("warning: Triton will listen on 0.0.0.0"), served.stderr
+    shown = CliRunner().invoke(demo, ["--repository", str(tmp_path / "missing"), "--host", "0.0.0.0"])
+    assert shown.exit_code == 1 and "does not exist" in shown.stderr, shown.output
+    assert shown.stderr.startswith("warning: the demo will listen on 0.0.0.0"), shown.stderr
+
+
+# --------------------------------------------------------------------------- Triton's admin APIs
+
+
+def _http(server, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+    """(status, JSON reply) of a raw request: no client library between the test and the server."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(server.base_url + path, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def _assert_still_serving(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        assert client.is_model_ready(MODEL)
+        shape = client.get_model_metadata(MODEL, as_json=True)["inputs"][0]["shape"]
+        z = grpcclient.InferInput("z", [1, int(shape[-1])], "FP32")
+        z.set_data_from_numpy(np.zeros((1, int(shape[-1])), np.float32))
+        assert client.infer(MODEL, [z], client_timeout=30).as_numpy("image").shape[0] == 1
+    finally:
+        client.close()
+
+
+def test_model_load_and_unload_are_refused_over_http(onnx_triton, tmp_path):
+    """Including the load that carries its own model.py: with model control on, that is remote code."""
+    marker = tmp_path / "loaded-remote-code"
+    payload = f"open({str(marker)!r}, 'w').close()\nclass TritonPythonModel:\n    pass\n".encode()
+    attempts = {
+        "unload": ("POST", f"/v2/repository/models/{MODEL}/unload", {}),
+        "load": ("POST", f"/v2/repository/models/{MODEL}/load", {}),
+        "load_new_model_with_files": ("POST", "/v2/repository/models/planted/load", {"parameters": {
+            "config": json.dumps({"backend": "python", "max_batch_size": 0}),
+            "file:1/model.py": base64.b64encode(payload).decode()}}),
+    }
+    for what, (method, path, body) in attempts.items():
+        status, reply = _http(onnx_triton, method, path, body)
+        assert status >= 400 and "explicit model load / unload is not allowed" in reply["error"], (what, reply)
+    assert not marker.exists()
+    status, index = _http(onnx_triton, "POST", "/v2/repository/index", {})
+    assert status == 200 and "planted" not in {m["name"] for m in index}
+    _assert_still_serving(onnx_triton)
+
+
+def test_model_load_and_unload_are_refused_over_grpc(onnx_triton):
+    client = grpcclient.InferenceServerClient(onnx_triton.grpc_url)
+    try:
+        for call in (client.unload_model, client.load_model):
+            with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed"):
+                call(MODEL)
+    finally:
+        client.close()
+    _assert_still_serving(onnx_triton)
+
+
+def test_shared_memory_registration_is_refused(onnx_triton):
+    """A registered region is any /dev/shm segment the server then reads or writes for the client,
+    the Python stubs' own included."""
+    region = {"key": "/triton_python_backend_shm_region_guess", "offset": 0, "byte_size": 4096}
+    status, reply = _http(onnx_triton, "POST", "/v2/systemsharedmemory/region/probe/register", region)
+    assert status == 403 and "restricted" in reply["error"], reply
+    status, reply = _http(onnx_triton, "POST", "/v2/systemsharedmemory/region/probe/register", region,
+                          {RESTRICTED_HEADER: "a guess"})
+    assert status == 403, reply
+    client = grpcclient.InferenceServerClient(onnx_triton.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.register_system_shared_memory("probe", region["key"], region["byte_size"])
+    finally:
+        client.close()
+    _assert_still_serving(onnx_triton)
+
+
+# --------------------------------------------------------------------------- nothing is unpickled
+
+
+class Payload:
+    """Unpickling this creates the marker file: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.fixture()
+def planted(tmp_path, tiny_checkpoints, published):
+    """Pickle payloads under every name ganexport might load, and the marker they would create."""
+    import torch
+
+    marker = tmp_path / "PWNED"
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(Payload(control)))
+    assert control.exists(), "the payload must be live, or the test proves nothing"
+    control.unlink()
+
+    files = {"pt": tmp_path / "evil.pt", "safetensors": tmp_path / "evil.safetensors"}
+    torch.save({"weights": Payload(marker)}, files["pt"])
+    files["safetensors"].write_bytes(pickle.dumps(Payload(marker)))
+    run = tmp_path / "run"  # a genuine run directory whose train_state.pt was swapped
+    shutil.copytree(tiny_checkpoints[MODEL].parent, run)
+    torch.save({"optimizers": Payload(marker)}, run / "train_state.pt")
+    files["run"] = run
+    run_bad_ckpt = tmp_path / "run_bad_checkpoint"
+    run_bad_ckpt.mkdir()
+    shutil.copy(files["safetensors"], run_bad_ckpt / "checkpoint.safetensors")
+    files["run_bad_checkpoint"] = run_bad_ckpt
+    repo = tmp_path / "repo"  # a repository whose model files were swapped for pickles
+    for name in (MODEL, f"{MODEL}_torchscript"):
+        shutil.copytree(published[0] / name, repo / name)
+    torch.save(Payload(marker), latest(repo, f"{MODEL}_torchscript") / "model.pt")
+    (latest(repo, MODEL) / "model.onnx").write_bytes(pickle.dumps(Payload(marker)))
+    files["repo"] = repo
+    return marker, files
+
+
+PICKLE_CASES = {  # command line (FILES[...] filled in) -> words of the refusal
+    "build --checkpoint x.pt": (["build", "--model", MODEL, "--checkpoint", "{pt}", "--repository", "{repo}"],
+                                "pickled checkpoints are refused"),
+    "build --checkpoint x.safetensors": (["build", "--model", MODEL, "--checkpoint", "{safetensors}",
+                                          "--repository", "{repo}"], "not a readable safetensors file"),
+    "verify --checkpoint x.pt": (["verify", "--model", MODEL, "--checkpoint", "{pt}", "--repository", "{repo}"],
+                                 "pickled checkpoints are refused"),
+    "export --checkpoint x.safetensors": (["export", "--model", MODEL, "--checkpoint", "{safetensors}", "--out",
+                                           "{tmp}"], "not a readable safetensors file"),
+    "eval --checkpoint x.pt": (["eval", "--model", MODEL, "--checkpoint", "{pt}"], "pickled checkpoints are refused"),
+    "release run-with-pickled-checkpoint": (["release", "{run_bad_checkpoint}", "--weights", "{tmp}"],
+                                            "not a readable safetensors file"),
+    "train --resume x.pt": (["train", "--model", MODEL, "--resume", "{pt}"], "pickled checkpoints are refused"),
+    "train --resume run-with-pickled-train_state": (["train", "--model", MODEL, "--resume", "{run}", "--quiet"],
+                                                    "never unpickles"),
+    "train --resume run-with-pickled-checkpoint": (["train", "--model", MODEL, "--resume", "{run_bad_checkpoint}"],
+                                                   "not a readable safetensors file"),
+    "infer --backend torchscript on a pickled model.pt": (["infer", "--model", MODEL, "--backend", "torchscript",
+                                                           "--repository", "{repo}", "-o", "{tmp}/o.png"],
+                                                          "does not load"),
+    "infer --backend onnxruntime on a pickled model.onnx": (["infer", "--model", MODEL, "--repository", "{repo}",
+                                                             "-o", "{tmp}/o.png"], "does not load"),
+}
+
+
+@pytest.mark.parametrize("case", list(PICKLE_CASES))
+def test_pickle_payloads_are_refused_and_never_run(planted, tmp_path, case):
+    from click.testing import CliRunner
+
+    from ganexport.cli import cli
+
+    marker, files = planted
+    args, words = PICKLE_CASES[case]
+    args = [a.format(tmp=tmp_path, **files) for a in args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert words in result.stderr and "Traceback" not in result.output, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not marker.exists(), "the pickle payload ran"
+
+
+# --------------------------------------------------------------------------- the demo's file routes
+
+
+@pytest.fixture(scope="module")
+def demo_url(published):
+    """The demo on in-process ONNX Runtime (no Triton needed to test its HTTP surface)."""
+    from ganexport.demo.app import launch
+
+    port = free_port()
+    app = launch(backend_kind="onnxruntime", repository=published[0], port=port, prevent_thread_lock=True,
+                 quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def _get_raw(url: str, path: str) -> tuple[int, bytes]:
+    """GET ``path`` byte for byte: http.client sends '../' and '%2e' as given (httpx and browsers normalise)."""
+    host, port = url.split("//")[1].strip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_the_demo_serves_no_file_outside_its_own_folders(demo_url, published, tmp_path):
+    secret = tmp_path / "secret.txt"
+    token = secrets.token_hex(16)
+    secret.write_text(token)
+    gradio_temp = Path(os.environ["GRADIO_TEMP_DIR"])
+    served = sorted((gradio_temp / "examples").glob("*.png"))
+    assert served, "the demo wrote no example photos"
+    status, body = _get_raw(demo_url, f"/gradio_api/file={served[0]}")
+    assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n", "the file route itself must work"
+
+    attempts = [
+        "/gradio_api/file=/etc/passwd", "/file=/etc/passwd", "/gradio_api/file=//etc/passwd",
+        "/gradio_api/file=../../../../../../etc/passwd", "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/gradio_api/file=..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/gradio_api/file=%2Fetc%2Fpasswd",
+        f"/gradio_api/file={gradio_temp}/../../../etc/passwd", f"/gradio_api/file={gradio_temp}/examples/../../../etc/passwd",
+        "/gradio_api/file=/proc/self/environ", f"/gradio_api/file={secret}", f"/gradio_api/file={ROOT}/pyproject.toml",
+        f"/gradio_api/file={published[0]}/{MODEL}/config.pbtxt", "/static/../../../../../etc/passwd",
+        "/assets/../../../../../etc/passwd", "/gradio_api/file=~/.bashrc",
+    ]
+    for path in attempts:
+        status, body = _get_raw(demo_url, path)
+        assert status in (400, 403, 404), (path, status, body[:200])
+        assert b"root:" not in body and token.encode() not in body and b"[tool.pytest" not in body, path
+
+
+def test_the_demo_refuses_an_upload_above_its_cap(demo_url):
+    """Raw multipart, not gradio_client (which checks the cap itself before sending): the SERVER refuses."""
+    import httpx
+
+    from ganexport.demo.app import MAX_UPLOAD_BYTES
+
+    body = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)
+    r = httpx.post(f"{demo_url}gradio_api/upload", files={"files": ("big.png", body, "image/png")}, timeout=60)
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    ok = httpx.post(f"{demo_url}gradio_api/upload", files={"files": ("small.png", body[:1000], "image/png")},
+                    timeout=60)
+    assert ok.status_code == 200, ok.text[:200]  # the cap, not a broken route
+
+
+# --------------------------------------------------------------------------- published artifacts
+
+
+def _needles(tmp_path_factory) -> dict[str, str]:
+    """Strings that must never appear in a published file: this machine's paths, and secrets in the env."""
+    found = {
+        "home": str(Path.home()), "temp dir": tempfile.gettempdir(), "pytest temp": str(tmp_path_factory.getbasetemp()),
+        "checkout": str(ROOT), "cwd": os.getcwd(), "python prefix": sys.prefix,
+        "site-packages": sysconfig.get_paths()["purelib"], "cache": os.environ.get("GANEXPORT_CACHE", ""),
+        "hostname": socket.gethostname(), "user": getpass.getuser(), "/tmp": "/tmp/", "/work": "/work/",
+    }
+    for key, value in os.environ.items():
+        if re.search(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", key, re.I) and len(value) >= 8:
+            found[f"${key}"] = value
+    return {k: v for k, v in found.items() if len(v) >= 4}  # shorter strings occur by chance
+
+
+def _text_of(path: Path) -> bytes:
+    """The file's bytes minus its weights (random bytes match anything by chance), zip members unpacked."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path))
+        for tensor in model.graph.initializer:
+            tensor.ClearField("raw_data")
+        return model.SerializeToString()
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            return b"\n".join(n.encode() + b"\n" + z.read(n) for n in z.namelist() if "/data/" not in n)
+    return path.read_bytes()
+
+
+def test_published_artifacts_hold_no_local_path_or_secret(published, tmp_path_factory):
+    repo = published[0]
+    needles = _needles(tmp_path_factory)
+    files = [p for p in sorted(repo.rglob("*")) if p.is_file()]
+    kinds = {p.name for p in files}
+    assert {"config.pbtxt", "model.onnx", "model.pt", "model.py", "signature.json", "parity.json"} <= kinds, kinds
+    assert not [p for p in repo.rglob("__pycache__")], "serving wrote bytecode into the repository"
+    leaks = [f"{p.relative_to(repo)}: {what}" for p in files for what, needle in needles.items()
+             if needle.encode() in _text_of(p)]
+    assert not leaks, leaks
