@@ -4,6 +4,7 @@
 #   make test    setup, then the whole test suite
 #   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
+#   make bench   setup, build every model (once), then `ganexport bench` on all of them (benchmarks/results/)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +19,7 @@ EXTRAS ?= train,serve,test
 APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test demo smoke clean
+.PHONY: setup system-deps test demo smoke bench clean
 
 setup: system-deps $(VENV)/.setup-done
 
@@ -46,6 +47,13 @@ test: setup
 demo: setup
 	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all
 	$(VENV)/bin/ganexport demo
+
+# Every published model on every backend, interleaved; writes benchmarks/results/<hardware>/bench.{json,md,png}.
+# BENCHMARKS.md lists the tuning, perf_analyzer and soak runs (e.g. BENCH_ARGS="--soak --duration 300").
+BENCH_ARGS ?=
+bench: setup
+	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all
+	$(VENV)/bin/ganexport bench --model all $(BENCH_ARGS)
 
 smoke: setup
 	for m in $$($(PY) -c 'from ganexport import catalog; print(*catalog.MODELS)'); do \

@@ -102,8 +102,17 @@ def libtorch_names(sig: Signature) -> dict[str, str]:
 
 def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "onnxruntime",
                  gpu: bool = False, instances: int = 1, tensorrt: bool = False,
-                 max_queue_delay_us: int = 1000) -> str:
+                 max_queue_delay_us: int = 0, dynamic_batching: bool = True,
+                 ort_options: Mapping[str, object] | None = None) -> str:
     """The config.pbtxt text of one Triton model, derived entirely from ``sig``.
+
+    The serving knobs default to what BENCHMARKS.md measured best on CPU: one
+    instance (two gained nothing), dynamic batching with no queue delay (a busy
+    instance still collects the requests that queue meanwhile, and a lone request
+    is not held back: 1 ms of delay doubled dcgan's p50 at one client). ``ganexport
+    bench --variant`` rewrites them to compare alternatives.
+    ``ort_options`` (``serving.backends.session_options`` keywords) become
+    ``ort_<knob>`` parameters that the embedded model.py reads.
 
     Raises ValueError for combinations Triton would reject or silently ignore:
     TensorRT exists only for native ONNX models on GPU instances.
@@ -112,6 +121,9 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     _check_choice("runtime", runtime, RUNTIMES)
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
+    ort_options = {k: v for k, v in (ort_options or {}).items() if v is not None}
+    if ort_options and (flavor, runtime) != ("embedded", "onnxruntime"):
+        raise ValueError("ort_options apply only to flavor='embedded', runtime='onnxruntime'")
     if tensorrt and (flavor, runtime) != ("native", "onnxruntime"):
         raise ValueError("tensorrt applies only to flavor='native', runtime='onnxruntime'")
     if tensorrt and not gpu:
@@ -126,11 +138,13 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     parts.append("version_policy: { latest: { num_versions: 1 } }")
     parts.append(_tensors("input", sig.inputs, rename))
     parts.append(_tensors("output", sig.outputs, rename))
-    parts.append(_dynamic_batching(sig, max_queue_delay_us))
+    if dynamic_batching:
+        parts.append(_dynamic_batching(sig, max_queue_delay_us))
     parts.append(f"instance_group [\n  {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }}\n]")
     params = {"signature": json.dumps(sig.for_runtime(runtime).to_dict(), separators=(",", ":"))}
     if flavor == "embedded":
         params.update(runtime=runtime, model_file=MODEL_FILES[runtime])
+        params.update({f"ort_{k}": str(v) for k, v in ort_options.items()})
     # The full signature (value ranges, size limits) rides along, so any Triton client can
     # validate a request before sending it: GET /v2/models/<name>/config.
     parts.append(_parameters(params))

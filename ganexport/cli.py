@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ganexport import catalog
+from ganexport.benchmarks.bench_cli import bench
 from ganexport.demo.demo_cli import demo
 from ganexport.serving.serve_cli import serve
 
@@ -352,6 +353,7 @@ def gallery_cmd(weights, readme):
 
 cli.add_command(serve)
 cli.add_command(demo)
+cli.add_command(bench)
 
 
 def main(argv=None):

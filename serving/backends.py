@@ -109,12 +109,61 @@ def cuda_usable() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers() and os.path.exists("/dev/nvidiactl")
 
 
+# ONNX Runtime session knobs, as `ganexport bench --variant` and the Triton config's `ort_*`
+# parameters name them. Unset knobs keep ONNX Runtime's defaults (BENCHMARKS.md: what each bought).
+GRAPH_OPTIMIZATION = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                      "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+EXECUTION_MODE = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+ORT_OPTIONS = ("intra_op_threads", "inter_op_threads", "graph_optimization", "execution_mode", "allow_spinning")
+# Idle pool threads that busy-wait steal the cores other models, the Triton server and its clients need:
+# without spinning, ONNX Runtime ran 1.4-3x faster on the shared 2-core machine (BENCHMARKS.md, tuning-ort).
+DEFAULT_ORT_OPTIONS = {"allow_spinning": False}
+
+
+def session_options(intra_op_threads: int | str | None = None, inter_op_threads: int | str | None = None,
+                    graph_optimization: str | None = None, execution_mode: str | None = None,
+                    allow_spinning: bool | str | None = None):
+    """An ``ort.SessionOptions`` from plain values (strings too: they come from config.pbtxt).
+
+    0 or None threads means ONNX Runtime's default (one per physical core).
+    ``allow_spinning`` false stops idle pool threads from busy-waiting, which
+    matters when the cores are shared (other stubs, other processes).
+    Errors are quiet (severity 3): a CPU machine has nothing to warn about.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if intra_op_threads and int(intra_op_threads) > 0:
+        options.intra_op_num_threads = int(intra_op_threads)
+    if inter_op_threads and int(inter_op_threads) > 0:
+        options.inter_op_num_threads = int(inter_op_threads)
+    if graph_optimization:
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                   _choice(GRAPH_OPTIMIZATION, graph_optimization))
+    if execution_mode:
+        options.execution_mode = getattr(ort.ExecutionMode, _choice(EXECUTION_MODE, execution_mode))
+    if allow_spinning is not None:
+        spin = "1" if str(allow_spinning).lower() in ("1", "true", "on", "yes") else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return options
+
+
+def _choice(table: dict[str, str], value: str) -> str:
+    if value not in table:
+        raise ValueError(f"unknown value {value!r}; choose one of {', '.join(table)}")
+    return table[value]
+
+
 class LocalBackend(_Base):
     """The newest published version of each model, run in this process."""
 
     def __init__(self, repository: str | Path = "model_repository", runtime: str = "onnxruntime",
-                 threads: int | None = None):
-        self.repository, self.runtime, self.threads = Path(repository), runtime, threads
+                 threads: int | None = None, ort_options: dict | None = None):
+        self.repository, self.runtime = Path(repository), runtime
+        self.ort_options = {**DEFAULT_ORT_OPTIONS, **(ort_options or {}),
+                            **({"intra_op_threads": threads} if threads else {})}
         self.name = runtime
         self._loaded: dict[str, tuple[catalog.Signature, object]] = {}
 
@@ -142,23 +191,21 @@ class LocalBackend(_Base):
     def _onnx(self, path: Path):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
         providers = (["CUDAExecutionProvider"] if cuda_usable() else []) + ["CPUExecutionProvider"]
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        session = ort.InferenceSession(str(path), session_options(**self.ort_options), providers=providers)
         self.providers = session.get_providers()
         return lambda inputs: session.run(None, inputs)[0]
 
     def _ts(self, path: Path):
         import torch  # lazily: serving must not need torch unless TorchScript is asked for
 
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        module = torch.jit.load(str(path), map_location=device).eval()
 
         def run(inputs):
-            with torch.no_grad():
-                return module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]).numpy()
+            with torch.inference_mode():
+                args = [torch.from_numpy(np.ascontiguousarray(v)).to(device) for v in inputs.values()]
+                return module(*args).cpu().numpy()
 
         return run
 
@@ -261,10 +308,12 @@ class TritonBackend(_Base):
 
 
 def connect(kind: str, *, repository: str | Path = "model_repository", url: str | None = None,
-            timeout: float = 30.0) -> Backend:
-    """A backend by name: onnxruntime | torchscript (in-process) | triton-http | triton-grpc."""
+            timeout: float = 30.0, ort_options: dict | None = None) -> Backend:
+    """A backend by name: onnxruntime | torchscript (in-process) | triton-http | triton-grpc.
+
+    ``ort_options`` (``session_options`` keywords) tune the in-process ONNX Runtime session."""
     if kind in ("onnxruntime", "torchscript"):
-        return LocalBackend(repository, runtime=kind)
+        return LocalBackend(repository, runtime=kind, ort_options=ort_options)
     if kind in ("triton-http", "triton-grpc"):
         return TritonBackend(kind.removeprefix("triton-"), url, timeout)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")

@@ -52,23 +52,30 @@ class TritonPythonModel:
         model_file = version_dir / params.get("model_file", "model.onnx")
         gpu = args.get("model_instance_kind") == "GPU"
         device = int(args.get("model_instance_device_id", 0) or 0)
+        ort_options = {k[4:]: v for k, v in params.items() if k.startswith("ort_") and v}
         if self.runtime == "onnxruntime":
-            self._load_onnx(model_file, gpu, device)
+            self._load_onnx(model_file, gpu, device, ort_options)
         elif self.runtime == "torchscript":
             self._load_torchscript(model_file, gpu, device)
         else:
             raise ValueError(f"{config['name']}: unknown runtime parameter {self.runtime!r}")
         _log(f"{config['name']} version {args['model_version']}: {self.runtime} on {self.provider} "
-             f"({model_file.name}, max batch {self.sig.max_batch_size})")
+             f"({model_file.name}, max batch {self.sig.max_batch_size}"
+             + "".join(f", {k} {v}" for k, v in ort_options.items()) + ")")
 
-    def _load_onnx(self, path: Path, gpu: bool, device: int) -> None:
-        """CUDA EP only on a GPU instance with a CUDA-enabled build: asking for it elsewhere spams errors."""
+    def _load_onnx(self, path: Path, gpu: bool, device: int, ort_options: dict[str, str]) -> None:
+        """CUDA EP only on a GPU instance with a CUDA-enabled build: asking for it elsewhere spams errors.
+        ``ort_options`` are the config's ``ort_*`` parameters (threads, graph optimisation, execution mode,
+        spinning), over the defaults that serving/backends.py keeps for every in-process session too."""
         import onnxruntime as ort
+
+        from ganexport.serving.backends import DEFAULT_ORT_OPTIONS, session_options
 
         providers: list = ["CPUExecutionProvider"]
         if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        options = session_options(**{**DEFAULT_ORT_OPTIONS, **ort_options})
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.provider = self.session.get_providers()[0]
         self.run = self._run_onnx
 

@@ -1,0 +1,163 @@
+"""Results on disk: one JSON (everything), a markdown table and a PNG plot per run.
+
+    benchmarks/results/<hardware-slug>/<name>.json   hardware, versions, command, every row
+    benchmarks/results/<hardware-slug>/<name>.md     the table, with each backend's ratio against eager
+    benchmarks/results/<hardware-slug>/<name>.png    throughput and p50 latency per scenario
+
+Ratios are taken within a scenario (same model, batch, concurrency, size, and
+the same interleaved rounds): throughput / eager's throughput, and eager's
+p50 / this p50. Above 1 means faster than eager.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+SCENARIO_KEYS = ("model", "size", "batch", "concurrency")
+
+
+def scenario_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in SCENARIO_KEYS)
+
+
+def add_ratios(rows: list[dict], baseline: str = "eager") -> list[dict]:
+    """``throughput_vs_eager`` and ``p50_speedup_vs_eager`` on every row whose scenario has an eager row."""
+    base = {scenario_key(r): r for r in rows if r["backend"] == baseline}
+    for r in rows:
+        b = base.get(scenario_key(r))
+        ok = b and b["images_per_s"] and r["images_per_s"] and b["p50_ms"] and r["p50_ms"]
+        r["throughput_vs_eager"] = round(r["images_per_s"] / b["images_per_s"], 3) if ok else None
+        r["p50_speedup_vs_eager"] = round(b["p50_ms"] / r["p50_ms"], 3) if ok else None
+    return rows
+
+
+def figures(rows: list[dict]) -> list[dict]:
+    """The issue's CPU targets, checked where this run measured what they need (never asserted in tests)."""
+    by = {(scenario_key(r), r["backend"]): r for r in rows}
+    out = []
+
+    def get(model, size, batch, conc, backend):
+        return by.get(((model, size, batch, conc), backend))
+
+    grpc, ort = get("cyclegan_a2b", 256, 1, 1, "triton-grpc"), get("cyclegan_a2b", 256, 1, 1, "onnxruntime")
+    if grpc and ort and grpc["p50_ms"] and ort["p50_ms"]:
+        ratio = grpc["p50_ms"] / ort["p50_ms"]
+        out.append({"figure": "cyclegan_a2b 256x256 batch 1: Triton gRPC p50 / in-process ONNX Runtime p50",
+                    "target": "<= 1.15", "value": round(ratio, 3), "met": ratio <= 1.15})
+    for r in rows:  # every dcgan row at 8 clients with batching off, against the same knobs with batching on
+        knobs = dict(r["variant"] or {})
+        if r["model"] == "dcgan" and r["concurrency"] == 8 and knobs.pop("dynamic_batching", None) is False:
+            on = next((o for o in rows if scenario_key(o) == scenario_key(r) and o["kind"] == r["kind"]
+                       and (o["variant"] or {}) == knobs), None)
+            if on and on["images_per_s"] and r["images_per_s"]:
+                gain = on["images_per_s"] / r["images_per_s"]
+                out.append({"figure": f"dcgan batch {r['batch']} x8 clients: {on['backend']} / {r['backend']} "
+                                      "throughput (dynamic batching on / off)",
+                            "target": ">= 2", "value": round(gain, 3), "met": gain >= 2})
+    worst = defaultdict(lambda: None)
+    for r in rows:
+        if r["backend"] == "onnxruntime" and r["throughput_vs_eager"] is not None:
+            key = r["model"]
+            if worst[key] is None or r["throughput_vs_eager"] < worst[key]["throughput_vs_eager"]:
+                worst[key] = r
+    for model, r in worst.items():
+        size = f" {r['size']}x{r['size']}" if r["size"] else ""
+        out.append({"figure": f"{model}: ONNX Runtime throughput / eager, worst scenario "
+                              f"(batch {r['batch']} x{r['concurrency']} clients{size})",
+                    "target": ">= 1", "value": r["throughput_vs_eager"], "met": r["throughput_vs_eager"] >= 1})
+    return out
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write(out_dir: Path, name: str, doc: dict, plot: bool = True) -> list[Path]:
+    """``name``.json, .md and (unless ``plot`` is False) .png in ``out_dir``; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md"]
+    paths[0].write_text(json.dumps(doc, indent=1) + "\n")
+    paths[1].write_text(markdown(doc, f"{name}.png" if plot and doc["results"] else None))
+    if plot and doc["results"]:
+        paths.append(out_dir / f"{name}.png")
+        plot_png(doc, paths[-1])
+    return paths
+
+
+def _n(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
+
+
+def hardware_line(hw: dict) -> str:
+    what = hw["gpu"] if hw["kind"] == "gpu" else f"{hw['cpu']}, {hw['cores']} cores"
+    v = hw["versions"]
+    versions = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "onnxruntime-gpu", "torch", "tritonclient",
+                                                 "nvidia-pytriton") if k in v)
+    triton = f", Triton server {hw['triton_server']}" if hw.get("triton_server") else ""
+    return f"{what}; {versions}{triton}; commit {hw.get('commit')}"
+
+
+def markdown(doc: dict, png: str | None) -> str:
+    rows = doc["results"]
+    lines = [f"# {doc['title']}", "", f"- hardware: {hardware_line(doc['hardware'])}",
+             f"- command: `{doc['command']}`",
+             f"- {doc['settings']['duration']} s measured per backend and scenario in {doc['settings']['rounds']} "
+             f"interleaved rounds, after {doc['settings']['warmup']} s warm-up; {doc['started']}"]
+    for note in doc.get("notes", []):
+        lines.append(f"- {note}")
+    if png:
+        lines += ["", f"![throughput and latency]({png})"]
+    if doc.get("figures"):
+        lines += ["", "| figure | target | measured | met |", "|---|---|---|---|"]
+        lines += [f"| {f['figure']} | {f['target']} | {_n(f['value'])} | {'yes' if f['met'] else '**no**'} |"
+                  for f in doc["figures"]]
+    lines += ["", "| model | size | batch | clients | backend | p50 ms | p90 ms | p99 ms | images/s "
+                  "| throughput vs eager | requests | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['size'] or '-'} | {r['batch']} | {r['concurrency']} | {r['backend']} "
+                     f"| {_n(r['p50_ms'])} | {_n(r['p90_ms'])} | {_n(r['p99_ms'])} | {_n(r['images_per_s'])} "
+                     f"| {_n(r.get('throughput_vs_eager'))} | {r['requests']} | {r['errors'] or ''} |")
+    errors = [r for r in rows if r["errors"]]
+    if errors:
+        lines += ["", "Errors:"] + [f"- {r['model']} {r['backend']}: {r['first_error']}" for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def plot_png(doc: dict, path: Path) -> None:
+    """One row of two panels per model (and image size): throughput and p50 latency, one bar per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = doc["results"]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["size"])].append(r)
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    colors = {b: plt.cm.tab10(i % 10) for i, b in enumerate(backends)}
+    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 2.6 * len(groups) + 0.8), squeeze=False)
+    width = 0.8 / len(backends)
+    for (model, size), ax_row in zip(groups, axes):
+        members = groups[(model, size)]
+        cases = list(dict.fromkeys((r["batch"], r["concurrency"]) for r in members))
+        for ax, key, unit in ((ax_row[0], "images_per_s", "images/s"), (ax_row[1], "p50_ms", "p50 ms")):
+            for i, b in enumerate(backends):
+                vals = [next((r[key] for r in members if r["backend"] == b and (r["batch"], r["concurrency"]) == c),
+                             None) or 0 for c in cases]
+                ax.bar([x + i * width for x in range(len(cases))], vals, width, label=b, color=colors[b])
+            ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cases))])
+            ax.set_xticklabels([f"b{b} x{c}" for b, c in cases], fontsize=8)
+            ax.set_yscale("log")
+            ax.set_ylabel(unit)
+            ax.set_title(f"{model}{f' {size}x{size}' if size else ''}: {unit}", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{doc['title']} - {hardware_line(doc['hardware'])}", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))  # leave the suptitle its own strip
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

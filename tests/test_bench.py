@@ -1,0 +1,174 @@
+"""`ganexport bench` and `--soak` on the tiny published models: files, rows, ratios, knobs.
+
+Durations are tiny and no figure is asserted: benchmarks record wall-clock
+time, tests only check that every row was measured without errors and that
+the files say what was measured, on what.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ganexport import catalog
+from ganexport.benchmarks import hardware, perf_analyzer, report, runner
+from ganexport.benchmarks.bench_cli import bench
+from ganexport.benchmarks.targets import Variant, variant_repository
+from ganexport.export import repository
+from ganexport.serving.backends import session_options
+
+KINDS = ("eager", "torchscript", "onnxruntime", "triton-http", "triton-grpc")
+
+
+def _invoke(args: list[str]):
+    result = CliRunner().invoke(bench, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.integration
+def test_bench_measures_every_backend_and_variant_and_writes_json_md_png(published, tiny_checkpoints, tmp_path):
+    repo, _ = published
+    args = ["--repository", str(repo), "--model", "dcgan,cyclegan_a2b", "--batch", "1,16", "--concurrency", "1,2",
+            "--size", "16", "--duration", "0.06", "--rounds", "2", "--warmup", "0", "--out", str(tmp_path),
+            "--variant", "nobatch:dynamic_batching=false,intra_op_threads=1,graph_optimization=basic",
+            "--variant", "nospin:allow_spinning=false"]  # session options only: in-process ORT gets a row too
+    args += [a for m in ("dcgan", "cyclegan") for a in ("--checkpoint", f"{m}={tiny_checkpoints[m]}")]
+    out = _invoke(args).output
+    assert "cyclegan_a2b 16x16 batch 16: above its max batch" in out  # translators stop at batch 8
+
+    folder = tmp_path / hardware.slug()
+    doc = json.loads((folder / "bench.json").read_text())
+    assert {"cpu", "cores", "versions", "triton_server"} <= set(doc["hardware"])
+    assert doc["models"]["dcgan"]["eager_source"]["same_as_published"] is True
+    rows = doc["results"]
+    labels = {r["backend"] for r in rows}
+    assert labels == {*KINDS, "triton-http[nobatch]", "triton-grpc[nobatch]",
+                      "triton-http[nospin]", "triton-grpc[nospin]", "onnxruntime[nospin]"}
+    scenarios = {report.scenario_key(r) for r in rows}
+    assert scenarios == {("dcgan", None, 1, 1), ("dcgan", None, 1, 2), ("dcgan", None, 16, 1), ("dcgan", None, 16, 2),
+                         ("cyclegan_a2b", 16, 1, 1), ("cyclegan_a2b", 16, 1, 2)}
+    assert len(rows) == len(scenarios) * len(labels)
+    for r in rows:
+        assert r["errors"] == 0, r
+        assert r["requests"] >= r["concurrency"] * 2 and r["p50_ms"] > 0 and r["images_per_s"] > 0
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput_vs_eager"] > 0
+        if r["backend"] == "eager":
+            assert r["throughput_vs_eager"] == 1.0
+    assert any(f["figure"].startswith("dcgan: ONNX Runtime") for f in doc["figures"])
+    md = (folder / "bench.md").read_text()
+    assert "| dcgan | - | 16 | 2 | triton-grpc[nobatch] |" in md and "![throughput and latency](bench.png)" in md
+    assert (folder / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.integration
+def test_soak_against_triton_reports_zero_errors_p99_and_memory(published, tmp_path):
+    repo, _ = published
+    out = _invoke(["--soak", "--repository", str(repo), "--model", "dcgan,cgan,cyclegan_a2b", "--duration", "3",
+                   "--warmup", "1", "--concurrency", "3", "--target", "triton-http", "--out", str(tmp_path)]).output
+    assert out.startswith("soak: 3 clients") and "PASS" in out
+    doc = json.loads((tmp_path / hardware.slug() / "soak-triton-http.json").read_text())
+    assert doc["errors"] == 0 and doc["requests"] > 10 and doc["p99_ms"] > 0
+    mem = doc["memory"]
+    assert mem["watched"] and mem["baseline_mb"] > 50 and isinstance(mem["growth_pct"], float)
+    assert "| requests | errors |" in (tmp_path / hardware.slug() / "soak-triton-http.md").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_soak_against_the_demo_queue(published, tmp_path):
+    repo, _ = published
+    _invoke(["--soak", "--repository", str(repo), "--model", "dcgan,cyclegan_a2b", "--duration", "4", "--warmup", "1",
+             "--concurrency", "2", "--target", "demo", "--out", str(tmp_path), "--name", "soak-demo"])
+    doc = json.loads((tmp_path / hardware.slug() / "soak-demo.json").read_text())
+    assert doc["errors"] == 0 and doc["requests"] >= 2, doc["error_examples"]
+    assert doc["memory"]["watched"] and doc["memory"]["baseline_mb"] > 100  # demo + Triton + stubs
+
+
+def test_an_unpublished_model_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(bench, ["--repository", str(tmp_path), "--model", "nope"])
+    assert result.exit_code == 2 and "unknown model 'nope'" in result.output
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_scenarios_skip_batches_above_the_maximum():
+    sigs = {s.name: s for s in catalog.get("cyclegan").signatures()[:1] + catalog.get("cgan").signatures()}
+    plan, skipped = runner.scenarios(sigs, [1, 64], [1, 8], [256, 2048])
+    assert {(s.model, s.size, s.batch, s.concurrency) for s in plan} == {
+        ("cyclegan_a2b", 256, 1, 1), ("cyclegan_a2b", 256, 1, 8),
+        ("cgan", None, 1, 1), ("cgan", None, 1, 8), ("cgan", None, 64, 1), ("cgan", None, 64, 8)}
+    assert any("2048" in s for s in skipped) and any("batch 64" in s for s in skipped)
+
+
+def test_variant_parsing_and_the_config_it_writes(published, tmp_path):
+    v = Variant.parse("t1:instances=2,max_queue_delay_us=0,intra_op_threads=1,execution_mode=parallel")
+    assert v.knobs == {"instances": 2, "max_queue_delay_us": 0, "intra_op_threads": 1, "execution_mode": "parallel"}
+    assert v.applies_to("triton-grpc") and not v.applies_to("onnxruntime") and not v.applies_to("eager")
+    assert Variant.parse("t1:intra_op_threads=1").applies_to("onnxruntime")
+    for bad in ("nolabel", ":x=1", "a:threads=1", "a:graph_optimization=max"):
+        with pytest.raises(ValueError):
+            Variant.parse(bad)
+    repo, _ = published
+    out = variant_repository(repo, ["dcgan"], Variant.parse("x:dynamic_batching=false,intra_op_threads=1"), tmp_path)
+    config = (out / "dcgan" / "config.pbtxt").read_text()
+    assert "dynamic_batching" not in config and 'key: "ort_intra_op_threads" value: { string_value: "1" }' in config
+    assert (out / "dcgan" / repository.latest(repo, "dcgan").name / "model.onnx").is_file()
+
+
+def test_config_pbtxt_knobs():
+    sig = catalog.get("dcgan").signatures()[0]
+    assert "dynamic_batching" not in repository.config_pbtxt(sig, dynamic_batching=False)
+    config = repository.config_pbtxt(sig, max_queue_delay_us=250, ort_options={"graph_optimization": "basic"})
+    assert "max_queue_delay_microseconds: 250" in config and '"ort_graph_optimization"' in config
+    with pytest.raises(ValueError):
+        repository.config_pbtxt(sig, runtime="torchscript", ort_options={"intra_op_threads": 1})
+
+
+def test_session_options_from_config_strings():
+    import onnxruntime as ort
+
+    opts = session_options(intra_op_threads="1", graph_optimization="extended", execution_mode="parallel",
+                           allow_spinning="False")
+    assert opts.intra_op_num_threads == 1
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert opts.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ValueError):
+        session_options(graph_optimization="max")
+
+
+def test_perf_analyzer_command_matches_the_scenario(tmp_path):
+    sig = catalog.get("cyclegan").signatures()[0]
+    cmd = perf_analyzer.command(tmp_path / "perf_analyzer", "cyclegan_a2b", sig, protocol="grpc", url="h:1", batch=2,
+                                concurrency=8, size=256, window_ms=500, csv_path=tmp_path / "x.csv")
+    text = " ".join(cmd)
+    assert "-m cyclegan_a2b -i grpc -u h:1 -b 2 --concurrency-range 8:8" in text
+    assert "--shape image:256,256,3" in text and "--input-data zero" in text
+
+
+def test_figures_compare_within_a_scenario():
+    def row(backend, p50, ips, model="cyclegan_a2b", size=256, conc=1, variant=None, kind=None):
+        return {"model": model, "size": size, "batch": 1, "concurrency": conc, "backend": backend, "p50_ms": p50,
+                "images_per_s": ips, "kind": kind or backend.split("[")[0], "variant": variant}
+
+    rows = report.add_ratios([
+        row("eager", 10, 100), row("onnxruntime", 8, 125), row("triton-grpc", 9, 110),
+        row("eager", 1, 1000, "dcgan", None, 8), row("onnxruntime", 1, 900, "dcgan", None, 8),
+        row("triton-grpc", 4, 2000, "dcgan", None, 8),
+        row("triton-grpc[off]", 5, 800, "dcgan", None, 8, {"dynamic_batching": False})])
+    assert rows[1]["throughput_vs_eager"] == 1.25 and rows[1]["p50_speedup_vs_eager"] == 1.25
+    found = {f["figure"].split(":")[0]: f for f in report.figures(rows)}
+    assert found["cyclegan_a2b 256x256 batch 1"]["value"] == 1.125 and found["cyclegan_a2b 256x256 batch 1"]["met"]
+    assert found["dcgan batch 1 x8 clients"]["value"] == 2.5 and found["dcgan batch 1 x8 clients"]["met"]
+    assert found["dcgan"]["value"] == 0.9 and not found["dcgan"]["met"]
+
+
+def test_hardware_slug():
+    assert hardware.slug({"kind": "gpu", "gpu": "NVIDIA H100 80GB HBM3"}) == "gpu-nvidia-h100-80gb-hbm3"
+    assert hardware.slug({"kind": "cpu", "cpu": "AMD EPYC", "cores": 2}) == "cpu-amd-epyc-2c"
+    assert hardware.slug().startswith(("cpu-", "gpu-"))
