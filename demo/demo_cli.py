@@ -37,10 +37,14 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
     from ganexport.serving.triton_server import (ServerError, TritonServer, check_integrity, check_repository,
                                                  exposure_warning)
 
-    def stop_on_sigterm(signum, frame):  # SIGTERM must stop Triton too, as Ctrl-C does
+    def stop(signum, frame):  # SIGTERM must stop Triton too, as Ctrl-C does
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # Both explicitly: a process started in the background by a non-interactive shell (CI, nohup, `cmd &`)
+    # inherits SIGINT as *ignored*, and Python then never raises KeyboardInterrupt, so Ctrl-C / kill -INT
+    # would leave the demo and its Triton running.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     warning = exposure_warning(host, "the demo")
     if warning:  # first, before anything can fail: the page is what --host exposes
         click.echo(warning, err=True)

@@ -262,8 +262,10 @@ def test_demo_command_starts_triton_and_the_page_and_ctrl_c_stops_both(published
     cmd = [sys.executable, "-m", "ganexport.demo.demo_cli", "--repository", str(published[0]), "--port", str(port),
            "--triton-http-port", str(http), "--triton-grpc-port", str(grpc)]
     log = open(tmp_path / "demo.log", "w+")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # the log shows how far shutdown got
+    # A background job of a non-interactive shell (CI, nohup) starts with SIGINT ignored; the
+    # demo must still stop on it. PYTHONUNBUFFERED: the log shows how far a shutdown got.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 240
         while True:
