@@ -275,6 +275,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started Triton dies, even by SIGKILL.
+
+    Without it a killed `ganexport serve` / `demo` leaves an orphan tritonserver holding the ports and /dev/shm.
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost and 127.0.0.0/8 or ::1; hostnames other than localhost count as exposed."""
     if host == "localhost":
@@ -493,7 +507,7 @@ class TritonServer:
         with os.fdopen(fd, "w") as log:
             self.process = subprocess.Popen(self.command(binary, self._backend_dir), stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT, env=server_env(),
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
 
     def _wait_ready(self, timeout: float) -> None:
         """Poll readiness; meanwhile note the stubs' /dev/shm regions, in case we must kill them mid-load."""

@@ -190,3 +190,33 @@ def test_corrupt_model_file_is_named_by_verify_and_refused_by_serve_and_demo(pub
                      str(free_port()), "--triton-grpc-port", str(free_port()))
     assert shown.returncode == 1 and expected in shown.stderr, shown.stdout + shown.stderr
     assert "Demo at" not in shown.stdout
+
+
+# --------------------------------------------------------------------------- the starter dies
+
+
+def test_triton_stops_when_the_process_that_started_it_is_sigkilled(published, tmp_path):
+    """A SIGKILLed `serve` / `demo` cannot run its cleanup; Triton must not live on holding the ports and /dev/shm."""
+    staged = select_models(published[0], (MODEL,))
+    script = ("import sys, time\nfrom ganexport.serving.triton_server import TritonServer, free_port\n"
+              f"s = TritonServer({str(staged)!r}, http_port=free_port(), grpc_port=free_port(), metrics_port=0)\n"
+              "s.start(timeout=180)\nprint(s.process.pid, flush=True)\ntime.sleep(600)\n")
+    starter = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        triton_pid = int(starter.stdout.readline())
+        os.kill(starter.pid, signal.SIGKILL)
+        starter.wait(timeout=30)
+        deadline = time.monotonic() + 60  # a hang guard: Triton exits within its --exit-timeout-secs
+        while Path(f"/proc/{triton_pid}").exists() and "Z" not in _state(triton_pid):
+            assert time.monotonic() < deadline, f"tritonserver {triton_pid} outlived the process that started it"
+            time.sleep(0.2)
+    finally:
+        starter.kill()
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
