@@ -157,7 +157,7 @@ def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, 
     acc = ev.latest(weights / "cgan.safetensors")["cgan_acc"]["results"]["accuracy"]
     assert f"{acc:.3f}" in text
     card = (weights / "cgan.md").read_text()
-    assert "cgan_acc" in card and checkpoint.read_meta(weights / "cgan.safetensors")["command"] in card
+    assert "cgan_acc" in card and release.display_command(checkpoint.read_meta(weights / "cgan.safetensors")["command"]) in card
     with Image.open(weights / "cgan.png") as im:
         # digits are 8x8; one row per class of 8 samples, zoomed for viewing
         assert im.size[0] > 8 * 8 and im.size[1] > 10 * 8
@@ -179,5 +179,6 @@ def test_released_weights_are_small_fp16_carded_and_serve_the_catalog_signatures
     # the signatures the server and the demo assume (catalog defaults) are the ones these weights export
     assert ckpt.spec.signatures(ckpt.image_shape, ckpt.hp) == ckpt.spec.signatures()
     card = (release.WEIGHTS_DIR / f"{model}.md").read_text()
-    assert ckpt.meta["command"] in card and f"{model}.png" in card
+    assert release.display_command(ckpt.meta["command"]) in card and f"{model}.png" in card
+    assert "/tmp/" not in card and "/work/" not in card
     assert (release.WEIGHTS_DIR / f"{model}.png").is_file()

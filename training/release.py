@@ -115,6 +115,11 @@ def released(weights: Path = WEIGHTS_DIR) -> dict[str, Path]:
     return {m: weights / f"{m}.safetensors" for m in catalog.MODELS if (weights / f"{m}.safetensors").is_file()}
 
 
+def display_command(command: str) -> str:
+    """The training command as a card shows it: without ``--out DIR``, a path of the training machine."""
+    return re.sub(r" --out \S+", "", command)
+
+
 def card(model: str, path: Path, picture: str) -> str:
     """The model card: data, command, steps, wall time, hardware, metrics, picture."""
     ckpt = checkpoint.load(path)
@@ -133,7 +138,7 @@ def card(model: str, path: Path, picture: str) -> str:
         f"| file | `{path.name}`, {path.stat().st_size / 2**20:.2f} MB, fp16 safetensors |",
         f"| serves | {served} |",
         f"| data | {meta['data_source']} |",
-        f"| command | `{meta['command']}` |",
+        f"| command | `{display_command(meta['command'])}` |",
         f"| steps | {meta['step']}{stopped} (batch {hp['batch_size']}, profile `{meta['profile']}`) |",
         f"| wall time | {meta.get('wall_time_s', 0) / 60:.1f} min |",
         f"| hardware | {meta.get('hardware', 'not recorded')} |",
