@@ -12,7 +12,6 @@ it was, with the previous versions serving.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,20 +27,13 @@ import torch
 
 from ganexport import catalog
 from ganexport.export import onnx_export, parity, repository, torchscript, wrappers
+from ganexport.export.repository import sha256
 from ganexport.training import checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MODEL_FILES = repository.MODEL_FILES
 
 Log = Callable[[str], None]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- which checkpoint

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import importlib.util
 import json
 import os
@@ -236,6 +237,16 @@ def versions(repo: Path, name: str) -> list[int]:
         return []
     return sorted(int(p.name) for p in model_dir.iterdir()
                   if p.is_dir() and p.name.isascii() and p.name.isdigit())
+
+
+def sha256(path: Path) -> str:
+    """Hex digest of a file, read in 1 MiB blocks: what parity.json records for every published model file,
+    so `verify` and the start-up check of `serve` / `demo` compare against the same thing."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def latest(repo: Path, name: str) -> Path | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import importlib.util
 import ipaddress
 import json
@@ -37,6 +36,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from ganexport.export.repository import sha256  # torch-free, as serving must be
 from pathlib import Path
 from typing import Any
 
@@ -258,21 +259,13 @@ def check_integrity(repo: Path, names: list[str] | tuple[str, ...] | None = None
             path = report.parent / filename
             if not path.is_file():
                 problems.append((f"{where}: {filename} is missing", source))
-            elif _sha256(path) != digest:
+            elif sha256(path) != digest:
                 problems.append((f"{where}: {filename} changed since it was published (its sha256 differs "
                                  "from parity.json)", source))
     if problems:
         (what, model), more = problems[0], f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ServerError(f"refusing to serve a corrupt model: {what}{more}; `ganexport verify --model {model}` "
                           f"shows the damage, `ganexport build --model {model}` publishes a good version")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _die_with_parent() -> None:
