@@ -45,15 +45,38 @@ def cli():
 
 
 @cli.command()
-def models():
+@click.option("--hparams", is_flag=True, help="Also list each profile's hyper-parameters (what `train --hp` sets).")
+def models(hparams):
     """List the catalog: training models and the Triton models each publishes, with signatures."""
     for spec in catalog.MODELS.values():
         click.echo(f"{spec.name}  ({spec.family}, default data: {spec.dataset})")
         click.echo(f"    {spec.description}")
+        if hparams:
+            for profile in catalog.PROFILES:
+                click.echo(f"    {profile}: " + " ".join(f"{k}={v}" for k, v in spec.hp(profile).items()))
         for sig in spec.signatures():
             ins = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.inputs)
             outs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.outputs)
             click.echo(f"    -> {sig.name}: {ins} -> {outs}  (max batch {sig.max_batch_size})")
+
+
+def parse_hp(profile_hp: dict, items: tuple[str, ...]) -> dict:
+    """``("kl_weight=0.5", ...)`` -> ``{"kl_weight": 0.5}``, typed like the profile's value; unknown keys refused.
+
+    A typo must not train for an hour with the default silently in force.
+    """
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in profile_hp:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(profile_hp)}",
+                                     param_hint="--hp")
+        kind = type(profile_hp[key])
+        try:
+            out[key] = {bool: lambda t: {"true": True, "false": False}[t.lower()]}.get(kind, kind)(text)
+        except (KeyError, ValueError):
+            raise click.BadParameter(f"{item!r}: {key} takes a {kind.__name__}", param_hint="--hp") from None
+    return out
 
 
 @cli.command()
@@ -78,9 +101,12 @@ def models():
 @click.option("--out", default="runs", type=click.Path(file_okay=False), help="Runs go to OUT/<model>/<run-id>/.")
 @click.option("--resume", type=click.Path(exists=True), default=None,
               help="Continue a run (its directory or checkpoint.safetensors).")
+@click.option("--hp", "hp_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any hyper-parameter of the profile (repeatable), e.g. --hp kl_weight=0.5; "
+                   "`ganexport models --hparams` lists them.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_size, lr, width, image_size,
-          limit, out, resume, quiet):
+          limit, out, resume, hp_overrides, quiet):
     """Train one model; writes runs/<model>/<run-id>/ with a checkpoint, sample grids,
     loss curves and a training-health log.
 
@@ -89,6 +115,7 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
       ganexport train --model dcgan --profile quick
       ganexport train --model cgan --steps 3000 --device cuda
       ganexport train --model cyclegan --data ~/horse2zebra --image-size 128
+      ganexport train --model vae --hp kl_weight=0.5 --hp hidden=512
     """
     from ganexport.training import checkpoint, data
     from ganexport.training.loop import TrainConfig
@@ -96,7 +123,8 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
 
     cfg = TrainConfig(model=model, profile=profile, dataset=dataset, data_dir=data_dir, device=device, seed=seed,
                       steps=steps, epochs=epochs, out=out, resume=resume, image_size=image_size, limit=limit,
-                      hp={"batch_size": batch_size, "lr": lr, "width": width},
+                      hp={**parse_hp(catalog.get(model).hp(profile), hp_overrides),
+                          "batch_size": batch_size, "lr": lr, "width": width},
                       command=shlex.join(["ganexport", *sys.argv[1:]]), progress=not quiet)
     try:
         run_dir = run_training(cfg)

@@ -133,3 +133,47 @@ def test_cli_trains_a_smoke_run(tmp_path):
     runs = list((tmp_path / "vae").iterdir())
     assert len(runs) == 1 and (runs[0] / "samples.png").stat().st_size > 0
     assert checkpoint.read_meta(runs[0] / "checkpoint.safetensors")["command"].startswith("ganexport train")
+
+
+def test_cli_hp_override_reaches_the_checkpoint_typed(tmp_path):
+    result = _cli("train", "--model", "vae", "--profile", "smoke", "--dataset", "digits", "--out", str(tmp_path),
+                  "--quiet", "--hp", "kl_weight=0.25", "--hp", "hidden=24")
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "vae").iterdir()
+    hp = checkpoint.read_meta(run / "checkpoint.safetensors")["hparams"]
+    assert hp["kl_weight"] == 0.25 and hp["hidden"] == 24 and isinstance(hp["hidden"], int)
+
+
+@pytest.mark.parametrize("bad, says", [("klweight=0.5", "kl_weight"), ("hidden=1.5", "int"), ("kl_weight", "KEY=VALUE")])
+def test_cli_hp_refuses_unknown_keys_and_bad_values(tmp_path, bad, says):
+    result = _cli("train", "--model", "vae", "--profile", "smoke", "--dataset", "digits", "--out", str(tmp_path),
+                  "--hp", bad)
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "vae").exists()  # refused before any run directory is made
+
+
+def test_lr_decays_linearly_after_its_start_and_not_without_one():
+    from ganexport.training.loop import lr_factor
+
+    assert [lr_factor(s, 100, None) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    factors = [lr_factor(s, 100, 0.5) for s in range(100)]
+    assert factors[:51] == [1.0] * 51 and factors[-1] == pytest.approx(0.02)
+    assert all(a > b for a, b in zip(factors[50:], factors[51:]))  # strictly decreasing once it starts
+
+
+def test_cyclegan_lr_schedule_is_applied_to_the_optimizers(tmp_path):
+    run = smoke_run(tmp_path, "cyclegan", steps=4, hp={"lr_decay_start": 0.5})
+    state = checkpoint.load_train_state(run / "train_state.pt")
+    lr = catalog.get("cyclegan").hp("smoke")["lr"]
+    for opt in state["optimizers"].values():  # the last step (index 3) ran at 1 - (3 - 2) / 2 of the rate
+        assert opt["param_groups"][0]["lr"] == pytest.approx(0.5 * lr)
+
+
+def test_resume_of_a_run_older_than_a_new_hparam_takes_its_default(tmp_path):
+    first = smoke_run(tmp_path, "cyclegan", steps=2)
+    ckpt = checkpoint.load(first / "checkpoint.safetensors")
+    nets = {role: ckpt.build(role) for role in ckpt.state}
+    del ckpt.meta["hparams"]["aba_weight_scale"]  # as written before the key existed
+    checkpoint.save(first / "checkpoint.safetensors", nets, ckpt.meta)
+    resumed = train(TrainConfig(model="cyclegan", resume=str(first), steps=3, progress=False))
+    assert checkpoint.read_meta(resumed / "checkpoint.safetensors")["step"] == 3

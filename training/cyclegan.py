@@ -6,6 +6,14 @@ lambda 10), an identity loss (G_ab leaves a B image alone; 0.5 * lambda), and
 a history pool of 50 generated images that the discriminators also see, which
 damps oscillation. Both generators are served (cyclegan_a2b, cyclegan_b2a).
 
+``aba_weight_scale`` scales the A -> B -> A term alone. When B cannot carry all
+of A (a pencil sketch has no colour), a full-weight A cycle pays G_ab to hide
+the colours in faint tints of its sketch; a lower weight lets it draw the
+sketch instead, while B -> A -> B (which teaches G_ab to map photo-like
+images to exactly the sketch they came from) keeps its full weight.
+``lr_decay_start`` (the loop's) decays the learning rate linearly to zero over
+the last part of the run, as the paper does.
+
     ganexport train --model cyclegan --profile quick
     ganexport train --model cyclegan --data DIR   # DIR/trainA, DIR/trainB
 """
@@ -63,10 +71,11 @@ class Recipe(Family):
         batch = draw()
         real_a, real_b = batch["a"], batch["b"]
         lam, lam_idt = self.hp["cycle_weight"], self.hp["cycle_weight"] * self.hp["identity_weight"]
+        lam_aba = lam * self.hp["aba_weight_scale"]
 
         fake_b, fake_a = G_ab(real_a), G_ba(real_b)
         loss_gan = losses.lsgan(D_b(fake_b), True) + losses.lsgan(D_a(fake_a), True)
-        loss_cycle = lam * (F.l1_loss(G_ba(fake_b), real_a) + F.l1_loss(G_ab(fake_a), real_b))
+        loss_cycle = lam_aba * F.l1_loss(G_ba(fake_b), real_a) + lam * F.l1_loss(G_ab(fake_a), real_b)
         loss_idt = lam_idt * (F.l1_loss(G_ab(real_b), real_b) + F.l1_loss(G_ba(real_a), real_a))
         grad_g = self.backward_step(loss_gan + loss_cycle + loss_idt, self.optimizers["g"], G_ab, G_ba)
 

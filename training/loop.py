@@ -253,7 +253,8 @@ def train(cfg: TrainConfig) -> Path:
         dataset, profile = meta["dataset"], meta["profile"]
         cfg.data_dir, cfg.seed = meta.get("data_dir"), meta["seed"]
         cfg.limit, cfg.image_size = meta.get("limit"), meta.get("image_size")
-        hp = dict(meta["hparams"])
+        # the run's own values; keys added to the catalog since it started take the profile's default
+        hp = {**spec.hp(profile), **meta["hparams"]}
         hp.update({k: v for k, v in cfg.hp.items() if v is not None})
         state_path = run_dir / "train_state.pt"
         resume_state = checkpoint.load_train_state(state_path) if state_path.exists() else None
@@ -334,6 +335,7 @@ def train(cfg: TrainConfig) -> Path:
     logs: dict[str, float] = {}
     with history_path.open("a") as history:
         for step in bar:
+            set_learning_rate(recipe.optimizers.values(), hp["lr"] * lr_factor(step, total, hp.get("lr_decay_start")))
             out = recipe.train_step(batches.draw)
             for k, v in out.items():
                 window.setdefault(k, []).append(v)
@@ -354,6 +356,25 @@ def train(cfg: TrainConfig) -> Path:
         checkpoint_now(total, logs)
     save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
     return run_dir
+
+
+def lr_factor(step: int, total: int, decay_start: float | None) -> float:
+    """1 until ``decay_start`` (a fraction of the run), then linearly towards 0 at the end of the run.
+
+    CycleGAN's schedule (constant, then linear decay): a GAN's losses keep
+    oscillating at a constant rate, and the decay lets the last weights settle.
+    Families without ``lr_decay_start`` in their profile keep a constant rate.
+    """
+    if decay_start is None or decay_start >= 1.0:
+        return 1.0
+    first = decay_start * total
+    return 1.0 if step < first else max(0.0, 1.0 - (step - first) / max(1.0, total - first))
+
+
+def set_learning_rate(optimizers, lr: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
 
 
 def _class_health(recipe: Family, judge_net, num_classes: int, seed: int) -> dict[str, Any]:
