@@ -79,7 +79,7 @@ def _size(path) -> tuple[int, int]:
     ("/latent_walk", ("dcgan", 0, 1, 6)),
     ("/conditional", ("Sneaker", 0, 5)),
     ("/all_classes", (0, 2)),
-    ("/decode_point", ("vae_decoder", 0.5, -1.0)),
+    ("/decode_point", ("autoencoder_decoder", 0.5, -1.0)),
     ("/manifold", ("autoencoder_decoder", 5, 2)),
 ])
 def test_generation_endpoints_return_images_served_by_triton(client, api_name, args):

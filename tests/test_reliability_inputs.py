@@ -382,7 +382,9 @@ def test_demo_accepts_and_converts_other_image_modes(demo, tmp_path, case):
     ("count_above_max", "/sample", (SAMPLER, 0, 10_000), "greater than maximum value 64"),  # MAX_COUNT
     ("unknown_model", "/sample", ("no_such_model", 0, 4), "not in the list of choices"),
     ("unknown_class", "/conditional", ("Unicorn", 0, 4), "not in the list of choices"),
-    ("latent_point_outside_slider", "/decode_point", ("vae_decoder", 9.0, 0.0), "greater than maximum value 4"),
+    ("latent_point_outside_slider", "/decode_point", ("autoencoder_decoder", 9.0, 0.0), "greater than maximum value 4"),
+    # the Latent tab offers 2-D decoders only: the VAE's latent is wider (catalog), so it is not a choice there
+    ("latent_tab_wider_latent", "/decode_point", ("vae_decoder", 0.0, 0.0), "not in the list of choices"),
 ])
 def test_demo_refuses_bad_arguments(onnx_triton, demo, case, api, args, fragment):
     from gradio_client.exceptions import AppError
@@ -411,7 +413,7 @@ def call_raw(url: str, api: str, body: bytes) -> tuple[str, object]:
 ])
 def test_demo_refuses_a_non_finite_latent_point(onnx_triton, demo, value, event, fragment):
     url, client = demo
-    kind, data = call_raw(url, "decode_point", f'{{"data": ["vae_decoder", {value}, 0]}}'.encode())
+    kind, data = call_raw(url, "decode_point", f'{{"data": ["autoencoder_decoder", {value}, 0]}}'.encode())
     assert kind == event, data
     message = data["error"] if kind == "error" else data[1]
     assert fragment in message and "Traceback" not in message, message

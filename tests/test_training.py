@@ -144,7 +144,8 @@ def test_cli_hp_override_reaches_the_checkpoint_typed(tmp_path):
     assert hp["kl_weight"] == 0.25 and hp["hidden"] == 24 and isinstance(hp["hidden"], int)
 
 
-@pytest.mark.parametrize("bad, says", [("klweight=0.5", "kl_weight"), ("hidden=1.5", "int"), ("kl_weight", "KEY=VALUE")])
+@pytest.mark.parametrize("bad, says", [("klweight=0.5", "kl_weight"), ("hidden=1.5", "int"),
+                                       ("kl_weight", "KEY=VALUE")])
 def test_cli_hp_refuses_unknown_keys_and_bad_values(tmp_path, bad, says):
     result = _cli("train", "--model", "vae", "--profile", "smoke", "--dataset", "digits", "--out", str(tmp_path),
                   "--hp", bad)

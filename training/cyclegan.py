@@ -11,7 +11,11 @@ of A (a pencil sketch has no colour), a full-weight A cycle pays G_ab to hide
 the colours in faint tints of its sketch; a lower weight lets it draw the
 sketch instead, while B -> A -> B (which teaches G_ab to map photo-like
 images to exactly the sketch they came from) keeps its full weight.
-``lr_decay_start`` (the loop's) decays the learning rate linearly to zero over
+``cycle_noise`` adds Gaussian noise to a fake before it goes round the cycle
+(Chu et al., "CycleGAN, a master of steganography", 2017): without it the
+generators pass the cycle by hiding information in faint, invisible tints,
+and G_ab learns to decode G_ba's hidden cues instead of drawing visible
+strokes. ``lr_decay_start`` (the loop's) decays the learning rate linearly to zero over
 the last part of the run, as the paper does.
 
     ganexport train --model cyclegan --profile quick
@@ -75,7 +79,9 @@ class Recipe(Family):
 
         fake_b, fake_a = G_ab(real_a), G_ba(real_b)
         loss_gan = losses.lsgan(D_b(fake_b), True) + losses.lsgan(D_a(fake_a), True)
-        loss_cycle = lam_aba * F.l1_loss(G_ba(fake_b), real_a) + lam * F.l1_loss(G_ab(fake_a), real_b)
+        jitter = lambda t: t + self.hp["cycle_noise"] * torch.randn_like(t)  # noqa: E731
+        loss_cycle = (lam_aba * F.l1_loss(G_ba(jitter(fake_b)), real_a)
+                      + lam * F.l1_loss(G_ab(jitter(fake_a)), real_b))
         loss_idt = lam_idt * (F.l1_loss(G_ab(real_b), real_b) + F.l1_loss(G_ba(real_a), real_a))
         grad_g = self.backward_step(loss_gan + loss_cycle + loss_idt, self.optimizers["g"], G_ab, G_ba)
 

@@ -1,10 +1,12 @@
-"""Variational autoencoder, 2-D latent: reparameterisation, reconstruction + KL.
+"""Variational autoencoder: reparameterisation, reconstruction + KL.
 
 The encoder maps an image to a normal distribution (mu, sigma) rather than a
 point; the KL term pulls those distributions towards N(0, 1), so the latent
 space has no holes and neighbouring points decode to similar images. Its
 samples are still blurry: the reconstruction loss averages (the point the
-seed material makes before introducing GANs).
+seed material makes before introducing GANs). Its latent is 16-D by default:
+in two dimensions the blur merges coats into pullovers (`--hp latent_dim=2`
+trains that one, which the demo's Latent tab can show).
 
     ganexport train --model vae --profile quick
 """
