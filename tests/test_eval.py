@@ -141,6 +141,23 @@ def test_release_refuses_weights_over_the_size_limit(tiny_checkpoints, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_replaced_release_keeps_its_figures_and_the_card_shows_both(tiny_checkpoints, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    first = release.release(tiny_checkpoints["cgan"], weights, log=lambda m: None)
+    (old,) = ev.evaluate(first, ["cgan_acc"], n=20, seed=3, log=lambda m: None)
+    release.release(tiny_checkpoints["cgan"], weights, log=lambda m: None)  # the "new" weights
+    (new,) = ev.evaluate(first, ["cgan_acc"], n=20, seed=4, log=lambda m: None)
+    (entry,) = release.history(first)
+    assert entry["metrics"]["cgan_acc"]["results"] == old["results"]
+    assert entry["step"] == checkpoint.read_meta(tiny_checkpoints["cgan"])["step"]
+    card = release.card("cgan", first, "cgan.png")
+    section = card.split("## Earlier releases", 1)[1]
+    this_row, replaced_row = [line for line in section.splitlines() if line.startswith("| **this one**")
+                              or line.startswith("| replaced")]
+    assert ev.headline(new) in this_row and ev.headline(old) in replaced_row
+
+
 def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, tmp_path):
     weights = tmp_path / "weights"
     weights.mkdir()

@@ -14,7 +14,9 @@ will serve.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,12 +77,37 @@ def release(run: Path, weights: Path = WEIGHTS_DIR, log: Callable[[str], None] =
         tmp.unlink()
         raise ValueError(f"{model}: {size / 2**20:.1f} MB in fp16, over the {MAX_RELEASE_BYTES >> 20} MB limit "
                          "for released weights; train a narrower net (--width)")
-    out = tmp.replace(weights / f"{model}.safetensors")
+    previous = weights / f"{model}.safetensors"
+    if previous.is_file():
+        record_replaced(previous)
+    out = tmp.replace(previous)
     stale = metrics.results_path(out)
     if stale.exists():
         stale.unlink()  # metrics of the previous weights no longer describe this file
     log(f"{model}: {out} ({size / 2**20:.2f} MB fp16, step {meta['step']}); now run: ganexport eval --model {model}")
     return out
+
+
+def history_path(weights_file: Path) -> Path:
+    """``weights/<model>.history.jsonl``: one line per replaced release, so its card can show the gain."""
+    return weights_file.with_suffix(".history.jsonl")
+
+
+def record_replaced(weights_file: Path) -> dict[str, Any]:
+    """Append what the outgoing release was and how it measured, before a new one replaces it."""
+    meta = checkpoint.read_meta(weights_file)
+    entry = {"replaced": time.strftime("%Y-%m-%d"), "step": meta["step"], "profile": meta["profile"],
+             "command": display_command(meta["command"]), "hardware": meta.get("hardware"),
+             "metrics": {name: {"headline": metrics.headline(r), "results": r["results"]}
+                         for name, r in metrics.latest(weights_file).items()}}
+    with history_path(weights_file).open("a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    return entry
+
+
+def history(weights_file: Path) -> list[dict[str, Any]]:
+    path = history_path(weights_file)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 # --------------------------------------------------------------------------- pictures
@@ -156,6 +183,19 @@ def card(model: str, path: Path, picture: str) -> str:
                       f"`ganexport eval --model {model}`."]
     else:
         lines += [f"Not evaluated yet: `ganexport eval --model {model}`."]
+    earlier = history(path)
+    if earlier:
+        names = list(dict.fromkeys([*records, *(n for e in earlier for n in e["metrics"])]))
+        lines += ["", "## Earlier releases", "",
+                  "What each release this one replaced measured (same protocols; from "
+                  f"`{history_path(path).name}`), newest first, under this release's figures:", "",
+                  "| release | steps | " + " | ".join(f"`{n}`" for n in names) + " |",
+                  "|---" * (len(names) + 2) + "|",
+                  "| **this one** | " + f"{meta['step']} | " + " | ".join(
+                      metrics.headline(records[n]) if n in records else "–" for n in names) + " |"]
+        for e in reversed(earlier):
+            cells = [e["metrics"][n]["headline"] if n in e["metrics"] else "–" for n in names]
+            lines.append(f"| replaced {e['replaced']} (`{e['command']}`) | {e['step']} | " + " | ".join(cells) + " |")
     if note:
         lines += ["", "## Notes", "", note]
     return "\n".join(lines) + "\n"
