@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ganexport.machine import cpu_model
+
 PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "torch", "tritonclient", "nvidia-pytriton", "gradio")
 
 
@@ -29,16 +31,6 @@ def gpu_names() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def usable_cores() -> int:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 import ganexport
 from ganexport import catalog
+from ganexport.machine import cpu_model
 from ganexport.training import checkpoint, data, judge
 from ganexport.training.plots import save_grid, save_loss_curves
 
@@ -224,15 +225,8 @@ def hardware() -> str:
     """This machine in words: the CUDA device, else the CPU model and core count."""
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)}"
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {model}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU: {cpu_model()}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 def _versions() -> dict[str, str]:
