@@ -159,8 +159,12 @@ def scrub_torchscript(path: Path) -> None:
 
 def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path("model_repository"),
           flavor: str = "embedded", runtimes: tuple[str, ...] = ("onnxruntime", "torchscript"),
-          gpu: bool = False, keep: int = 3, log: Log = print) -> list[tuple[str, int]]:
-    """Export, verify and publish every Triton model of ``model``; returns (name, version) pairs."""
+          gpu: bool = False, tensorrt: bool = False, keep: int = 3, log: Log = print) -> list[tuple[str, int]]:
+    """Export, verify and publish every Triton model of ``model``; returns (name, version) pairs.
+
+    ``tensorrt`` adds the TensorRT accelerator to the ONNX models' configs (native flavour on GPU only;
+    the TorchScript models never get it).
+    """
     path, ckpt = load_checkpoint(model, checkpoint_path, train_if_missing=True, log=log)
     log(f"{model}: checkpoint {path} (step {ckpt.meta.get('step')}, trained on {ckpt.meta.get('dataset')})")
     source = {"checkpoint": path.name, "checkpoint_sha256": sha256(path), "model": model,
@@ -179,7 +183,8 @@ def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path(
                 report_path = Path(tmp) / f"{sig.name}.parity.json"
                 report_path.write_text(json.dumps(report, indent=2))
                 files = {MODEL_FILES[runtime]: model_file, "parity.json": report_path}
-                config = repository.config_pbtxt(ex.sig, flavor=flavor, runtime=runtime, gpu=gpu)
+                config = repository.config_pbtxt(ex.sig, flavor=flavor, runtime=runtime, gpu=gpu,
+                                                 tensorrt=tensorrt and runtime == "onnxruntime")
                 version = repository.publish(repo, ex.sig, files, config=config, keep=keep)
                 log(f"{sig.name}: published version {version} in {repo}/{sig.name}/")
                 published.append((sig.name, version))

@@ -175,14 +175,17 @@ MODEL_OR_ALL = click.Choice([*catalog.MODELS, "all"])
 @click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False),
               help="Triton model repository to publish into.")
 @click.option("--gpu/--cpu", default=False, help="Instance groups on GPU (KIND_GPU) or CPU.")
+@click.option("--tensorrt", is_flag=True,
+              help="Native flavour on GPU: let Triton's onnxruntime backend run the ONNX models through TensorRT.")
 @click.option("--keep", default=3, type=click.IntRange(min=1), help="How many versions of each model to keep.")
-def build(model, checkpoint, flavor, repo, gpu, keep):
+def build(model, checkpoint, flavor, repo, gpu, tensorrt, keep):
     """Export to ONNX and TorchScript, prove parity with PyTorch, publish into the Triton repository.
 
     \b
     Examples:
       ganexport build --model cyclegan
       ganexport build --model all --flavor native --repository /models
+      ganexport build --model cyclegan --flavor native --gpu --tensorrt --repository /models
     Nothing is published unless every exported model passes parity; a failed build
     exits non-zero, names the model, backend and error, and leaves the repository as it was.
     """
@@ -192,10 +195,13 @@ def build(model, checkpoint, flavor, repo, gpu, keep):
 
     if checkpoint and model == "all":
         raise click.UsageError("--checkpoint goes with one --model, not all")
+    if tensorrt and (flavor, gpu) != ("native", True):
+        raise click.UsageError("--tensorrt needs --flavor native --gpu (TensorRT runs in NVIDIA's Triton "
+                               "containers, on GPU instances; the bundled server has no onnxruntime backend)")
     for name in _model_names(model):
         try:
-            pipeline.build(name, checkpoint_path=checkpoint, repo=Path(repo), flavor=flavor, gpu=gpu, keep=keep,
-                           log=click.echo)
+            pipeline.build(name, checkpoint_path=checkpoint, repo=Path(repo), flavor=flavor, gpu=gpu,
+                           tensorrt=tensorrt, keep=keep, log=click.echo)
         except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
             raise UserError(f"build of {name} refused, nothing published: {e}") from None
 

@@ -139,6 +139,27 @@ def test_build_refuses_a_checkpoint_of_another_model(tmp_path, tiny_checkpoints)
     assert not (tmp_path / "r").exists()
 
 
+def test_tensorrt_build_accelerates_the_onnx_model_only(tmp_path, tiny_checkpoints):
+    repo = tmp_path / "r"
+    pipeline.build("dcgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=repo, flavor="native", gpu=True,
+                   tensorrt=True, log=lambda m: None)
+    onnx_config = (repo / "dcgan" / "config.pbtxt").read_text()
+    assert 'name : "tensorrt"' in onnx_config and "KIND_GPU" in onnx_config
+    assert "tensorrt" not in (repo / "dcgan_torchscript" / "config.pbtxt").read_text()
+
+
+@pytest.mark.parametrize("flags", [["--tensorrt"], ["--tensorrt", "--flavor", "native"], ["--tensorrt", "--gpu"]])
+def test_cli_refuses_tensorrt_outside_the_native_gpu_flavour(tmp_path, tiny_checkpoints, flags):
+    from click.testing import CliRunner
+
+    from ganexport.cli import cli
+
+    result = CliRunner().invoke(cli, ["build", "-m", "dcgan", "--checkpoint", str(tiny_checkpoints["dcgan"]),
+                                      "--repository", str(tmp_path / "r"), *flags])
+    assert result.exit_code == 2 and "--tensorrt needs --flavor native --gpu" in result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_wrapper_rounds_tanh_range_to_full_uint8_range():
     x = torch.tensor([-1.0, -0.999, 0.0, 0.999, 1.0]).view(1, 1, 1, 5)
     assert wrappers.to_uint8(x).flatten().tolist() == [0, 0, 128, 255, 255]
