@@ -15,8 +15,8 @@ images to exactly the sketch they came from) keeps its full weight.
 (Chu et al., "CycleGAN, a master of steganography", 2017): without it the
 generators pass the cycle by hiding information in faint, invisible tints,
 and G_ab learns to decode G_ba's hidden cues instead of drawing visible
-strokes. ``lr_decay_start`` (the loop's) decays the learning rate linearly to zero over
-the last part of the run, as the paper does.
+strokes. ``lr_decay_start`` (the loop's) decays the learning rate linearly
+to zero over the last part of the run, as the paper does.
 
     ganexport train --model cyclegan --profile quick
     ganexport train --model cyclegan --data DIR   # DIR/trainA, DIR/trainB
@@ -79,9 +79,8 @@ class Recipe(Family):
 
         fake_b, fake_a = G_ab(real_a), G_ba(real_b)
         loss_gan = losses.lsgan(D_b(fake_b), True) + losses.lsgan(D_a(fake_a), True)
-        jitter = lambda t: t + self.hp["cycle_noise"] * torch.randn_like(t)  # noqa: E731
-        loss_cycle = (lam_aba * F.l1_loss(G_ba(jitter(fake_b)), real_a)
-                      + lam * F.l1_loss(G_ab(jitter(fake_a)), real_b))
+        loss_cycle = (lam_aba * F.l1_loss(G_ba(self.jitter(fake_b)), real_a)
+                      + lam * F.l1_loss(G_ab(self.jitter(fake_a)), real_b))
         loss_idt = lam_idt * (F.l1_loss(G_ab(real_b), real_b) + F.l1_loss(G_ba(real_a), real_a))
         grad_g = self.backward_step(loss_gan + loss_cycle + loss_idt, self.optimizers["g"], G_ab, G_ba)
 
@@ -92,6 +91,12 @@ class Recipe(Family):
         grad_d = self.backward_step(loss_d, self.optimizers["d"], D_a, D_b)
         return {"loss_gan": loss_gan.item(), "loss_cycle": loss_cycle.item(), "loss_identity": loss_idt.item(),
                 "loss_d": loss_d.item(), "d_b_on_real": d_real_b.mean().item(), "grad_g": grad_g, "grad_d": grad_d}
+
+    def jitter(self, fake: torch.Tensor) -> torch.Tensor:
+        """``fake`` plus ``cycle_noise`` Gaussian noise; untouched (no random draw) when the noise is off, so
+        runs without it keep the random stream, and the results, of runs made before the knob existed."""
+        sigma = self.hp["cycle_noise"]
+        return fake + sigma * torch.randn_like(fake) if sigma else fake
 
     def grid(self):
         """Each row: A, G_ab(A), G_ba(G_ab(A)) | B, G_ba(B), G_ab(G_ba(B))."""
