@@ -163,7 +163,7 @@ class EagerBackend(backends._Base):
             self.log(f"warning: eager {model}: {path} is not the checkpoint {vdir} was built from "
                      "(same architecture, other weights)")
         self.sources[model] = {"checkpoint": str(path), "same_as_published": same, "step": ckpt.meta.get("step")}
-        module = wrappers.wrap(ckpt.build(sig.net), sig).to(self.device).eval()
+        module = wrappers.wrap(ckpt.build(sig.net), sig, ckpt.latent_prior).to(self.device).eval()
         return sig, module
 
     def metadata(self, model: str) -> catalog.Signature:

@@ -485,7 +485,8 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
 
             with gr.Tab("Latent space", id="latent", elem_id="tab-latent"):
                 gr.Markdown((labels_md(latent_models) + "\n\nMove the sliders to pick a point of the 2-D "
-                             "latent space; the decoder draws it.") if latent_models
+                             "latent space (standard units: 0 is the centre of the training codes, 1 one "
+                             "standard deviation); the decoder draws it.") if latent_models
                             else "No 2-D latent model (autoencoder_decoder, vae_decoder) is published.")
                 l_model = gr.Dropdown(latent_models, value=latent_models[0] if latent_models else None,
                                       label="decoder")

@@ -92,7 +92,7 @@ def example_inputs(sig: catalog.Signature) -> tuple[torch.Tensor, ...]:
 def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdir: Path,
                      log: Log = print) -> Exported:
     """Wrap, export both formats, reload, and check parity (raises ParityError/ExportError)."""
-    wrapper = wrappers.wrap(ckpt.build(sig.net), sig)
+    wrapper = wrappers.wrap(ckpt.build(sig.net), sig, ckpt.latent_prior)
     example = example_inputs(sig)
     workdir.mkdir(parents=True, exist_ok=True)
     onnx_path, float_path, ts_path = workdir / "model.onnx", workdir / "float.onnx", workdir / "model.pt"
@@ -225,7 +225,7 @@ def verify(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path
     _, ckpt = load_checkpoint(model, checkpoint_path)
     problems, checked = [], []
     for base in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
-        wrapper = wrappers.wrap(ckpt.build(base.net), base)
+        wrapper = wrappers.wrap(ckpt.build(base.net), base, ckpt.latent_prior)
         for runtime, filename in MODEL_FILES.items():
             sig = base.for_runtime(runtime)
             version_dir = repository.latest(repo, sig.name)

@@ -24,14 +24,28 @@ MULTIPLE = 4  # two stride-2 downsamplings in the ResNet generator
 
 
 class Sampler(nn.Module):
-    """z [N, latent] -> image uint8 [N, H, W, C]."""
+    """z [N, latent] -> image uint8 [N, H, W, C].
 
-    def __init__(self, net: nn.Module):
+    Every served sampler takes standard-normal latents. A decoder whose codes
+    sit elsewhere (the plain autoencoder's: no prior pulls them to N(0, I))
+    carries ``prior`` = (mean, std) of its training codes, and the graph maps
+    z to ``z * std + mean`` before decoding, so a client that draws
+    N(0, I) gets the decodes the model card shows instead of off-data blurs.
+    """
+
+    def __init__(self, net: nn.Module, prior: tuple[list[float], list[float]] | None = None):
         super().__init__()
         self.net = net.eval()
+        self.affine = prior is not None
+        mean, std = prior if prior is not None else ([0.0], [1.0])
+        self.register_buffer("latent_mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("latent_std", torch.tensor(std, dtype=torch.float32))
+
+    def latent(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latent_std + self.latent_mean if self.affine else z
 
     def float_forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net(self.latent(z))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.float_forward(z))
@@ -41,7 +55,7 @@ class ConditionalSampler(Sampler):
     """z [N, latent], label int64 [N, 1] -> image uint8 [N, H, W, C]."""
 
     def float_forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.net(z, label.reshape(-1))
+        return self.net(self.latent(z), label.reshape(-1))
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.float_forward(z, label))
@@ -70,11 +84,12 @@ class Translator(nn.Module):
         return to_uint8(self.float_forward(image))
 
 
-def wrap(net: nn.Module, sig: catalog.Signature) -> nn.Module:
-    """The wrapper a signature calls for."""
+def wrap(net: nn.Module, sig: catalog.Signature,
+         prior: tuple[list[float], list[float]] | None = None) -> nn.Module:
+    """The wrapper a signature calls for; ``prior`` (a sampler's latent mean and std) is baked in."""
     if sig.kind == "translate":
         return Translator(net)
-    return ConditionalSampler(net) if len(sig.inputs) == 2 else Sampler(net)
+    return (ConditionalSampler if len(sig.inputs) == 2 else Sampler)(net, prior)
 
 
 class FloatView(nn.Module):

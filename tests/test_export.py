@@ -163,3 +163,20 @@ def test_cli_refuses_tensorrt_outside_the_native_gpu_flavour(tmp_path, tiny_chec
 def test_wrapper_rounds_tanh_range_to_full_uint8_range():
     x = torch.tensor([-1.0, -0.999, 0.0, 0.999, 1.0]).view(1, 1, 1, 5)
     assert wrappers.to_uint8(x).flatten().tolist() == [0, 0, 128, 255, 255]
+
+
+def test_published_autoencoder_decoder_maps_standard_normal_z_onto_its_training_codes(published, tiny_checkpoints):
+    """Clients send z ~ N(0, I) to every sampler; the autoencoder's graph carries the fit to its codes."""
+    ckpt = checkpoint.load(tiny_checkpoints["autoencoder"])
+    mean, std = (np.asarray(v, np.float32) for v in ckpt.latent_prior)
+    assert not (np.allclose(mean, 0, atol=1e-3) and np.allclose(std, 1, atol=1e-3))  # else the test proves nothing
+    z = np.random.default_rng(0).standard_normal((6, 2)).astype(np.float32)
+    session = parity.ort_session(repository.latest(published[0], "autoencoder_decoder") / "model.onnx")
+    served = session.run(None, {"z": z})[0].astype(np.int16)
+    decoder = ckpt.build("decoder")
+    with torch.no_grad():
+        on_codes = wrappers.to_uint8(decoder(torch.from_numpy(z * std + mean))).numpy().astype(np.int16)
+        raw = wrappers.to_uint8(decoder(torch.from_numpy(z))).numpy().astype(np.int16)
+    assert np.abs(served - on_codes).max() <= 1
+    assert np.abs(served - raw).max() > 1
+    assert checkpoint.load(tiny_checkpoints["dcgan"]).latent_prior is None  # GANs sample N(0, I) as trained

@@ -47,6 +47,13 @@ class Checkpoint:
     def hp(self) -> dict[str, Any]:
         return self.meta["hparams"]
 
+    @property
+    def latent_prior(self) -> tuple[list[float], list[float]] | None:
+        """(mean, std) of the training codes for decoders whose latents are not N(0, I) (the autoencoder)."""
+        if "latent_mean" in self.meta and "latent_std" in self.meta:
+            return list(self.meta["latent_mean"]), list(self.meta["latent_std"])
+        return None
+
     def build(self, role: str) -> torch.nn.Module:
         """The net playing ``role``, with its trained weights, in eval mode."""
         net = self.spec.build(role, self.image_shape, self.hp)

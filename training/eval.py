@@ -72,8 +72,7 @@ class Context:
         """``n`` uint8 NHWC samples from the served net, latents from its prior, fixed seed."""
         role = self.spec.signatures(self.ckpt.image_shape, self.ckpt.hp)[0].net
         net, gen, latent = self.net(role), self.generator(), self.ckpt.hp["latent_dim"]
-        mean = torch.tensor(self.ckpt.meta.get("latent_mean", [0.0] * latent))
-        std = torch.tensor(self.ckpt.meta.get("latent_std", [1.0] * latent))
+        mean, std = map(torch.tensor, self.ckpt.latent_prior or ([0.0] * latent, [1.0] * latent))
         out = []
         for i in range(0, n, BATCH):
             z = (torch.randn(min(BATCH, n - i), latent, generator=gen) * std + mean).to(self.device)

@@ -37,7 +37,8 @@ GALLERY_START, GALLERY_END = "<!-- gallery:start -->", "<!-- gallery:end -->"
 NOTES = {
     "autoencoder": "Trained on reconstruction alone, so its 2-D latent space has holes: random points between the "
                    "training codes decode to blurry or odd garments. Random decodes are drawn from a normal fit to the "
-                   "training codes (`latent_mean`, `latent_std` in the metadata).",
+                   "training codes (`latent_mean`, `latent_std` in the metadata); the exported decoder carries that "
+                   "fit, so clients send z ~ N(0, I) as they do to every other sampler.",
     "vae": "The KL term makes N(0, I) the prior, so any z decodes to a plausible garment, but the reconstruction "
            "loss averages: samples are blurry (see `sharpness`). The latent is 16-D, not the autoencoder's 2-D: "
            "a 2-D VAE blurs coats into pullovers and sandals into sneakers. The earlier 2-D release (1500 steps) "
