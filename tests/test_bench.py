@@ -168,6 +168,20 @@ def test_figures_compare_within_a_scenario():
     assert found["dcgan"]["value"] == 0.9 and not found["dcgan"]["met"]
 
 
+def test_batching_figure_pairs_each_queue_delay_with_the_batching_off_row_of_the_same_other_knobs():
+    def row(backend, ips, variant=None):
+        return {"model": "dcgan", "size": None, "batch": 1, "concurrency": 8, "backend": backend, "p50_ms": 1.0,
+                "images_per_s": ips, "kind": "triton-grpc", "variant": variant}
+
+    rows = [row("triton-grpc", 1200), row("triton-grpc[off]", 1000, {"dynamic_batching": False}),
+            row("triton-grpc[d2]", 2100, {"max_queue_delay_us": 2000}),
+            row("triton-grpc[t1]", 5000, {"intra_op_threads": 1}),  # another knob: not a batching figure
+            row("triton-grpc[t1off]", 500, {"intra_op_threads": 1, "dynamic_batching": False})]
+    got = {f["figure"].split(": ")[1].split(" throughput")[0]: f["value"] for f in report.figures(rows)}
+    assert got == {"triton-grpc / triton-grpc[off]": 1.2, "triton-grpc[d2] / triton-grpc[off]": 2.1,
+                   "triton-grpc[t1] / triton-grpc[t1off]": 10.0}
+
+
 def test_hardware_slug():
     assert hardware.slug({"kind": "gpu", "gpu": "NVIDIA H100 80GB HBM3"}) == "gpu-nvidia-h100-80gb-hbm3"
     assert hardware.slug({"kind": "cpu", "cpu": "AMD EPYC", "cores": 2}) == "cpu-amd-epyc-2c"
