@@ -11,6 +11,7 @@ every numeric subdirectory of a model as one version)::
           model.py                     embedded flavour only: a copy of serving/triton_model.py
           signature.json               Signature.to_dict(): model.py validates requests with it
           parity.json                  the export's parity report, when the build made one
+          SHA256SUMS                   every file above with its sha256 (`sha256sum -c SHA256SUMS`)
         4/
           ...
       cyclegan_a2b_torchscript/        the same net as TorchScript
@@ -65,6 +66,7 @@ CONFIG_FILE = "config.pbtxt"
 SIGNATURE_FILE = "signature.json"
 PARITY_FILE = "parity.json"
 PYTHON_MODEL_FILE = "model.py"
+CHECKSUM_FILE = "SHA256SUMS"
 
 # Warm-up images use this side, clamped into the signature's [min, max] side.
 WARMUP_SIDE = 64
@@ -249,6 +251,42 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_checksums(version_dir: Path) -> None:
+    """SHA256SUMS over every file of a version, in ``sha256sum`` format, so a user can check it by hand."""
+    names = sorted(p.name for p in Path(version_dir).iterdir() if p.is_file() and p.name != CHECKSUM_FILE)
+    (Path(version_dir) / CHECKSUM_FILE).write_text("".join(f"{sha256(Path(version_dir) / n)}  {n}\n" for n in names))
+
+
+def integrity_problems(version_dir: Path) -> list[str]:
+    """What in a published version differs from the hashes recorded when it was published; [] when intact.
+
+    Every file counts, not only the model: model.py is code the Triton stub runs and signature.json
+    sets the limits requests are validated against. Versions published before SHA256SUMS existed
+    are checked against parity.json's model-file hash; versions with neither were not published by
+    ganexport and are not checked. This catches corruption and stray edits, not an attacker who
+    rewrites the sums too.
+    """
+    version_dir = Path(version_dir)
+    sums, report = version_dir / CHECKSUM_FILE, version_dir / PARITY_FILE
+    try:
+        if sums.is_file():
+            recorded, source = dict(reversed(line.split("  ", 1)) for line in sums.read_text().splitlines()), CHECKSUM_FILE
+        elif report.is_file():
+            recorded, source = json.loads(report.read_text()).get("files", {}), PARITY_FILE
+        else:
+            return []
+    except (OSError, ValueError):
+        return [f"{(sums if sums.is_file() else report).name} is unreadable"]
+    problems = []
+    for filename, digest in recorded.items():
+        path = version_dir / filename
+        if Path(filename).name != filename or not path.is_file():
+            problems.append(f"{filename} is missing")
+        elif sha256(path) != digest:
+            problems.append(f"{filename} changed since it was published (its sha256 differs from {source})")
+    return problems
+
+
 def latest(repo: Path, name: str) -> Path | None:
     """The newest version dir of ``name``, or None when nothing is published."""
     found = versions(repo, name)
@@ -320,7 +358,7 @@ def _check_publish_args(sig: Signature, name: str, files: Mapping[str, Path], co
         raise PublishError(f"config is for model {name!r}, not a Triton model of signature {sig.name!r}")
     if keep < 1:
         raise PublishError(f"keep must be >= 1, got {keep}")
-    reserved = {SIGNATURE_FILE, CONFIG_FILE}
+    reserved = {SIGNATURE_FILE, CONFIG_FILE, CHECKSUM_FILE}
     for fname in files:
         if Path(fname).name != fname or fname in ("", ".", "..") or fname in reserved:
             raise PublishError(f"invalid file name {fname!r} for a version dir")
@@ -381,6 +419,7 @@ def _stage(staging: Path, sig: Signature, files: Mapping[str, Path], config: str
     (version_dir / SIGNATURE_FILE).write_text(json.dumps(sig.to_dict(), indent=2) + "\n")
     if _uses_python_backend(config) and PYTHON_MODEL_FILE not in files:
         shutil.copy2(python_model_source(), version_dir / PYTHON_MODEL_FILE)
+    write_checksums(version_dir)
     (staging / "model").mkdir()
     (staging / "model" / CONFIG_FILE).write_text(config)
 

@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ganexport.export.repository import sha256  # torch-free, as serving must be
+from ganexport.export.repository import integrity_problems  # torch-free, as serving must be
 from pathlib import Path
 from typing import Any
 
@@ -234,34 +234,26 @@ def check_repository(repo: Path) -> list[str]:
 
 
 def check_integrity(repo: Path, names: list[str] | tuple[str, ...] | None = None) -> None:
-    """ServerError when a model file Triton would serve differs from the sha256 recorded when it was published.
+    """ServerError when a file Triton would serve differs from the sha256 recorded when it was published.
 
     Triton loads a model.onnx with a flipped weight byte without a word and
     serves wrong images, so the newest version of each model (the one served:
-    the configs keep ``latest 1``) is hashed against its parity.json first.
-    Models without a parity.json were not built by ganexport and are skipped.
+    the configs keep ``latest 1``) is checked against its SHA256SUMS first
+    (``integrity_problems``: the model file, model.py, signature.json, parity.json).
     """
     repo = Path(repo)
     problems: list[tuple[str, str]] = []  # (what is wrong, training model to rebuild)
     for name in names or check_repository(repo):
         numbered = [v for v in (repo / name).iterdir() if v.is_dir() and v.name.isdigit()]
-        report = max(numbered, key=lambda v: int(v.name)) / "parity.json" if numbered else None
-        if report is None or not report.is_file():
+        if not numbered:
             continue
-        where = f"model '{name}' version {report.parent.name}"
+        version_dir = max(numbered, key=lambda v: int(v.name))
         try:
-            record = json.loads(report.read_text())
+            source = json.loads((version_dir / "parity.json").read_text()).get("source", {}).get("model") or name
         except (OSError, ValueError):
-            problems.append((f"{where}: parity.json is unreadable", name))
-            continue
-        source = record.get("source", {}).get("model") or name
-        for filename, digest in record.get("files", {}).items():
-            path = report.parent / filename
-            if not path.is_file():
-                problems.append((f"{where}: {filename} is missing", source))
-            elif sha256(path) != digest:
-                problems.append((f"{where}: {filename} changed since it was published (its sha256 differs "
-                                 "from parity.json)", source))
+            source = name
+        problems += [(f"model '{name}' version {version_dir.name}: {p}", source)
+                     for p in integrity_problems(version_dir)]
     if problems:
         (what, model), more = problems[0], f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ServerError(f"refusing to serve a corrupt model: {what}{more}; `ganexport verify --model {model}` "

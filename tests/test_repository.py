@@ -199,6 +199,33 @@ def test_publish_writes_the_documented_layout(env):
     assert leftovers(repo) == []
 
 
+def test_published_version_carries_sha256sums_that_coreutils_accepts(env):
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    vdir = latest(repo, SIG.name)
+    listed = [line.split("  ", 1)[1] for line in (vdir / repo_mod.CHECKSUM_FILE).read_text().splitlines()]
+    assert sorted(listed) == sorted(p.name for p in vdir.iterdir() if p.name != repo_mod.CHECKSUM_FILE)
+    assert {"model.onnx", "model.py", "signature.json", "parity.json"} <= set(listed)
+    checked = subprocess.run(["sha256sum", "-c", repo_mod.CHECKSUM_FILE], cwd=vdir, capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.count(": OK") == len(listed), checked.stdout
+    assert repo_mod.integrity_problems(vdir) == []
+
+
+@pytest.mark.parametrize("victim", ["model.py", "signature.json", "model.onnx"])
+def test_integrity_problems_name_any_published_file_changed_or_removed(env, victim):
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    vdir = latest(repo, SIG.name)
+    with open(vdir / victim, "ab") as f:
+        f.write(b"\n")
+    assert repo_mod.integrity_problems(vdir) == [
+        f"{victim} changed since it was published (its sha256 differs from {repo_mod.CHECKSUM_FILE})"]
+    (vdir / victim).unlink()
+    assert repo_mod.integrity_problems(vdir) == [f"{victim} is missing"]
+    (vdir / repo_mod.CHECKSUM_FILE).write_text("garbage without the two-space separator\n")
+    assert repo_mod.integrity_problems(vdir) == [f"{repo_mod.CHECKSUM_FILE} is unreadable"]
+
+
 @pytest.mark.parametrize("name", sorted(SIGS))
 def test_signature_json_round_trips_for_every_model(env, name):
     repo, src = env
@@ -358,3 +385,17 @@ def test_triton_model_parses_and_keeps_torch_out_of_module_level():
     assert "torch" not in top and "tritonclient" not in top
     assert "ganexport.serving.validation" in top
     assert any(isinstance(n, ast.ClassDef) and n.name == "TritonPythonModel" for n in tree_.body)
+
+
+def test_serve_start_check_refuses_an_edited_model_py(env):
+    """model.py is code the Triton stub runs: an edit after publishing stops `serve` and `demo` before Triton starts."""
+    from ganexport.serving.triton_server import ServerError, check_integrity
+
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    check_integrity(repo)
+    vdir = latest(repo, SIG.name)
+    (vdir / "model.py").write_text((vdir / "model.py").read_text().replace("INVALID_ARG", "INTERNAL"))
+    with pytest.raises(ServerError) as err:
+        check_integrity(repo)
+    assert f"model '{SIG.name}' version 1: model.py changed since it was published" in str(err.value)
