@@ -98,6 +98,25 @@ def test_sketch_l1_reports_the_trivial_baselines(tiny_checkpoints, tmp_path):
     r = record["results"]
     assert r["baselines"]["blank_page"] == pytest.approx(np.abs(255 - truth).mean() / 255)
     assert r["ratio_to_best_baseline"] == pytest.approx(r["l1"] / min(r["baselines"].values()))
+    # the paired-ceiling script (training/sketch_bound.py) scores a generator exactly as this metric does
+    from ganexport.training import sketch_bound
+
+    pair = data.load_domains("photo2sketch", split="test")
+    net = checkpoint.load(tiny_checkpoints["cyclegan"]).build("g_ab")
+    assert sketch_bound.held_out_l1(net, pair.a, pair.b) == pytest.approx(r["l1"], rel=1e-9)
+
+
+def test_sketch_bound_trains_the_catalog_generator_on_pairs_and_records_its_scores(tmp_path):
+    from ganexport.training import sketch_bound
+
+    out = tmp_path / "bound.jsonl"
+    result = CliRunner().invoke(sketch_bound.main, ["--profile", "smoke", "--steps", "2", "--every", "1",
+                                                    "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["ratio_to_blank_page"] > 0 and r["sketch_l1"] > 0 for r in records)
+    assert "g_ab of cyclegan/smoke (width 4, 1 blocks)" in result.output
 
 
 def test_unknown_or_unfit_metrics_are_refused(tiny_checkpoints, tmp_path):

@@ -1,0 +1,81 @@
+"""The paired ceiling for photo2sketch: how low can ``sketch_l1`` go for this generator at all?
+
+The CycleGAN learns photo -> sketch without pairs. This script gives the same
+generator (the catalog's ``g_ab`` for a profile) what the CycleGAN never sees,
+the true filter output of each training photo, and trains it on plain L1 to
+that target (pix2pix without its discriminator), with the CycleGAN's optimiser,
+batch size and learning rate. Every ``--every`` steps it scores the held-out
+crops exactly as ``ganexport eval --metrics sketch_l1`` does (uint8 output,
+the same 200 crops, ratio to the blank page). An unpaired run of the same
+steps sees strictly less, so it should not expect to do better: the numbers
+say whether a target is within reach of this generator and step budget.
+
+    python -m ganexport.training.sketch_bound --steps 4000
+    python -m ganexport.training.sketch_bound --profile full --steps 2000 --lr 1e-3
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganexport import catalog
+from ganexport.sketch import pencil_sketch
+from ganexport.training import data
+from ganexport.training.eval import mean_l1
+from ganexport.training.judge import to_tensor
+from ganexport.training.nets import to_uint8
+
+
+@torch.no_grad()
+def held_out_l1(net: torch.nn.Module, photos: np.ndarray, truth: np.ndarray) -> float:
+    out = np.concatenate([to_uint8(net(to_tensor(photos[i:i + 50]))).numpy() for i in range(0, len(photos), 50)])
+    return mean_l1(out, truth)
+
+
+@click.command()
+@click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick", show_default=True,
+              help="Catalog profile of the cyclegan whose g_ab is trained (width, blocks, batch, lr).")
+@click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
+@click.option("--every", type=click.IntRange(1), default=500, show_default=True, help="Score held-out crops this often.")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: the profile's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Append one JSON line per score here.")
+def main(profile: str, steps: int, every: int, lr: float | None, seed: int, out: str | None) -> None:
+    torch.manual_seed(seed)
+    spec = catalog.get("cyclegan")
+    hp = spec.hp(profile)
+    train, test = data.load_domains("photo2sketch", split="train"), data.load_domains("photo2sketch", split="test")
+    photos = to_tensor(train.a)
+    targets = to_tensor(np.stack([pencil_sketch(p) for p in train.a]))  # the pairs the CycleGAN never gets
+    blank = mean_l1(np.full_like(test.b, 255), test.b)
+    net = spec.build("g_ab", train.a.shape[1:], hp)
+    opt = torch.optim.Adam(net.parameters(), lr or hp["lr"], betas=(hp["beta1"], 0.999))
+    click.echo(f"g_ab of cyclegan/{profile} (width {hp['width']}, {hp['n_blocks']} blocks), batch {hp['batch_size']}, "
+               f"lr {lr or hp['lr']}, {len(photos)} paired training crops; {test.source}; blank page {blank:.4f}")
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(photos), (hp["batch_size"],))
+        loss = F.l1_loss(net(photos[idx]), targets[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == steps:
+            net.eval()
+            l1 = held_out_l1(net, test.a, test.b)
+            net.train()
+            record = {"profile": profile, "step": step, "lr": lr or hp["lr"], "sketch_l1": round(l1, 5),
+                      "ratio_to_blank_page": round(l1 / blank, 3), "seconds": round(time.time() - t0, 1)}
+            click.echo(json.dumps(record))
+            if out:
+                with open(out, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
