@@ -74,11 +74,20 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def repo_relative(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it: results are committed, machine paths are not."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).absolute().relative_to(root))
+    except ValueError:
+        return path
+
+
 def describe() -> dict:
     gpus = gpu_names()
     return {"kind": "gpu" if gpus else "cpu", "gpu": gpus[0] if gpus else None, "gpus": len(gpus),
             "cpu": cpu_model(), "cores": usable_cores(), "memory_gib": memory_gib(),
-            "os": platform.platform(), "python_executable": sys.executable, "versions": versions(),
+            "os": platform.platform(), "python_executable": repo_relative(sys.executable), "versions": versions(),
             "commit": git_commit()}
 
 

@@ -8,6 +8,7 @@ the files say what was measured, on what.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -186,3 +187,9 @@ def test_hardware_slug():
     assert hardware.slug({"kind": "gpu", "gpu": "NVIDIA H100 80GB HBM3"}) == "gpu-nvidia-h100-80gb-hbm3"
     assert hardware.slug({"kind": "cpu", "cpu": "AMD EPYC", "cores": 2}) == "cpu-amd-epyc-2c"
     assert hardware.slug().startswith(("cpu-", "gpu-"))
+
+
+def test_recorded_python_path_is_repo_relative_inside_the_repository():
+    root = Path(hardware.__file__).resolve().parent.parent
+    assert hardware.repo_relative(str(root / ".venv" / "bin" / "python3")) == ".venv/bin/python3"
+    assert hardware.repo_relative("/usr/bin/python3") == "/usr/bin/python3"
