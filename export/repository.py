@@ -270,7 +270,8 @@ def integrity_problems(version_dir: Path) -> list[str]:
     sums, report = version_dir / CHECKSUM_FILE, version_dir / PARITY_FILE
     try:
         if sums.is_file():
-            recorded, source = dict(reversed(line.split("  ", 1)) for line in sums.read_text().splitlines()), CHECKSUM_FILE
+            pairs = [line.split("  ", 1) for line in sums.read_text().splitlines()]  # "<digest>  <name>"
+            recorded, source = {name: digest for digest, name in pairs}, CHECKSUM_FILE
         elif report.is_file():
             recorded, source = json.loads(report.read_text()).get("files", {}), PARITY_FILE
         else:

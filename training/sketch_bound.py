@@ -42,7 +42,8 @@ def held_out_l1(net: torch.nn.Module, photos: np.ndarray, truth: np.ndarray) -> 
 @click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick", show_default=True,
               help="Catalog profile of the cyclegan whose g_ab is trained (width, blocks, batch, lr).")
 @click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
-@click.option("--every", type=click.IntRange(1), default=500, show_default=True, help="Score held-out crops this often.")
+@click.option("--every", type=click.IntRange(1), default=500, show_default=True,
+              help="Score the held-out crops every this many steps.")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: the profile's].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Append one JSON line per score here.")
