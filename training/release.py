@@ -72,8 +72,10 @@ NOTES = {
                 "sees (each training photo with its true filter output, plain L1, the CycleGAN's optimiser and "
                 "batch) and scores it as `sketch_l1` does. With the quick nets it reaches ratio 0.72 / 0.63 / "
                 "0.57 / 0.53 after 1000 / 3000 / 5000 / 8000 steps at lr 2e-4, and 0.67 / 0.57 / 0.55 / 0.53 at "
-                "lr 1e-3 (best 0.52 at 6000): even with pairs it stays above the 0.5 target "
-                "(`cyclegan.sketch_bound.jsonl`).",
+                "lr 1e-3 (best 0.52 at 6000); the `full` nets (width 32, 6 blocks, batch 8, lr 1e-3) reach 0.61 / "
+                "0.55 / 0.55 after 1000 / 2000 / 3000 steps (34 min on 1 thread). Even with pairs neither gets "
+                "under the 0.5 target in these budgets (`cyclegan.sketch_bound.jsonl`), so an unpaired run of "
+                "the same nets should not be expected to: the target needs far longer training (a GPU) at least.",
 }
 
 
