@@ -152,6 +152,9 @@ class ModelSpec:
     hparams: Mapping[str, Mapping[str, Any]]  # profile -> hyper-parameters
     serves: Mapping[str, str] = field(default_factory=dict)  # triton suffix -> net role
     conditional: bool = False
+    # Hyper-parameters added after checkpoints were written, with the value those checkpoints were trained
+    # with, so an older checkpoint rebuilds (and resumes) the nets it holds, not today's default.
+    hp_before: Mapping[str, Any] = field(default_factory=dict)
 
     # -- hyper-parameters -------------------------------------------------
 
@@ -277,11 +280,14 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="cgan", family="cgan", dataset="fashion-mnist",
-            description="Conditional GAN: the class label is embedded in generator and discriminator",
+            description="Conditional GAN: label embedded in G, projection discriminator, mode-seeking term",
             nets=_nets(generator="cgan_generator", discriminator="cgan_discriminator"),
-            hparams=_with(_GAN, **{p: dict(beta1=0.5, num_classes=10) for p in PROFILES}),
+            # d_conditioning: "projection" or "plane" (label as an input channel); mode_seeking: its weight, 0 = off
+            hparams=_with(_GAN, **{p: dict(beta1=0.5, num_classes=10, d_conditioning="projection", mode_seeking=1.0)
+                                   for p in PROFILES}),
             serves={"": "generator"},
             conditional=True,
+            hp_before=dict(d_conditioning="plane", mode_seeking=0.0),
         ),
         ModelSpec(
             name="cyclegan", family="cyclegan", dataset="photo2sketch",

@@ -40,6 +40,37 @@ def test_discriminators_give_one_logit_per_image(name, role):
     assert out.shape == (5,)
 
 
+@pytest.mark.parametrize("conditioning", ["plane", "projection"])
+def test_conditional_discriminator_logit_depends_on_the_label(conditioning):
+    spec = catalog.get("cgan")
+    hp = {**tiny(spec), "d_conditioning": conditioning}
+    d = spec.build("discriminator", (28, 28, 1), hp).eval()
+    x = torch.randn(1, 1, 28, 28).repeat(10, 1, 1, 1)  # one image, every label
+    with torch.no_grad():
+        logits = d(x, torch.arange(10))
+    assert logits.unique().numel() == 10
+
+
+def test_projection_discriminator_adds_class_vector_dot_features():
+    """Projection: D(x, y) - D(x, y') = (e_y - e_y') . phi(x), whatever the head learned."""
+    spec = catalog.get("cgan")
+    d = spec.build("discriminator", (28, 28, 1), {**tiny(spec), "d_conditioning": "projection"}).eval()
+    assert d.label_plane is None
+    with torch.no_grad():
+        torch.nn.init.normal_(d.label_projection.weight)
+        x = torch.randn(2, 1, 28, 28)
+        phi = d.body(x)
+        gap = d(x, torch.tensor([3, 3])) - d(x, torch.tensor([7, 7]))
+        e = d.label_projection.weight
+    torch.testing.assert_close(gap, (phi * (e[3] - e[7])).sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_conditional_discriminator_refuses_unknown_conditioning():
+    spec = catalog.get("cgan")
+    with pytest.raises(ValueError, match="conditioning"):
+        spec.build("discriminator", (28, 28, 1), {**tiny(spec), "d_conditioning": "concat"})
+
+
 def test_wgan_critic_has_no_batch_norm_and_no_sigmoid():
     spec = catalog.get("wgan_gp")
     critic = spec.build("critic", (28, 28, 1), tiny(spec))

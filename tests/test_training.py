@@ -182,3 +182,53 @@ def test_resume_of_a_run_older_than_a_new_hparam_takes_its_default(tmp_path):
     checkpoint.save(first / "checkpoint.safetensors", nets, ckpt.meta)
     resumed = train(TrainConfig(model="cyclegan", resume=str(first), steps=3, progress=False))
     assert checkpoint.read_meta(resumed / "checkpoint.safetensors")["step"] == 3
+
+
+def test_cgan_fake_labels_come_in_same_class_pairs_for_mode_seeking():
+    from types import SimpleNamespace
+
+    from ganexport.training import cgan
+
+    recipe = SimpleNamespace(hp={"num_classes": 10}, device="cpu")
+    labels = cgan.Recipe.fake_condition(recipe, 64, torch.Generator().manual_seed(0))
+    assert labels.shape == (64,) and torch.equal(labels[:32], labels[32:])
+    assert len(labels.unique()) > 5  # still spread over the classes
+    assert cgan.Recipe.fake_condition(recipe, 5).shape == (5,)
+
+
+def test_mode_seeking_punishes_a_generator_that_ignores_z():
+    from types import SimpleNamespace
+
+    from ganexport.training import cgan
+
+    z = torch.randn(8, 4)
+    ignores_z = torch.zeros(8, 1, 6, 6)
+    uses_z = z[:, :1, None, None].expand(8, 1, 6, 6)
+    term = lambda weight, fake: cgan.Recipe.generator_regulariser(  # noqa: E731
+        SimpleNamespace(hp={"mode_seeking": weight}), z, fake)
+    assert term(1.0, ignores_z)["loss_mode_seeking"] > 100 * term(1.0, uses_z)["loss_mode_seeking"]
+    assert term(2.0, uses_z)["loss_mode_seeking"] == pytest.approx(2 * term(1.0, uses_z)["loss_mode_seeking"])
+    assert term(0.0, uses_z) == {}
+
+
+def test_cgan_mode_seeking_term_is_logged_only_when_on(tmp_path):
+    def last_record(run):
+        return json.loads((run / "health.jsonl").read_text().splitlines()[-1])
+
+    on = last_record(smoke_run(tmp_path / "on", "cgan", hp={"mode_seeking": 1.0}))
+    off = last_record(smoke_run(tmp_path / "off", "cgan", hp={"mode_seeking": 0.0}))
+    assert on["loss_mode_seeking"] > 0 and math.isfinite(on["loss_mode_seeking"])
+    assert "loss_mode_seeking" not in off
+
+
+def test_cgan_checkpoint_from_before_projection_rebuilds_and_resumes_its_label_plane(tmp_path):
+    first = smoke_run(tmp_path, "cgan", steps=2, hp={"d_conditioning": "plane", "mode_seeking": 0.0})
+    ckpt = checkpoint.load(first / "checkpoint.safetensors")
+    nets = {role: ckpt.build(role) for role in ckpt.state}
+    for key in ("d_conditioning", "mode_seeking"):  # as written before the keys existed
+        del ckpt.meta["hparams"][key]
+    checkpoint.save(first / "checkpoint.safetensors", nets, ckpt.meta)
+    old = checkpoint.load(first / "checkpoint.safetensors")
+    assert old.hp["d_conditioning"] == "plane" and old.build("discriminator").label_plane is not None
+    resumed = train(TrainConfig(model="cgan", resume=str(first), steps=3, progress=False))
+    assert checkpoint.read_meta(resumed / "checkpoint.safetensors")["step"] == 3

@@ -43,8 +43,14 @@ def test_every_model_over_triton_equals_in_process(server, published, protocol):
             np.testing.assert_array_equal(call(remote, model + "_torchscript", sig, req), call(ts_b, model, sig, req))
 
 
-def test_concurrent_requests_are_batched_and_answered_right(server, published):
-    import tritonclient.http as httpclient
+def test_concurrent_requests_are_batched_and_answered_right(published, tmp_path):
+    """Requests merged by the dynamic batcher come back split to the right callers.
+
+    The published config has no queue delay, so whether requests merge depends on
+    timing (eight blocking clients on two busy cores may never overlap). Here the
+    same model waits up to 200 ms for company, which makes merged executions certain.
+    """
+    from ganexport.benchmarks.targets import Variant, variant_repository
 
     expected_calls = 48
     rng = np.random.default_rng(3)
@@ -52,29 +58,31 @@ def test_concurrent_requests_are_batched_and_answered_right(server, published):
         sig = ort_b.metadata("dcgan")
         zs = [rng.standard_normal((1, *sig.inputs[0].shape)).astype(np.float32) for _ in range(expected_calls)]
         want = [ort_b.sample("dcgan", z) for z in zs]
-    before = _stats(server, "dcgan")
+    patient = variant_repository(published[0], ["dcgan"], Variant("wait", {"max_queue_delay_us": 200_000}),
+                                 tmp_path / "repo")
     got, errors = [None] * expected_calls, []
 
-    def worker(k):
-        with connect("triton-http", url=server.http_url) as remote:
-            for i in range(k, expected_calls, 8):
-                try:
-                    got[i] = remote.sample("dcgan", zs[i])
-                except Exception as e:  # collected, asserted below
-                    errors.append(e)
+    with TritonServer(patient, http_port=free_port(), grpc_port=free_port(), metrics_port=0) as server:
+        def worker(k):
+            with connect("triton-http", url=server.http_url) as remote:
+                for i in range(k, expected_calls, 8):
+                    try:
+                        got[i] = remote.sample("dcgan", zs[i])
+                    except Exception as e:  # collected, asserted below
+                        errors.append(e)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    [t.start() for t in threads]
-    [t.join(timeout=120) for t in threads]
+        before = _stats(server, "dcgan")
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        [t.start() for t in threads]
+        [t.join(timeout=120) for t in threads]
+        after = _stats(server, "dcgan")
     assert not errors
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
-    after = _stats(server, "dcgan")
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == expected_calls
     assert executions < inferences, "the dynamic batcher merged no requests"
-    del httpclient
 
 
 def _stats(server, model):

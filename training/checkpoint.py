@@ -45,7 +45,8 @@ class Checkpoint:
 
     @property
     def hp(self) -> dict[str, Any]:
-        return self.meta["hparams"]
+        """The run's hyper-parameters; keys it predates take the value it was trained with (``hp_before``)."""
+        return {**self.spec.hp_before, **self.meta["hparams"]}
 
     @property
     def latent_prior(self) -> tuple[list[float], list[float]] | None:

@@ -32,20 +32,26 @@ class Recipe(Family):
     def z(self, n, gen=None):
         return torch.randn(n, self.hp["latent_dim"], generator=gen).to(self.device)
 
+    def generator_regulariser(self, z, fake) -> dict[str, torch.Tensor]:
+        """Extra generator loss terms by name (cgan.py adds mode seeking); none for DCGAN."""
+        return {}
+
     def train_step(self, draw):
         G, D = self.nets[self.generator_role], self.nets[self.critic_role]
         batch = draw()
         real, n = batch["x"], len(batch["x"])
         real_label, fake_label = self.real_condition(batch), self.fake_condition(n)
-        fake = G(self.z(n), fake_label)
+        z = self.z(n)
+        fake = G(z, fake_label)
 
         real_logits, fake_logits = D(real, real_label), D(fake.detach(), fake_label)
         loss_d = losses.bce_discriminator(real_logits, fake_logits)
         grad_d = self.backward_step(loss_d, self.optimizers["d"], D)
 
-        loss_g = losses.bce_generator_nonsaturating(D(fake, fake_label))
+        extra = self.generator_regulariser(z, fake)
+        loss_g = losses.bce_generator_nonsaturating(D(fake, fake_label)) + sum(extra.values())
         grad_g = self.backward_step(loss_g, self.optimizers["g"], G)
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), **{k: v.item() for k, v in extra.items()},
                 "d_real": torch.sigmoid(real_logits).mean().item(),
                 "d_fake": torch.sigmoid(fake_logits).mean().item(),
                 "grad_d": grad_d, "grad_g": grad_g}

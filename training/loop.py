@@ -247,8 +247,9 @@ def train(cfg: TrainConfig) -> Path:
         dataset, profile = meta["dataset"], meta["profile"]
         cfg.data_dir, cfg.seed = meta.get("data_dir"), meta["seed"]
         cfg.limit, cfg.image_size = meta.get("limit"), meta.get("image_size")
-        # the run's own values; keys added to the catalog since it started take the profile's default
-        hp = {**spec.hp(profile), **meta["hparams"]}
+        # the run's own values; keys added to the catalog since it started take the value the run was
+        # trained with where the catalog records one (hp_before), else the profile's default
+        hp = {**spec.hp(profile), **resume_ckpt.hp}
         hp.update({k: v for k, v in cfg.hp.items() if v is not None})
         state_path = run_dir / "train_state.pt"
         resume_state = checkpoint.load_train_state(state_path) if state_path.exists() else None

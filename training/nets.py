@@ -133,20 +133,32 @@ class ConvGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """Image (+ optional label plane) -> strided convs -> one logit (no sigmoid).
+    """Image (+ optional label) -> strided convs -> one logit (no sigmoid).
 
     ``norm`` is "batch" for the BCE GANs and "none" for the WGAN-GP critic,
     whose gradient penalty is per-sample and must not mix the batch.
+
+    ``conditioning`` says how a label enters: "plane" adds a learned image
+    plane per class as an extra input channel; "projection" (Miyato & Koyama,
+    2018) adds the inner product of a learned class vector with the image
+    features to the logit, so the label judges what the convs saw instead of
+    being one more channel they may learn to ignore.
     """
 
-    def __init__(self, image_shape, width: int, norm: str = "batch", num_classes: int = 0):
+    def __init__(self, image_shape, width: int, norm: str = "batch", num_classes: int = 0,
+                 conditioning: str = "plane"):
         super().__init__()
+        if conditioning not in ("plane", "projection"):
+            raise ValueError(f"conditioning must be 'plane' or 'projection', got {conditioning!r}")
         h, w, c = image_shape
         steps, base = halvings(h)
         self.image_hw = (h, w)
-        self.label_plane = nn.Embedding(num_classes, h * w) if num_classes else None
         chans = [width * 2 ** i for i in range(steps)]
-        layers, cin = [], c + (1 if num_classes else 0)
+        features = chans[-1] * base * base
+        plane = bool(num_classes) and conditioning == "plane"
+        self.label_plane = nn.Embedding(num_classes, h * w) if plane else None
+        self.label_projection = nn.Embedding(num_classes, features) if num_classes and not plane else None
+        layers, cin = [], c + (1 if plane else 0)
         for i, cout in enumerate(chans):
             layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=(norm == "none" or i == 0)))
             if norm == "batch" and i > 0:
@@ -154,13 +166,19 @@ class ConvDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, True))
             cin = cout
         self.body = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(chans[-1] * base * base, 1)
+        self.head = nn.Linear(features, 1)
         init_dcgan_weights(self)
+        if self.label_projection is not None:
+            nn.init.normal_(self.label_projection.weight, 0.0, features ** -0.5)
 
     def forward(self, x, label=None):
         if self.label_plane is not None:
             x = torch.cat([x, self.label_plane(label).view(-1, 1, *self.image_hw)], dim=1)
-        return self.head(self.body(x)).squeeze(1)
+        h = self.body(x)
+        logit = self.head(h).squeeze(1)
+        if self.label_projection is not None:
+            logit = logit + (self.label_projection(label) * h).sum(1)
+        return logit
 
 
 def dcgan_generator(image_shape, hp):
@@ -180,7 +198,8 @@ def cgan_generator(image_shape, hp):
 
 
 def cgan_discriminator(image_shape, hp):
-    return ConvDiscriminator(image_shape, hp["width"], norm="batch", num_classes=hp["num_classes"])
+    return ConvDiscriminator(image_shape, hp["width"], norm="batch", num_classes=hp["num_classes"],
+                             conditioning=hp["d_conditioning"])
 
 
 # --------------------------------------------------------------------------- CycleGAN

@@ -171,7 +171,7 @@ def display_command(command: str) -> str:
 def card(model: str, path: Path, picture: str) -> str:
     """The model card: data, command, steps, wall time, hardware, metrics, picture."""
     ckpt = checkpoint.load(path)
-    meta, hp = ckpt.meta, ckpt.meta["hparams"]
+    meta, hp = ckpt.meta, ckpt.hp
     params = {role: count_parameters(ckpt.build(role)) for role in ckpt.state}
     served = ", ".join(f"`{s.name}` ({s.net})" for s in ckpt.spec.signatures(ckpt.image_shape, hp))
     records = metrics.latest(path)
