@@ -202,7 +202,8 @@ class ModelSpec:
                     description=self.description,
                 ))
                 continue
-            inputs = [TensorSpec("z", "FP32", (hp["latent_dim"],), doc="latent vector drawn from N(0, I), finite values")]
+            inputs = [TensorSpec("z", "FP32", (hp["latent_dim"],),
+                                 doc="latent vector drawn from N(0, I), finite values")]
             if self.conditional:
                 n = DATASETS[self.dataset].num_classes or hp.get("num_classes", 10)
                 inputs.append(TensorSpec("label", "INT64", (1,), 0, n - 1, f"class index 0..{n - 1}"))

@@ -253,10 +253,12 @@ def export_cmd(model, checkpoint, out):
               help="Where in-process backends find published models.")
 @click.option("--seed", default=0, type=int, help="Seeds the latent vectors.")
 @click.option("--n", "count", default=16, type=click.IntRange(min=1), help="How many samples (samplers).")
-@click.option("--label", type=int, default=None, help="Class index for conditional models [default: every class in turn].")
+@click.option("--label", type=int, default=None,
+              help="Class index for conditional models [default: every class in turn].")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
               help="Image to translate (translators): JPEG/PNG/WebP..., any size within the model's limits.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="PNG to write [default: MODEL.png].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="PNG to write [default: MODEL.png].")
 def infer(model, backend, url, repo, seed, count, label, input_path, output):
     """Sample a grid of images, or translate an image file, through any backend.
 

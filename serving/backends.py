@@ -182,7 +182,8 @@ class LocalBackend(_Base):
             vdir = self._version_dir(model)
             sig = catalog.Signature.from_dict(json.loads((vdir / "signature.json").read_text()))
             try:
-                runner = self._onnx(vdir / "model.onnx") if self.runtime == "onnxruntime" else self._ts(vdir / "model.pt")
+                runner = (self._onnx(vdir / "model.onnx") if self.runtime == "onnxruntime"
+                          else self._ts(vdir / "model.pt"))
             except Exception as e:  # a corrupt file fails in many ways; say which file
                 raise BackendError(f"{vdir}: model file does not load: {str(e).splitlines()[0][:200]}") from None
             self._loaded[model] = (sig, runner)

@@ -22,7 +22,8 @@ def _private_cache(tmp_path_factory):
 
 
 # Smoke data: cyclegan trains on a few photo2sketch crops; the others on scikit-learn's 8x8 digits (instant).
-SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits") for name, spec in catalog.MODELS.items()}
+SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits")
+              for name, spec in catalog.MODELS.items()}
 
 
 @pytest.fixture(scope="session")

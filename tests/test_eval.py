@@ -65,8 +65,9 @@ def test_each_model_gets_the_metrics_its_protocol_fits(tiny_checkpoints):
     assert fits["dcgan"] == ["class_coverage", "sharpness"]
     assert fits["cgan"] == ["cgan_acc", "sharpness"]
     assert fits["cyclegan"] == ["sketch_l1", "cycle_l1"]
-    assert all("fid_fmnist10k" in ev.applicable({**checkpoint.read_meta(tiny_checkpoints[m]), "dataset": "fashion-mnist"})
-               for m in ("autoencoder", "vae", "dcgan", "wgan_gp", "cgan"))
+    on_fashion = {m: {**checkpoint.read_meta(tiny_checkpoints[m]), "dataset": "fashion-mnist"}
+                  for m in ("autoencoder", "vae", "dcgan", "wgan_gp", "cgan")}
+    assert all("fid_fmnist10k" in ev.applicable(meta) for meta in on_fashion.values())
 
 
 def test_evaluate_appends_json_lines_beside_the_checkpoint(tiny_checkpoints, tmp_path):
@@ -193,7 +194,8 @@ def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, 
     acc = ev.latest(weights / "cgan.safetensors")["cgan_acc"]["results"]["accuracy"]
     assert f"{acc:.3f}" in text
     card = (weights / "cgan.md").read_text()
-    assert "cgan_acc" in card and release.display_command(checkpoint.read_meta(weights / "cgan.safetensors")["command"]) in card
+    command = checkpoint.read_meta(weights / "cgan.safetensors")["command"]
+    assert "cgan_acc" in card and release.display_command(command) in card
     with Image.open(weights / "cgan.png") as im:
         # digits are 8x8; one row per class of 8 samples, zoomed for viewing
         assert im.size[0] > 8 * 8 and im.size[1] > 10 * 8

@@ -110,7 +110,7 @@ def test_sigkill_under_load_fails_clients_fast_and_the_demo_falls_back_then_retu
 
         after = load.after_kill()
         assert after and all(e is not None for *_, e in after), "a call succeeded on a dead server"
-        for kind, start, end, error in after:
+        for kind, _start, _end, error in after:
             message = str(error)
             assert isinstance(error, BackendError), (kind, repr(error))
             assert "\n" not in message and "Triton at 127.0.0.1:" in message, message

@@ -190,7 +190,8 @@ def test_invalid_requests_in_a_dynamic_batch_fail_alone(server, published):
         client = httpclient.InferenceServerClient(server.http_url)
         try:
             for i in range(k, 32, 8):
-                inputs = [httpclient.InferInput(t.name, list(v.shape), t.dtype) for t, v in zip(sig.inputs, (zs[i], labels[i]))]
+                inputs = [httpclient.InferInput(t.name, list(v.shape), t.dtype)
+                          for t, v in zip(sig.inputs, (zs[i], labels[i]))]
                 inputs[0].set_data_from_numpy(zs[i])
                 inputs[1].set_data_from_numpy(labels[i])
                 try:

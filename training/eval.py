@@ -274,10 +274,12 @@ def headline(record: dict[str, Any]) -> str:
     return {
         "fid_fmnist10k": lambda: f"{r['fid']:.2f} (floor {r['floor_train_vs_test']:.2f}, n={r['n_generated']})",
         "cgan_acc": lambda: f"{r['accuracy']:.3f} (worst class {min(r['per_class'].values()):.2f})",
-        "class_coverage": lambda: f"{r['classes_present']}/{r['num_classes']} (largest share {r['largest_class_share']:.2f})",
+        "class_coverage": lambda: (f"{r['classes_present']}/{r['num_classes']} "
+                                   f"(largest share {r['largest_class_share']:.2f})"),
         "sharpness": lambda: f"{r['generated']:.4f} vs real {r['real']:.4f} (ratio {r['ratio_to_real']:.2f})",
         "sketch_l1": lambda: (f"{r['l1']:.4f} (blank page {r['baselines']['blank_page']:.4f}, "
-                              f"grayscale {r['baselines']['grayscale_photo']:.4f}; ratio {r['ratio_to_best_baseline']:.2f})"),
+                              f"grayscale {r['baselines']['grayscale_photo']:.4f}; "
+                              f"ratio {r['ratio_to_best_baseline']:.2f})"),
         "cycle_l1": lambda: f"A-B-A {r['a_b_a']:.4f}, B-A-B {r['b_a_b']:.4f}",
     }[record["metric"]]()
 

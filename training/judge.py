@@ -76,7 +76,7 @@ def train_judge(dataset: str, *, device="cpu", epochs: int = 2, batch_size: int 
     x, y = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)
     steps = epochs * (len(x) // batch_size)
     net.train()
-    for step in tqdm(range(steps), desc=f"judge {dataset}", unit="step", leave=False, disable=None):
+    for _ in tqdm(range(steps), desc=f"judge {dataset}", unit="step", leave=False, disable=None):
         idx = torch.randint(0, len(x), (batch_size,), device=device)
         xb = x[idx] + 0.05 * torch.randn_like(x[idx])  # slight noise: judge GAN samples, not only clean data
         loss = F.cross_entropy(net(xb), y[idx])

@@ -65,7 +65,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but no CUDA device is usable here (torch.cuda.is_available() is False)")
+        raise RuntimeError("--device cuda asked for, but no CUDA device is usable here "
+                           "(torch.cuda.is_available() is False)")
     return torch.device(device)
 
 
@@ -290,7 +291,8 @@ def train(cfg: TrainConfig) -> Path:
         "model": spec.name, "family": spec.family, "dataset": dataset, "data_dir": cfg.data_dir,
         "data_source": loaded.source, "train_images": len(batches), "image_shape": list(image_shape),
         "class_names": list(catalog.DATASETS[dataset].class_names), "profile": profile, "hparams": hp,
-        "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size, "command": cfg.command or shlex.join(sys.argv),
+        "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size,
+        "command": cfg.command or shlex.join(sys.argv),
         "device": str(device), "hardware": hardware(),
         "versions": _versions(),
     }

@@ -47,7 +47,8 @@ NOTES = {
            "With 16 dimensions every class appears (coats are still the rarest, see the histogram in "
            "`vae.eval.jsonl`). `ganexport train --model vae --hp latent_dim=2` trains the 2-D one that the "
            "demo's Latent tab can show.",
-    "dcgan": "Trained on 2 CPU cores with the `quick` nets (width 32, latent 64); the `full` profile is the GPU recipe.",
+    "dcgan": "Trained on 2 CPU cores with the `quick` nets (width 32, latent 64); "
+             "the `full` profile is the GPU recipe.",
     "wgan_gp": "Same generator as the DCGAN; a critic without sigmoid, gradient penalty 10, 5 critic steps per "
                "generator step. Trained with the `quick` nets on 2 CPU cores.",
     "cgan": "The label is concatenated with z in the generator and projected onto the discriminator's features "
@@ -243,7 +244,8 @@ def judge_card(path: Path) -> str:
         "| | |", "|---|---|",
         f"| file | `{path.name}`, {path.stat().st_size / 2**10:.0f} KB, fp16 safetensors |",
         f"| data | {meta['dataset']} train split, light Gaussian noise (sigma 0.05) so it also reads GAN samples |",
-        f"| command | `ganexport train-judge --dataset {meta['dataset']} --epochs {meta['epochs']} --out {path.parent.name}/{path.name}` |",
+        f"| command | `ganexport train-judge --dataset {meta['dataset']} --epochs {meta['epochs']} "
+        f"--out {path.parent.name}/{path.name}` |",
         f"| seed | {meta['seed']} |",
         f"| parameters | {params:,} |",
         f"| test accuracy | **{meta['test_accuracy']:.4f}** on the 10k test images |",
