@@ -62,8 +62,8 @@ def _copy(tiny_checkpoints, model, tmp_path):
 def test_each_model_gets_the_metrics_its_protocol_fits(tiny_checkpoints):
     fits = {m: ev.applicable(checkpoint.read_meta(p)) for m, p in tiny_checkpoints.items()}
     # tiny nets train on digits, so the Fashion-MNIST FID does not apply to them
-    assert fits["dcgan"] == ["class_coverage", "sharpness"]
-    assert fits["cgan"] == ["cgan_acc", "sharpness"]
+    assert fits["dcgan"] == ["class_coverage", "class_variety", "sharpness"]
+    assert fits["cgan"] == ["cgan_acc", "class_variety", "sharpness"]
     assert fits["cyclegan"] == ["sketch_l1", "cycle_l1"]
     on_fashion = {m: {**checkpoint.read_meta(tiny_checkpoints[m]), "dataset": "fashion-mnist"}
                   for m in ("autoencoder", "vae", "dcgan", "wgan_gp", "cgan")}
@@ -75,7 +75,7 @@ def test_evaluate_appends_json_lines_beside_the_checkpoint(tiny_checkpoints, tmp
     first = ev.evaluate(ckpt, n=50, log=lambda m: None)
     ev.evaluate(ckpt, ["cgan_acc"], n=50, seed=1, log=lambda m: None)
     lines = [json.loads(x) for x in (ckpt.parent / "eval.jsonl").read_text().splitlines()]
-    assert [r["metric"] for r in lines] == ["cgan_acc", "sharpness", "cgan_acc"]
+    assert [r["metric"] for r in lines] == ["cgan_acc", "class_variety", "sharpness", "cgan_acc"]
     acc = first[0]["results"]
     assert 0.0 <= acc["accuracy"] <= 1.0 and len(acc["per_class"]) == 10
     # balanced labels: the overall accuracy is the mean of the per-class ones
@@ -89,6 +89,32 @@ def test_class_coverage_histogram_counts_the_thousand_samples(tiny_checkpoints, 
     r = record["results"]
     assert sum(r["histogram"]) == 1000 and r["classes_present"] == sum(h > 0 for h in r["histogram"])
     assert r["largest_class_share"] == max(r["histogram"]) / 1000
+
+
+def test_within_class_l1_on_known_images():
+    import torch
+
+    black, white, grey = torch.zeros(4, 4), torch.ones(4, 4), torch.full((4, 4), 0.25)
+    images = torch.stack([black, white, grey, grey, grey])
+    labels = torch.tensor([0, 0, 1, 1, 2])  # class 0: |0 - 1| = 1; class 1: identical, 0; class 2: alone, skipped
+    assert ev.within_class_l1(images, labels, 3) == pytest.approx(0.5)
+    assert np.isnan(ev.within_class_l1(images[:1], labels[:1], 3))
+
+
+def test_class_variety_sees_a_cgan_that_ignores_z(tiny_checkpoints, tmp_path):
+    """The fault the old cgan release had: every sample of a class the same garment. Ratio 0 when z is cut."""
+    import torch
+
+    ckpt = _copy(tiny_checkpoints, "cgan", tmp_path)
+    (record,) = ev.evaluate(ckpt, ["class_variety"], log=lambda m: None)
+    assert record["results"]["ratio_to_real"] > 0 and record["results"]["grouped_by"] == "asked class"
+    loaded = checkpoint.load(ckpt)
+    nets = {role: loaded.build(role) for role in loaded.state}
+    with torch.no_grad():  # the first latent_dim inputs of the projection are z; the rest, the label embedding
+        nets["generator"].project[0].weight[:, :loaded.hp["latent_dim"]] = 0
+    checkpoint.save(ckpt, nets, loaded.meta)
+    (record,) = ev.evaluate(ckpt, ["class_variety"], log=lambda m: None)
+    assert record["results"]["ratio_to_real"] == 0.0 and record["results"]["real"] > 0
 
 
 def test_sketch_l1_reports_the_trivial_baselines(tiny_checkpoints, tmp_path):

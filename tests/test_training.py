@@ -49,6 +49,7 @@ def test_health_log_has_class_histogram(tmp_path, model):
     assert 0.0 <= last["d_real"] <= 1.0 and last["grad_g"] > 0
     if model == "cgan":
         assert 0.0 <= last["label_accuracy"] <= 1.0
+    assert last["class_variety"] >= 0
 
 
 def test_checkpoint_round_trips_exactly(tmp_path):
@@ -232,3 +233,11 @@ def test_cgan_checkpoint_from_before_projection_rebuilds_and_resumes_its_label_p
     assert old.hp["d_conditioning"] == "plane" and old.build("discriminator").label_plane is not None
     resumed = train(TrainConfig(model="cgan", resume=str(first), steps=3, progress=False))
     assert checkpoint.read_meta(resumed / "checkpoint.safetensors")["step"] == 3
+
+
+def test_health_warns_of_mode_collapse_inside_classes():
+    from ganexport.training.loop import health_warnings
+
+    assert any("inside classes" in w for w in health_warnings({}, 10, 10, class_variety=0.3))
+    assert not health_warnings({}, 10, 10, class_variety=0.9)
+    assert not health_warnings({}, 10, 10)

@@ -126,6 +126,22 @@ def laplacian_variance(images: np.ndarray) -> float:
     return float(F.conv2d(x, kernel).flatten(1).var(1).mean())
 
 
+def within_class_l1(images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int = 50) -> float:
+    """Mean L1 between two different images of one class (pixels in [0, 1]), averaged over the classes.
+
+    The class histogram cannot see a generator that draws one garment per class;
+    this can: for real images it is about 0.19 on Fashion-MNIST, for a collapsed
+    class 0. At most ``per_class`` images of each class are compared pairwise.
+    Returns NaN when no class has two images.
+    """
+    per = []
+    for c in range(num_classes):
+        x = images[labels == c][:per_class].flatten(1).double()
+        if len(x) >= 2:
+            per.append(float(torch.cdist(x, x, p=1).sum() / (len(x) * (len(x) - 1) * x.shape[1])))
+    return float(np.mean(per)) if per else float("nan")
+
+
 def mean_l1(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute pixel difference on a 0..1 scale."""
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean() / 255.0)
@@ -183,6 +199,20 @@ def class_coverage(ctx: Context) -> dict[str, Any]:
             "kl_from_uniform": float(sum(pi * np.log(pi * k) for pi in p if pi > 0)), "n": n}
 
 
+def class_variety(ctx: Context) -> dict[str, Any]:
+    n = 1000  # the protocol: 1k samples, 1k real test images, at most 50 of each class compared pairwise
+    k = ctx.judge.head.out_features
+    asked = _balanced_labels(ctx, n)
+    fake = ctx.sample(n, asked)
+    labels = asked if asked is not None else ctx.predict(fake)
+    test = ctx.real("test")
+    as_unit = lambda a: torch.from_numpy(a).float() / 255.0  # noqa: E731
+    gen = within_class_l1(as_unit(fake), torch.from_numpy(labels), k)
+    ref = within_class_l1(as_unit(test.images[:n]), torch.from_numpy(test.labels[:n]), k)
+    return {"generated": gen, "real": ref, "ratio_to_real": gen / ref, "n": n,
+            "grouped_by": "asked class" if asked is not None else "judged class"}
+
+
 def sharpness(ctx: Context) -> dict[str, Any]:
     n = min(ctx.n or 10_000, 10_000)
     real = ctx.real("test").images[:n]
@@ -221,6 +251,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            lambda s, d: s.conditional and _labelled_sampler(s, d), cgan_acc, 10_000),
     Metric("class_coverage", "classes present among 1k unconditional samples, and the histogram",
            lambda s, d: _labelled_sampler(s, d) and not s.conditional, class_coverage, 1000),
+    Metric("class_variety", "mean L1 between two of 1k samples of one class (cgan: asked, others: judged) over the "
+           "same for real test images (mode collapse inside a class shows as a low ratio)",
+           _labelled_sampler, class_variety, 1000),
     Metric("sharpness", "mean Laplacian variance of samples vs real test images (blur shows as a low ratio)",
            lambda s, d: s.family != "cyclegan", sharpness, 10_000),
     Metric("sketch_l1", "L1 of G_A->B(photo) vs the true pencil-sketch filter on held-out photos, with the trivial "
@@ -276,6 +309,7 @@ def headline(record: dict[str, Any]) -> str:
         "cgan_acc": lambda: f"{r['accuracy']:.3f} (worst class {min(r['per_class'].values()):.2f})",
         "class_coverage": lambda: (f"{r['classes_present']}/{r['num_classes']} "
                                    f"(largest share {r['largest_class_share']:.2f})"),
+        "class_variety": lambda: f"{r['generated']:.3f} vs real {r['real']:.3f} (ratio {r['ratio_to_real']:.2f})",
         "sharpness": lambda: f"{r['generated']:.4f} vs real {r['real']:.4f} (ratio {r['ratio_to_real']:.2f})",
         "sketch_l1": lambda: (f"{r['l1']:.4f} (blank page {r['baselines']['blank_page']:.4f}, "
                               f"grayscale {r['baselines']['grayscale_photo']:.4f}; "

@@ -32,6 +32,7 @@ import ganexport
 from ganexport import catalog
 from ganexport.machine import cpu_model
 from ganexport.training import checkpoint, data, judge
+from ganexport.training.eval import within_class_l1
 from ganexport.training.plots import save_grid, save_loss_curves
 
 Batch = dict[str, torch.Tensor]
@@ -181,7 +182,8 @@ def family_class(spec: catalog.ModelSpec) -> type[Family]:
 # --------------------------------------------------------------------------- health
 
 
-def health_warnings(logs: dict[str, float], classes_present: int | None, num_classes: int) -> list[str]:
+def health_warnings(logs: dict[str, float], classes_present: int | None, num_classes: int,
+                    class_variety: float | None = None) -> list[str]:
     """The failure modes the seed material warns about, spelled out when the numbers show them."""
     warnings = []
     if "d_real" in logs and "d_fake" in logs and logs["d_real"] > 0.98 and logs["d_fake"] < 0.02:
@@ -190,6 +192,9 @@ def health_warnings(logs: dict[str, float], classes_present: int | None, num_cla
         warnings.append(f"generator gradient norm {logs['grad_g']:.1e}: vanishing gradients")
     if classes_present is not None and num_classes and classes_present <= num_classes // 2:
         warnings.append(f"only {classes_present}/{num_classes} classes in 1k samples: mode collapse?")
+    if class_variety is not None and class_variety < 0.5:
+        warnings.append(f"samples of one class differ {class_variety:.2f}x as much as real ones: "
+                        "mode collapse inside classes?")
     if any(not math.isfinite(v) for v in logs.values()):
         warnings.append("non-finite loss: training diverged")
     return warnings
@@ -302,13 +307,15 @@ def train(cfg: TrainConfig) -> Path:
     judge_net = None
     if num_classes and spec.family != "cyclegan":
         judge_net = judge.load_judge(dataset, device=device)
+        real_variety = _real_variety(batches, num_classes)
     wall0, wall_before = time.time(), (resume_ckpt.meta.get("wall_time_s", 0.0) if resume_ckpt else 0.0)
 
     def checkpoint_now(step: int, logs: dict[str, float]) -> dict[str, Any]:
         recipe.train_mode(False)
         with torch.no_grad():
             images, nrow = recipe.grid()
-            health = _class_health(recipe, judge_net, num_classes, cfg.seed) if judge_net is not None else {}
+            health = (_class_health(recipe, judge_net, num_classes, cfg.seed, real_variety)
+                      if judge_net is not None else {})
         recipe.train_mode(True)
         save_grid(images, nrow, run_dir / "samples" / f"step_{step:06d}.png")
         save_grid(images, nrow, run_dir / "samples.png")
@@ -347,7 +354,8 @@ def train(cfg: TrainConfig) -> Path:
                 record = {"step": done, **logs, **health}
                 history.write(json.dumps(record) + "\n")
                 history.flush()
-                for w in health_warnings(logs, health.get("classes_present"), num_classes):
+                for w in health_warnings(logs, health.get("classes_present"), num_classes,
+                                         health.get("class_variety")):
                     tqdm.write(f"[{spec.name} step {done}] warning: {w}")
     if start >= total:  # resumed a finished run: still leave fresh pictures
         checkpoint_now(total, logs)
@@ -374,8 +382,19 @@ def set_learning_rate(optimizers, lr: float) -> None:
             group["lr"] = lr
 
 
-def _class_health(recipe: Family, judge_net, num_classes: int, seed: int) -> dict[str, Any]:
-    """Class histogram of 1k samples judged by the classifier; for cGAN also how often the asked class came out."""
+def _real_variety(batches: Batches, num_classes: int) -> float:
+    """``within_class_l1`` of 1k training images: what a generator's samples are compared with."""
+    if "y" not in batches.tensors:
+        return float("nan")
+    n = len(batches.tensors["x"])
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:1000]  # its own stream, not training's
+    x, y = batches.tensors["x"].cpu()[idx], batches.tensors["y"].cpu()[idx]
+    return within_class_l1((x + 1) / 2, y, num_classes)
+
+
+def _class_health(recipe: Family, judge_net, num_classes: int, seed: int, real_variety: float) -> dict[str, Any]:
+    """Class histogram of 1k samples judged by the classifier; for cGAN also how often the asked class came out;
+    and how much samples of one class differ, against real images (``class_variety``; 1 = as much as real)."""
     gen = torch.Generator().manual_seed(seed + 2)
     images, asked = recipe.samples(1000, gen)
     pred = judge.predict(judge_net, images)
@@ -383,4 +402,7 @@ def _class_health(recipe: Family, judge_net, num_classes: int, seed: int) -> dic
     out = {"class_histogram": hist, "classes_present": int(sum(h > 0 for h in hist))}
     if asked is not None:
         out["label_accuracy"] = float((pred == asked).float().mean())
+    variety = within_class_l1((images.cpu() + 1) / 2, (asked if asked is not None else pred).cpu(), num_classes)
+    if math.isfinite(variety) and real_variety > 0:
+        out["class_variety"] = variety / real_variety
     return out
