@@ -1,6 +1,6 @@
 # The README's commands. `make test` and (soon) `make demo` set everything up from scratch.
 #
-#   make setup   .venv with torch, the package and its test tools; Debian data packages when apt is usable
+#   make setup   .venv with torch, the package and its test tools; Debian data and photo packages when apt is usable
 #   make test    setup, then the whole test suite
 #   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
@@ -17,11 +17,17 @@ EXTRAS ?= train,serve,test
 # Debian packages the project reads at run time: Fashion-MNIST, real photos for photo2sketch, and the
 # browser the demo tests drive.
 APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium
+# Debian packages whose photographs photo2sketch trains on (training/photo_sources.tsv lists each photo). Only
+# their files are needed, and some are programs with large dependencies (kphotoalbum pulls in KDE), so they are
+# downloaded and unpacked under PHOTO_ROOT rather than installed; one that is installed is used where it is.
+PHOTO_PACKAGES = gcompris-qt-data scratch tuxpaint-data kphotoalbum opencv-doc gnome-control-center-data \
+	lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 plasma-workspace-wallpapers lxqt-themes
+PHOTO_ROOT ?= /opt/ganexport/photo-packages
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test demo smoke bench clean
+.PHONY: setup system-deps photo-packages test demo smoke bench clean
 
-setup: system-deps $(VENV)/.setup-done
+setup: system-deps photo-packages $(VENV)/.setup-done
 
 # Installs only what is missing, and only where apt-get can run (root); otherwise it says what to install.
 system-deps:
@@ -32,6 +38,21 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
 		echo "note: missing Debian packages:$$missing (install them with apt-get; tests that need them will skip)"; \
+	fi
+
+# Unpacks what is missing; where apt-get cannot run, says so (photo2sketch then trains on the photos it finds).
+photo-packages:
+	@missing=""; for p in $(PHOTO_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || [ -f $(PHOTO_ROOT)/.$$p ] \
+		|| missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "unpacking photo packages into $(PHOTO_ROOT):$$missing"; \
+		tmp=$$(mktemp -d); ( cd $$tmp && apt-get download -qq $$missing 2>/dev/null \
+			|| { apt-get update -qq && apt-get download -qq $$missing; } ) || { rm -rf $$tmp; exit 1; }; \
+		mkdir -p $(PHOTO_ROOT); for deb in $$tmp/*.deb; do dpkg-deb -x $$deb $(PHOTO_ROOT) || exit 1; done; \
+		for p in $$missing; do touch $(PHOTO_ROOT)/.$$p; done; rm -rf $$tmp; \
+	else \
+		echo "note: photo packages not found:$$missing (run make setup as root to unpack them; photo2sketch uses the photos it finds)"; \
 	fi
 
 $(VENV)/.setup-done: pyproject.toml Makefile

@@ -176,13 +176,7 @@ def model_label(model: str, sig: catalog.Signature | None = None) -> str:
         what = other[0].description if len(other) == 1 else f"{shape[1]}x{shape[0]} images"
         return (f"**{model}**: {base.description}; this build makes {shape[1]}x{shape[0]} images, so it was "
                 f"trained on {what}, not on the released recipe's {base.dataset}.")
-    if base.dataset == "photo2sketch":
-        trained = ("trained on the photo2sketch set: A = 2,000 64x64 crops of real photos (the photos that "
-                   "ship with scikit-image and scikit-learn, plus Debian's MATE nature backgrounds when "
-                   "installed), B = 1,800 crops of *other* photos passed through a fixed pencil-sketch "
-                   "filter. The sketch domain is made by a filter, not drawn by people.")
-    else:
-        trained = f"trained on {data.description}."
+    trained = f"trained on {data.description}."
     return f"**{model}**: {base.description}; {trained}"
 
 

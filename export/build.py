@@ -52,7 +52,7 @@ def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, train_if
                     log: Log = print) -> tuple[Path, checkpoint.Checkpoint]:
     """The checkpoint build, export and verify work from: the one given, else ``find_checkpoint``,
     else (build only) a quick-profile run trained now. Refuses a checkpoint of another model."""
-    path = Path(checkpoint_path) if checkpoint_path else find_checkpoint(model)
+    path = checkpoint.resolve(checkpoint_path) if checkpoint_path else find_checkpoint(model)
     if path is None:
         if not train_if_missing:
             raise checkpoint.CheckpointError(f"no checkpoint for {model}: no weights/{model}.safetensors and no run "

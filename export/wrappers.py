@@ -14,13 +14,12 @@ uint8 alone would hide errors under the rounding step).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ganexport import catalog
+from ganexport.training.nets import TRANSLATE_MULTIPLE as MULTIPLE
 from ganexport.training.nets import to_uint8  # noqa: F401  (re-exported: the graph's rounding rule)
-
-MULTIPLE = 4  # two stride-2 downsamplings in the ResNet generator
+from ganexport.training.nets import translate_any_size
 
 
 class Sampler(nn.Module):
@@ -73,12 +72,7 @@ class Translator(nn.Module):
 
     @torch.jit.export
     def float_forward(self, image: torch.Tensor) -> torch.Tensor:
-        h, w = image.shape[1], image.shape[2]
-        x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        m = self.multiple
-        pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
-        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-        return self.net(x)[:, :, :h, :w]
+        return translate_any_size(self.net, image, self.multiple)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.float_forward(image))

@@ -139,6 +139,35 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
         click.echo(f"  {run_dir / name}")
 
 
+@cli.command()
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one row per installed photo (name, package, licence, credit, split, size) to this TSV.")
+def photos(manifest):
+    """The real photographs photo2sketch trains on: how many each package gives, which are missing.
+
+    \b
+    Examples:
+      ganexport photos                                   # counts per package, train / held-out split
+      ganexport photos --manifest photos.tsv             # every photo with its source, licence and size
+    """
+    from ganexport.training import photos as collection
+
+    have, missing = collection.available()
+    by_package: dict[str, list[int]] = {}
+    for p in have:
+        by_package.setdefault(p.package, [0, 0])[p.split == "test"] += 1
+    for package, (train, test) in sorted(by_package.items()):
+        click.echo(f"{package:32s} {train + test:4d} photos ({test} held out)")
+    for package, n in sorted(missing.items()):
+        click.echo(f"{package:32s} {n:4d} listed, not installed (make setup unpacks it)")
+    held_out = sum(p.split == "test" for p in have)
+    click.echo(f"{len(have)} photos installed: {len(have) - held_out} for training, {held_out} held out "
+               f"(by photo); list: {collection.SOURCES_FILE.name}")
+    if manifest:
+        collection.write_manifest(collection.manifest(have), manifest)
+        click.echo(f"manifest: {len(have)} photos -> {manifest}")
+
+
 @cli.command("train-judge")
 @click.option("--dataset", default="fashion-mnist", type=click.Choice(
     [n for n, d in catalog.DATASETS.items() if d.num_classes]), help="A labelled dataset.")

@@ -222,7 +222,7 @@ def test_photo2sketch_train_deterministic():
 
 def test_photo2sketch_test_aligned():
     pair = data.load_domains("photo2sketch", split="test", limit=8)
-    assert pair.aligned and pair.a.shape == pair.b.shape == (8, 64, 64, 3)
+    assert pair.aligned and pair.a.shape == pair.b.shape == (8, *catalog.DATASETS["photo2sketch"].image_shape)
     for a, b in zip(pair.a, pair.b):
         np.testing.assert_array_equal(b, pencil_sketch(a))
 

@@ -146,6 +146,40 @@ def test_sketch_bound_trains_the_catalog_generator_on_pairs_and_records_its_scor
     assert "g_ab of cyclegan/smoke (width 4, 1 blocks)" in result.output
 
 
+def test_whole_photo_protocol_scores_the_filter_perfect_and_a_blank_page_zero():
+    from ganexport.sketch import pencil_sketch
+    from ganexport.training import photos
+
+    rng = np.random.default_rng(0)
+    shots = [rng.integers(0, 256, (40 + 8 * i, 52, 3), dtype=np.uint8) for i in range(3)]
+    held_out = [(f"p{i}", shot, pencil_sketch(shot)) for i, shot in enumerate(shots)]
+    exact = ev.score_sketches(pencil_sketch, held_out)
+    blank = ev.score_sketches(lambda p: np.full_like(p, 255), held_out)
+    assert exact["f1"] == 1.0 and exact["l1"] == 0.0 and exact["l1_ratio"] == 0.0
+    assert blank["f1"] == 0.0 and blank["l1_ratio"] == pytest.approx(1.0) and blank["stroke_share"] == 0.0
+    assert len(exact["per_photo_f1"]) == 3 and photos.LONG_SIDE == 512
+
+
+def test_sketch_f1_512_translates_whole_held_out_photos(tiny_checkpoints, tmp_path):
+    from ganexport.training import photos
+
+    if not photos.available("test")[0]:
+        pytest.skip("no held-out photo installed")
+    ckpt = _copy(tiny_checkpoints, "cyclegan", tmp_path)
+    f1, back = ev.evaluate(ckpt, ["sketch_f1_512", "photo_l1_512"], log=lambda m: None)
+    r = f1["results"]
+    assert r["n_photos"] == len(photos.available("test")[0]) and r["photos"][0] == photos.available("test")[0][0].name
+    assert r["baselines"]["blank_page"]["f1"] == 0.0 and r["baselines"]["blank_page"]["l1_ratio"] == pytest.approx(1)
+    assert 0 <= r["f1"] <= 1 and r["l1_ratio"] > 0 and 0.02 < r["filter_stroke_share"] < 0.4
+    assert r["baselines"]["sobel_edges"]["f1"] > 0.3  # edges line up with the filter's strokes on real photos
+    assert back["results"]["l1"] > 0 and back["results"]["baselines"]["sketch_itself"] > 0
+    # the paired-ceiling script scores whole photos exactly as this metric does
+    from ganexport.training import sketch_bound
+
+    net = checkpoint.load(ckpt).build("g_ab").eval()
+    assert sketch_bound.held_out_photos_score(net)["f1"] == pytest.approx(r["f1"], rel=1e-9)
+
+
 def test_unknown_or_unfit_metrics_are_refused(tiny_checkpoints, tmp_path):
     ckpt = _copy(tiny_checkpoints, "dcgan", tmp_path)
     with pytest.raises(ValueError, match="unknown metric"):
@@ -225,8 +259,11 @@ def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, 
     with Image.open(weights / "cgan.png") as im:
         # digits are 8x8; one row per class of 8 samples, zoomed for viewing
         assert im.size[0] > 8 * 8 and im.size[1] > 10 * 8
-    with Image.open(weights / "cyclegan.png") as im:
-        assert im.mode == "RGB"
+    with Image.open(weights / "cyclegan.png") as im:  # photo | sketch | filter | back, per held-out photo
+        assert im.mode == "RGB" and im.size[0] == 4 * 320 + 5 * 4 and im.size[1] >= 320
+    with Image.open(weights / "cyclegan_b2a.png") as im:  # sketch | G_B->A(sketch) | photo
+        assert im.size[0] == 3 * 320 + 4 * 4
+    assert "cyclegan_b2a.png" in (weights / "cyclegan.md").read_text()
 
 
 # --------------------------------------------------------------------------- what ships

@@ -139,6 +139,20 @@ def test_build_refuses_a_checkpoint_of_another_model(tmp_path, tiny_checkpoints)
     assert not (tmp_path / "r").exists()
 
 
+def test_build_takes_a_run_directory_as_its_checkpoint(tmp_path, tiny_checkpoints):
+    """`ganexport build --checkpoint runs/<model>/<run-id>`, the form the README shows."""
+    from click.testing import CliRunner
+
+    from ganexport.cli import cli
+
+    run_dir = tiny_checkpoints["dcgan"].parent
+    result = CliRunner().invoke(cli, ["build", "-m", "dcgan", "--checkpoint", str(run_dir),
+                                      "--repository", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "dcgan" / "1" / "parity.json").read_text())
+    assert report["source"]["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoints["dcgan"].read_bytes()).hexdigest()
+
+
 def test_tensorrt_build_accelerates_the_onnx_model_only(tmp_path, tiny_checkpoints):
     repo = tmp_path / "r"
     pipeline.build("dcgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=repo, flavor="native", gpu=True,

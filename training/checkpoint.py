@@ -85,7 +85,7 @@ def save(path: str | Path, nets: dict[str, torch.nn.Module], meta: dict[str, Any
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """Only the metadata (cheap: safetensors reads the header, not the weights)."""
-    path = _existing(path)
+    path = resolve(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
@@ -98,7 +98,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint (or a run directory holding checkpoint.safetensors)."""
-    path = _existing(path)
+    path = resolve(path)
     meta = read_meta(path)
     try:
         flat = load_file(str(path))
@@ -111,7 +111,8 @@ def load(path: str | Path) -> Checkpoint:
     return Checkpoint(meta, state)
 
 
-def _existing(path: str | Path) -> Path:
+def resolve(path: str | Path) -> Path:
+    """The checkpoint file a user names: the file itself, or a run directory's checkpoint.safetensors."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.safetensors"

@@ -22,29 +22,24 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ganexport import catalog, images
-from ganexport.sketch import pencil_sketch
+from ganexport.training import photos
+from ganexport.sketch import pencil_sketch, stroke_mask
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-MATE_NATURE_DIR = "/usr/share/backgrounds/mate/nature"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 SPLITS = ("train", "test")
 IDX_PREFIX = {"train": "train", "test": "t10k"}
 DIGITS_TRAIN = 1500  # load_digits has 1797 images: first 1500 train, the remaining 297 test
 
-# photo2sketch: real RGB photos that ship inside the scikit-image wheel (no pooch
-# download). `cat` is skipped (it is `chelsea`), grayscale and scientific images
-# (camera, moon, hubble_deep_field, retina, ...) are skipped because domain A is
-# colour photos of everyday scenes.
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
-SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
-P2S_TEST_EVERY = 6  # every 6th photo (sorted by name) is held out for split="test"
-P2S_SCALE = 3  # photos are scaled so the shorter side is 3x the crop size before cropping
-P2S_COUNTS = {"train": (2000, 1800), "test": (200, 200)}
+# photo2sketch (the photos themselves: training/photos.py): crops per domain, and the share of a crop
+# that must be pencil strokes for it to be kept (the filter draws strokes on 4-24% of a whole photo).
+P2S_COUNTS = {"train": (4000, 4000), "test": (200, 200)}
+P2S_MIN_STROKES = 0.03
+P2S_CROP_TRIES = 50
 
 
 class DatasetError(Exception):
@@ -72,6 +67,7 @@ class DomainPair:
     b: np.ndarray
     source: str
     aligned: bool = False
+    photos: list[dict] | None = None  # photo2sketch: the manifest of the photos behind each domain
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -131,7 +127,7 @@ def load_images(dataset: str, *, data_dir: str | None = None, split: str = "trai
 
 
 def load_domains(dataset: str, *, data_dir: str | None = None, split: str = "train",
-                 image_size: int | None = 64, seed: int = 0, limit: int | None = None) -> DomainPair:
+                 image_size: int | None = None, seed: int = 0, limit: int | None = None) -> DomainPair:
     """Load CycleGAN's two domains A and B (uint8 RGB, ``image_size`` square).
 
     ``limit``: for photo2sketch the number of crops per domain (defaults
@@ -362,100 +358,92 @@ def _load_cyclegan_folder(root: Path, split: str, size: int, seed: int, limit: i
 # --------------------------------------------------------------------------- photo2sketch
 
 
-def _photo_loaders() -> dict[str, Callable[[int], np.ndarray]]:
-    """Every offline photo by stable name -> ``load(short)`` returning uint8 HxWx3.
-
-    ``short`` is a hint (the shorter side wanted) that lets large JPEGs decode
-    at a reduced scale; the caller still resizes exactly.
-    """
-    try:
-        import skimage.data
-        from sklearn.datasets import load_sample_image
-    except ImportError:
-        raise DatasetError("dataset 'photo2sketch' needs scikit-image and scikit-learn; "
-                           "pip install 'ganexport[train]'") from None
-
-    def skimage_photo(name: str) -> np.ndarray:
-        if name == "motorcycle":
-            return skimage.data.stereo_motorcycle()[0]  # left view; the right one is nearly identical
-        return getattr(skimage.data, name)()
-
-    loaders: dict[str, Callable[[int], np.ndarray]] = {}
-    for name in SKIMAGE_PHOTOS:
-        loaders[f"skimage/{name}"] = lambda short, n=name: skimage_photo(n)
-    for name in SKLEARN_PHOTOS:
-        loaders[f"sklearn/{name}"] = lambda short, n=name: load_sample_image(n)
-    mate = Path(MATE_NATURE_DIR)
-    if mate.is_dir():
-        for path in sorted(mate.glob("*.jpg")):
-            loaders[f"mate/{path.name}"] = lambda short, p=path: np.asarray(_open_rgb(p, short))
-    return dict(sorted(loaders.items()))
-
-
 def photo2sketch_photos(split: str = "train") -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Names of the photos behind domain A and domain B of a split.
+    """Names of the installed photos behind domain A and domain B of a split.
 
-    Sorted by name, every ``P2S_TEST_EVERY``-th photo is held out for "test"
-    (both domains come from the same photos there, aligned); the rest
-    alternate between A and B for "train", so the two train domains never
-    share a photo and CycleGAN really learns from unpaired data.
+    "test" is the held-out photos (``photos.TEST_EVERY``, by name hash), both
+    domains from the same photos, aligned; "train" alternates the others
+    between A and B, so the two train domains never share a photo and the
+    CycleGAN really learns from unpaired data.
     """
     _check_args(split)
-    names = list(_photo_loaders())
-    test = tuple(n for i, n in enumerate(names) if i % P2S_TEST_EVERY == 0)
-    rest = [n for i, n in enumerate(names) if i % P2S_TEST_EVERY != 0]
+    names = [p.name for p in photos.available(split)[0]]
     if split == "test":
-        return test, test
-    return tuple(rest[0::2]), tuple(rest[1::2])
+        return tuple(names), tuple(names)
+    return tuple(names[0::2]), tuple(names[1::2])
 
 
-def _prepared_photos(names: tuple[str, ...], size: int) -> list[np.ndarray]:
-    """Load photos and scale each so the shorter side is about P2S_SCALE crops wide."""
-    from PIL import Image
-
-    loaders = _photo_loaders()
-    out = []
-    for name in names:
-        try:
-            im = Image.fromarray(np.ascontiguousarray(loaders[name](P2S_SCALE * size)[:, :, :3]))
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"cannot read photo {name} ({e}); reinstall scikit-image / mate-backgrounds") from None
-        short = max(size, min(P2S_SCALE * size, min(im.size)))
-        out.append(np.asarray(_resize_short_side(im, short), dtype=np.uint8))
-    return out
+def _photos_by_name(names: tuple[str, ...]) -> list[photos.Photo]:
+    by_name = {p.name: p for p in photos.catalogue()}
+    return [by_name[n] for n in names]
 
 
-def _random_crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` size x size crops: random photo, random position, random horizontal flip."""
+def _structured_crops(chosen: list[photos.Photo], n: int, size: int, rng: np.random.Generator,
+                      take_sketch: bool) -> np.ndarray:
+    """``n`` size x size crops of photos at the served scale, each with pencil strokes on P2S_MIN_STROKES of it.
+
+    A crop of sky or a white wall is a blank page in domain B; with many of them
+    the discriminator learns that blank patches are sketches and the generator
+    draws nothing. Each crop is drawn from a random photo at a random position
+    (random horizontal flip) until the filter marks enough stroke pixels there;
+    a photo too small for the crop is scaled up to fit.
+    """
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
-        photo = photos[rng.integers(len(photos))]
-        y = rng.integers(photo.shape[0] - size + 1)
-        x = rng.integers(photo.shape[1] - size + 1)
-        crop = photo[y:y + size, x:x + size]
-        out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
+        for attempt in range(P2S_CROP_TRIES):
+            photo = chosen[rng.integers(len(chosen))]
+            pic, sketch = _fit(photos.at_long_side(photo), size), _fit(photos.sketch_at_long_side(photo), size)
+            y, x = rng.integers(pic.shape[0] - size + 1), rng.integers(pic.shape[1] - size + 1)
+            strokes = stroke_mask(sketch[y:y + size, x:x + size]).mean()
+            if strokes >= P2S_MIN_STROKES or attempt == P2S_CROP_TRIES - 1:
+                crop = (sketch if take_sketch else pic)[y:y + size, x:x + size]
+                out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
+                break
     return out
+
+
+def _fit(arr: np.ndarray, size: int) -> np.ndarray:
+    """``arr`` unchanged, or scaled up so that both sides hold a ``size`` crop."""
+    h, w = arr.shape[:2]
+    if min(h, w) >= size:
+        return arr
+    from PIL import Image
+
+    scale = size / min(h, w)
+    return np.asarray(Image.fromarray(arr).resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                                                  Image.Resampling.BICUBIC))
 
 
 def _load_photo2sketch(split: str, size: int, seed: int, limit: int | None) -> DomainPair:
-    """Train: A = crops of half the photos, B = sketches of crops of the other half.
+    """Train: A = crops of half the photos, B = the filter's sketches of crops of the other half.
 
     Test: crops of held-out photos as A and ``pencil_sketch`` of the same
     crops as B (aligned), to score G_A->B against the exact filter output.
+    Photos are at the served scale (``photos.LONG_SIDE`` on the longer side);
+    a small ``limit`` reads only that many photos per domain (tests).
     """
     if size < 8:
         raise DatasetError(f"photo2sketch image_size must be at least 8, got {size}")
     names_a, names_b = photo2sketch_photos(split)
     if not names_a or not names_b:
-        raise DatasetError("photo2sketch found too few photos; pip install scikit-image scikit-learn")
+        raise DatasetError("photo2sketch found too few photos; pip install scikit-image scikit-learn and "
+                           "apt-get install the photo packages (make setup)")
     n_a, n_b = (limit, limit) if limit is not None else P2S_COUNTS[split]
+    rng = np.random.default_rng([seed, 3])
+    pick = lambda names, k: _photos_by_name(  # noqa: E731
+        names if k >= len(names) else tuple(np.asarray(names)[np.sort(rng.choice(len(names), k, replace=False))]))
+    chosen_a, chosen_b = pick(names_a, n_a), pick(names_b, n_b)
+    missing = photos.available()[1]
+    note = f"; not installed: {', '.join(f'{k} ({v})' for k, v in sorted(missing.items()))}" if missing else ""
     if split == "test":
-        a = _random_crops(_prepared_photos(names_a, size), n_a, size, np.random.default_rng([seed, 2]))
+        a = _structured_crops(chosen_a, n_a, size, np.random.default_rng([seed, 2]), take_sketch=False)
         b = np.stack([pencil_sketch(crop) for crop in a])
-        return DomainPair(a, b, f"photo2sketch test: {n_a} crops of {len(names_a)} held-out photos, "
-                                "B = pencil_sketch of the same crops", aligned=True)
-    a = _random_crops(_prepared_photos(names_a, size), n_a, size, np.random.default_rng([seed, 0]))
-    crops_b = _random_crops(_prepared_photos(names_b, size), n_b, size, np.random.default_rng([seed, 1]))
-    b = np.stack([pencil_sketch(crop) for crop in crops_b])
-    return DomainPair(a, b, f"photo2sketch train: A = {n_a} crops of {len(names_a)} photos, "
-                            f"B = {n_b} pencil-sketch crops of {len(names_b)} other photos (B is made by a filter)")
+        return DomainPair(a, b, f"photo2sketch test: {n_a} {size}x{size} crops of {len(chosen_a)} held-out photos "
+                                f"at {photos.LONG_SIDE} px, B = pencil_sketch of the same crops{note}", aligned=True)
+    a = _structured_crops(chosen_a, n_a, size, np.random.default_rng([seed, 0]), take_sketch=False)
+    b = _structured_crops(chosen_b, n_b, size, np.random.default_rng([seed, 1]), take_sketch=True)
+    used = [{"domain": d, **row} for d, chosen in (("A", chosen_a), ("B", chosen_b)) for row in photos.manifest(chosen)]
+    return DomainPair(a, b, f"photo2sketch train: A = {n_a} {size}x{size} crops of {len(chosen_a)} photos, "
+                            f"B = {n_b} pencil-sketch crops of {len(chosen_b)} other photos (B is made by a filter), "
+                            f"photos at {photos.LONG_SIDE} px on the longer side, crops with strokes on at least "
+                            f"{P2S_MIN_STROKES:.0%} of pixels{note}", photos=used)

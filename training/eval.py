@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ganexport import catalog
-from ganexport.training import checkpoint, data, judge
-from ganexport.training.nets import to_uint8
+from ganexport.sketch import luminance, sobel_sketch, stroke_f1, stroke_mask
+from ganexport.training import checkpoint, data, judge, photos
+from ganexport.training.nets import to_uint8, translate_any_size
 
 BATCH = 500
 
@@ -88,6 +89,17 @@ class Context:
         net = self.net(role)
         return np.concatenate([to_uint8(net(judge.to_tensor(images[i:i + 16], self.device))).cpu().numpy()
                                for i in range(0, len(images), 16)])
+
+    @torch.no_grad()
+    def translate_whole(self, role: str, image: np.ndarray) -> np.ndarray:
+        """One uint8 HxWxC image of any size through the served graph's own pad-and-crop."""
+        x = torch.from_numpy(np.array(image)).unsqueeze(0).to(self.device)  # a copy: cached photos are read-only
+        return to_uint8(translate_any_size(self.net(role), x)).cpu().numpy()[0]
+
+    def held_out_photos(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, photo, its pencil sketch) of every held-out photo at the served size."""
+        return self.once("held_out", lambda: [(p.name, photos.at_long_side(p), photos.sketch_at_long_side(p))
+                                              for p in photos.available("test")[0]])
 
     @torch.no_grad()
     def features(self, images: np.ndarray) -> np.ndarray:
@@ -232,6 +244,51 @@ def sketch_l1(ctx: Context) -> dict[str, Any]:
             "data": pair.source}
 
 
+def score_sketches(draw: Callable[[np.ndarray], np.ndarray],
+                   held_out: list[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Stroke F1 (1-pixel tolerance) and L1 of ``draw(photo)`` against the filter, over whole photos.
+
+    ``f1`` is the mean over photos; ``l1_ratio`` is the mean L1 over the mean
+    L1 of a blank page on the same photos (1 = no better than drawing nothing).
+    """
+    scores, l1, blank, share = [], [], [], []
+    for _, photo, truth in held_out:
+        drawn = draw(photo)
+        scores.append(stroke_f1(drawn, truth))
+        l1.append(mean_l1(drawn, truth))
+        blank.append(mean_l1(np.full_like(truth, 255), truth))
+        share.append(float(stroke_mask(drawn).mean()))
+    mean = lambda key: float(np.mean([s[key] for s in scores]))  # noqa: E731
+    return {"f1": mean("f1"), "precision": mean("precision"), "recall": mean("recall"),
+            "l1": float(np.mean(l1)), "l1_ratio": float(np.mean(l1) / np.mean(blank)),
+            "stroke_share": float(np.mean(share)), "per_photo_f1": [round(s["f1"], 4) for s in scores]}
+
+
+def sketch_f1_512(ctx: Context) -> dict[str, Any]:
+    held_out = ctx.held_out_photos()
+    gray = lambda p: np.repeat(luminance(p)[..., None], 3, -1)  # noqa: E731
+    model = score_sketches(lambda p: ctx.translate_whole("g_ab", p), held_out)
+    baselines = {name: score_sketches(fn, held_out) for name, fn in (
+        ("blank_page", lambda p: np.full_like(p, 255)), ("grayscale_photo", gray), ("sobel_edges", sobel_sketch))}
+    truth_share = float(np.mean([stroke_mask(t).mean() for _, _, t in held_out]))
+    return {**model, "filter_stroke_share": truth_share, "n_photos": len(held_out),
+            "photos": [name for name, _, _ in held_out], "long_side": photos.LONG_SIDE,
+            "baselines": {k: {m: v[m] for m in ("f1", "l1_ratio", "precision", "recall")}
+                          for k, v in baselines.items()}}
+
+
+def photo_l1_512(ctx: Context) -> dict[str, Any]:
+    """G_B->A on the filter's sketch of each held-out photo, against the photo itself."""
+    held_out = ctx.held_out_photos()
+    out, as_is, flat = [], [], []
+    for _, photo, sketch in held_out:
+        out.append(mean_l1(ctx.translate_whole("g_ba", sketch), photo))
+        as_is.append(mean_l1(sketch, photo))
+        flat.append(mean_l1(np.broadcast_to(photo.reshape(-1, 3).mean(0).round(), photo.shape), photo))
+    return {"l1": float(np.mean(out)), "n_photos": len(held_out), "long_side": photos.LONG_SIDE,
+            "baselines": {"sketch_itself": float(np.mean(as_is)), "mean_colour_page": float(np.mean(flat))}}
+
+
 def cycle_l1(ctx: Context) -> dict[str, Any]:
     pair = ctx.domains()
     aba = ctx.translate("g_ba", ctx.translate("g_ab", pair.a))
@@ -258,6 +315,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            lambda s, d: s.family != "cyclegan", sharpness, 10_000),
     Metric("sketch_l1", "L1 of G_A->B(photo) vs the true pencil-sketch filter on held-out photos, with the trivial "
            "baselines (grayscale photo, blank page)", lambda s, d: _cyclegan(s, d) and d == "photo2sketch", sketch_l1),
+    Metric("sketch_f1_512", "stroke F1 (pixels < 0.8, 1-pixel tolerance) and L1 over the blank page's L1 of "
+           "G_A->B(photo) vs the pencil-sketch filter, on whole held-out photos at 512 px on the longer side, "
+           "with baselines (blank page, grayscale photo, Sobel edges)",
+           lambda s, d: _cyclegan(s, d) and d == "photo2sketch", sketch_f1_512),
+    Metric("photo_l1_512", "L1 of G_B->A(filter sketch) vs the photo, whole held-out photos at 512 px, with "
+           "baselines (the sketch itself, a page of the photo's mean colour)",
+           lambda s, d: _cyclegan(s, d) and d == "photo2sketch", photo_l1_512),
     Metric("cycle_l1", "reconstruction L1 of A->B->A and B->A->B on held-out crops", _cyclegan, cycle_l1),
 )}
 
@@ -315,6 +379,11 @@ def headline(record: dict[str, Any]) -> str:
                               f"grayscale {r['baselines']['grayscale_photo']:.4f}; "
                               f"ratio {r['ratio_to_best_baseline']:.2f})"),
         "cycle_l1": lambda: f"A-B-A {r['a_b_a']:.4f}, B-A-B {r['b_a_b']:.4f}",
+        "sketch_f1_512": lambda: (f"F1 {r['f1']:.2f}, L1 {r['l1_ratio']:.2f}x blank page (Sobel edges F1 "
+                                  f"{r['baselines']['sobel_edges']['f1']:.2f}, grayscale "
+                                  f"{r['baselines']['grayscale_photo']['f1']:.2f}; {r['n_photos']} photos)"),
+        "photo_l1_512": lambda: (f"{r['l1']:.4f} (the sketch itself {r['baselines']['sketch_itself']:.4f}, "
+                                 f"mean-colour page {r['baselines']['mean_colour_page']:.4f})"),
     }[record["metric"]]()
 
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 import ganexport
 from ganexport import catalog
 from ganexport.machine import cpu_model
-from ganexport.training import checkpoint, data, judge
+from ganexport.training import checkpoint, data, judge, photos
 from ganexport.training.eval import within_class_l1
 from ganexport.training.plots import save_grid, save_loss_curves
 
@@ -302,6 +302,8 @@ def train(cfg: TrainConfig) -> Path:
         "versions": _versions(),
     }
     (run_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    if getattr(loaded, "photos", None):
+        photos.write_manifest(loaded.photos, run_dir / "photos.tsv")  # every photo trained on, with its licence
 
     num_classes = catalog.DATASETS[dataset].num_classes
     judge_net = None

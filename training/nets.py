@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -19,6 +20,24 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """tanh output NCHW in [-1, 1] -> uint8 NHWC: the one rounding rule, shared by the exported
     graph (export/wrappers.py), sample grids and evaluation, so all three see the same pixels."""
     return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+# The ResNet generator downsamples twice by 2: its input sides must be multiples of 4.
+TRANSLATE_MULTIPLE = 4
+
+
+def translate_any_size(net: nn.Module, image: torch.Tensor, multiple: int = TRANSLATE_MULTIPLE) -> torch.Tensor:
+    """uint8 NHWC image of any size -> the translator's float NCHW output at exactly that size.
+
+    Reflect-pads to a multiple of ``multiple`` and crops back. The exported
+    graph (export/wrappers.py) and evaluation on whole photos share it, so a
+    score on full photos is a score of what is served.
+    """
+    h, w = image.shape[1], image.shape[2]
+    x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
+    x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+    return net(x)[:, :, :h, :w]
 
 
 def init_dcgan_weights(module: nn.Module) -> nn.Module:
@@ -243,15 +262,24 @@ class ResnetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """70x70-style PatchGAN: a map of real/fake logits, one per overlapping patch."""
+    """70x70-style PatchGAN: a map of real/fake logits, one per overlapping patch.
 
-    def __init__(self, channels: int, width: int):
+    ``norm="instance"`` is the paper's. Instance norm removes each feature
+    map's mean, so the discriminator barely sees a uniform shift in
+    brightness: grey paper passes for white. ``norm="none"`` keeps absolute tone visible,
+    which a target like a pencil sketch on white paper needs.
+    """
+
+    def __init__(self, channels: int, width: int, norm: str = "instance"):
         super().__init__()
+        if norm not in ("instance", "none"):
+            raise ValueError(f"PatchDiscriminator norm must be 'instance' or 'none', got {norm!r}")
         w = width
+        normed = (lambda c: nn.InstanceNorm2d(c)) if norm == "instance" else (lambda c: nn.Identity())  # noqa: E731
         self.body = nn.Sequential(
             nn.Conv2d(channels, w, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w, w * 2, 4, 2, 1), nn.InstanceNorm2d(w * 2), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w * 2, w * 4, 4, 1, 1), nn.InstanceNorm2d(w * 4), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w, w * 2, 4, 2, 1), normed(w * 2), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w * 2, w * 4, 4, 1, 1), normed(w * 4), nn.LeakyReLU(0.2, True),
             nn.Conv2d(w * 4, 1, 4, 1, 1),
         )
         init_dcgan_weights(self)
@@ -265,7 +293,7 @@ def resnet_generator(image_shape, hp):
 
 
 def patchgan_discriminator(image_shape, hp):
-    return PatchDiscriminator(image_shape[2], hp["width"] * 2)
+    return PatchDiscriminator(image_shape[2], hp["width"] * 2, hp["d_norm"])
 
 
 # --------------------------------------------------------------------------- the judge

@@ -25,7 +25,7 @@ import torch
 
 from ganexport import catalog
 from ganexport.images import grid_image, upscale_for_viewing
-from ganexport.training import checkpoint, data, eval as metrics
+from ganexport.training import checkpoint, eval as metrics
 from ganexport.training.loop import hardware
 from ganexport.training.nets import Classifier, count_parameters
 
@@ -161,15 +161,50 @@ def sample_picture(ckpt: checkpoint.Checkpoint, seed: int = 0):
     return grid_image(images, nrow, scale=upscale_for_viewing(images.shape[1], 56))
 
 
+# Held-out photos in the cyclegan pictures: chosen by name so the picture is stable; the first installed ones
+# of these are shown, then any other held-out photos up to the count.
+SHOWCASE = ("gcompris/explore_farm_animals", "kphotoalbum/", "scratch/", "gcompris/explore_monuments")
+
+
+def _showcase(held_out: list[tuple[str, np.ndarray, np.ndarray]], n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    first = [next((h for h in held_out if h[0].startswith(prefix)), None) for prefix in SHOWCASE]
+    chosen = [h for h in first if h is not None]
+    chosen += [h for h in held_out if all(h[0] != c[0] for c in chosen)]
+    return chosen[:n]
+
+
+def _in_cell(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` scaled to fit a side x side cell, centred on the grid's dark background."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    scale = side / max(h, w)
+    small = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                   Image.Resampling.LANCZOS))
+    cell = np.full((side, side, 3), 32, np.uint8)
+    y, x = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
+    cell[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return cell
+
+
 @torch.no_grad()
-def translation_picture(ctx: metrics.Context, n: int = 4):
-    """Rows of held-out examples: photo | G_A->B(photo) | true filter output | G_B->A(G_A->B(photo))."""
-    pair = data.load_domains(ctx.dataset, split="test", image_size=128, limit=n * 8)
-    pick = pair.a[:: max(1, len(pair.a) // n)][:n], pair.b[:: max(1, len(pair.b) // n)][:n]
-    fake_b = ctx.translate("g_ab", pick[0])
-    back = ctx.translate("g_ba", fake_b)
-    rows = np.stack([pick[0], fake_b, pick[1], back], 1).reshape(-1, *pick[0].shape[1:])
-    return grid_image(rows, 4, pad=4)
+def translation_picture(ctx: metrics.Context, n: int = 4, side: int = 320):
+    """Rows of whole held-out photos, translated at the served size (512 px on the longer side):
+    photo | G_A->B(photo) | the true filter output | G_B->A(G_A->B(photo))."""
+    rows = []
+    for _, photo, truth in _showcase(ctx.held_out_photos(), n):
+        fake_b = ctx.translate_whole("g_ab", photo)
+        rows += [photo, fake_b, truth, ctx.translate_whole("g_ba", fake_b)]
+    return grid_image(np.stack([_in_cell(img, side) for img in rows]), 4, pad=4)
+
+
+@torch.no_grad()
+def sketch_to_photo_picture(ctx: metrics.Context, n: int = 4, side: int = 320):
+    """What cyclegan_b2a does with a sketch: the filter's sketch of a held-out photo | G_B->A(sketch) | the photo."""
+    rows = []
+    for _, photo, truth in _showcase(ctx.held_out_photos(), n):
+        rows += [truth, ctx.translate_whole("g_ba", truth), photo]
+    return grid_image(np.stack([_in_cell(img, side) for img in rows]), 3, pad=4)
 
 
 # --------------------------------------------------------------------------- cards and README
@@ -183,6 +218,11 @@ def released(weights: Path = WEIGHTS_DIR) -> dict[str, Path]:
 def display_command(command: str) -> str:
     """The training command as a card shows it: without ``--out DIR``, a path of the training machine."""
     return re.sub(r" --out \S+", "", command)
+
+
+def reverse_picture(picture: Path) -> Path:
+    """Where a translator's picture of the reverse direction (sketch -> photo) goes, beside its main one."""
+    return picture.with_name(picture.stem + "_b2a.png")
 
 
 def card(model: str, path: Path, picture: str) -> str:
@@ -231,6 +271,12 @@ def card(model: str, path: Path, picture: str) -> str:
         for e in reversed(earlier):
             cells = [e["metrics"][n]["headline"] if n in e["metrics"] else "–" for n in names]
             lines.append(f"| replaced {e['replaced']} (`{e['command']}`) | {e['step']} | " + " | ".join(cells) + " |")
+    reverse = reverse_picture(path.with_name(picture))
+    if reverse.is_file():
+        lines += ["", "## The reverse direction", "",
+                  f"![sketch, G_B->A(sketch), photo]({reverse.name})", "",
+                  "Each row: the filter's sketch of a held-out photo | what the B->A generator makes of it | "
+                  "the photo."]
     if note:
         lines += ["", "## Notes", "", note]
     return "\n".join(lines) + "\n"
@@ -272,6 +318,7 @@ def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
             _metric_cell(r, "class_coverage", lambda x: f"{x['classes_present']}/{x['num_classes']}"),
             _metric_cell(r, "class_variety", lambda x: f"{x['ratio_to_real']:.2f}"),
             _metric_cell(r, "cgan_acc", lambda x: f"{x['accuracy']:.3f}"),
+            _metric_cell(r, "sketch_f1_512", lambda x: f"F1 {x['f1']:.2f}, L1 {x['l1_ratio']:.2f}x blank page"),
             _metric_cell(r, "sketch_l1", lambda x: f"{x['l1']:.4f} ({x['ratio_to_best_baseline']:.2f}x best baseline)"),
             _metric_cell(r, "cycle_l1", lambda x: f"{x['a_b_a']:.4f} / {x['b_a_b']:.4f}"),
         ]) + " |")
@@ -279,8 +326,8 @@ def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
                   if "fid_fmnist10k" in r), None)
     out = [GALLERY_START, "<!-- written by `ganexport gallery`; edits here are overwritten -->", "",
            "| model | fid_fmnist10k (lower is better) | sharpness (samples / real) | class_coverage "
-           "| class_variety (samples / real) | cgan_acc | sketch_l1 | cycle_l1 (A-B-A / B-A-B) |",
-           "|---|---|---|---|---|---|---|---|", *rows, ""]
+           "| class_variety (samples / real) | cgan_acc | sketch_f1_512 | sketch_l1 | cycle_l1 (A-B-A / B-A-B) |",
+           "|---|---|---|---|---|---|---|---|---|", *rows, ""]
     if floor is not None:
         out += [f"FID floor (10k Fashion-MNIST train vs test images, same features): {floor:.2f}. "
                 "Metric protocols: `ganexport eval --help`; every figure is in `weights/<model>.eval.jsonl`.", ""]
@@ -301,7 +348,11 @@ def gallery(weights: Path = WEIGHTS_DIR, readme: Path | None = None, log: Callab
     written, pictures = [], {}
     for model, path in models.items():
         pic = weights / f"{model}.png"
-        sample_picture(checkpoint.load(path)).save(pic)
+        ckpt = checkpoint.load(path)
+        sample_picture(ckpt).save(pic)
+        if ckpt.spec.family == "cyclegan":
+            sketch_to_photo_picture(metrics.Context(ckpt)).save(reverse_picture(pic))
+            written.append(reverse_picture(pic))
         (weights / f"{model}.md").write_text(card(model, path, pic.name))
         pictures[model] = f"{weights.name}/{pic.name}"
         written += [pic, weights / f"{model}.md"]

@@ -6,7 +6,9 @@ the true filter output of each training photo, and trains it on plain L1 to
 that target (pix2pix without its discriminator), with the CycleGAN's optimiser,
 batch size and learning rate. Every ``--every`` steps it scores the held-out
 crops exactly as ``ganexport eval --metrics sketch_l1`` does (uint8 output,
-the same 200 crops, ratio to the blank page). An unpaired run of the same
+the same 200 crops, ratio to the blank page) and scores whole held-out photos
+exactly as ``--metrics sketch_f1_512`` does (stroke F1 and L1 ratio at 512
+px). An unpaired run of the same
 steps sees strictly less, so it should not expect to do better: the numbers
 say whether a target is within reach of this generator and step budget.
 
@@ -26,16 +28,27 @@ import torch.nn.functional as F
 
 from ganexport import catalog
 from ganexport.sketch import pencil_sketch
-from ganexport.training import data
-from ganexport.training.eval import mean_l1
+from ganexport.training import data, photos
+from ganexport.training.eval import mean_l1, score_sketches
 from ganexport.training.judge import to_tensor
-from ganexport.training.nets import to_uint8
+from ganexport.training.nets import to_uint8, translate_any_size
 
 
 @torch.no_grad()
-def held_out_l1(net: torch.nn.Module, photos: np.ndarray, truth: np.ndarray) -> float:
-    out = np.concatenate([to_uint8(net(to_tensor(photos[i:i + 50]))).numpy() for i in range(0, len(photos), 50)])
+def held_out_l1(net: torch.nn.Module, crops: np.ndarray, truth: np.ndarray) -> float:
+    out = np.concatenate([to_uint8(net(to_tensor(crops[i:i + 50]))).numpy() for i in range(0, len(crops), 50)])
     return mean_l1(out, truth)
+
+
+@torch.no_grad()
+def held_out_photos_score(net: torch.nn.Module) -> dict:
+    """``sketch_f1_512`` of ``net``: whole held-out photos at the served size, against the filter."""
+    held_out = [(p.name, photos.at_long_side(p), photos.sketch_at_long_side(p)) for p in photos.available("test")[0]]
+
+    def draw(photo: np.ndarray) -> np.ndarray:
+        return to_uint8(translate_any_size(net, torch.from_numpy(np.array(photo))[None])).numpy()[0]
+
+    return score_sketches(draw, held_out)
 
 
 @click.command()
@@ -52,26 +65,28 @@ def main(profile: str, steps: int, every: int, lr: float | None, seed: int, out:
     spec = catalog.get("cyclegan")
     hp = spec.hp(profile)
     train, test = data.load_domains("photo2sketch", split="train"), data.load_domains("photo2sketch", split="test")
-    photos = to_tensor(train.a)
+    inputs = to_tensor(train.a)
     targets = to_tensor(np.stack([pencil_sketch(p) for p in train.a]))  # the pairs the CycleGAN never gets
     blank = mean_l1(np.full_like(test.b, 255), test.b)
     net = spec.build("g_ab", train.a.shape[1:], hp)
     opt = torch.optim.Adam(net.parameters(), lr or hp["lr"], betas=(hp["beta1"], 0.999))
     click.echo(f"g_ab of cyclegan/{profile} (width {hp['width']}, {hp['n_blocks']} blocks), batch {hp['batch_size']}, "
-               f"lr {lr or hp['lr']}, {len(photos)} paired training crops; {test.source}; blank page {blank:.4f}")
+               f"lr {lr or hp['lr']}, {len(inputs)} paired training crops; {test.source}; blank page {blank:.4f}")
     t0 = time.time()
     for step in range(1, steps + 1):
-        idx = torch.randint(0, len(photos), (hp["batch_size"],))
-        loss = F.l1_loss(net(photos[idx]), targets[idx])
+        idx = torch.randint(0, len(inputs), (hp["batch_size"],))
+        loss = F.l1_loss(net(inputs[idx]), targets[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % every == 0 or step == steps:
             net.eval()
-            l1 = held_out_l1(net, test.a, test.b)
+            l1, whole = held_out_l1(net, test.a, test.b), held_out_photos_score(net)
             net.train()
             record = {"profile": profile, "step": step, "lr": lr or hp["lr"], "sketch_l1": round(l1, 5),
-                      "ratio_to_blank_page": round(l1 / blank, 3), "seconds": round(time.time() - t0, 1)}
+                      "ratio_to_blank_page": round(l1 / blank, 3), "sketch_f1_512": round(whole["f1"], 4),
+                      "l1_ratio_512": round(whole["l1_ratio"], 3), "seconds": round(time.time() - t0, 1),
+                      "data": train.source}
             click.echo(json.dumps(record))
             if out:
                 with open(out, "a") as f:
