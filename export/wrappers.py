@@ -19,7 +19,7 @@ from torch import nn
 from ganexport import catalog
 from ganexport.training.nets import TRANSLATE_MULTIPLE as MULTIPLE
 from ganexport.training.nets import to_uint8  # noqa: F401  (re-exported: the graph's rounding rule)
-from ganexport.training.nets import translate_any_size
+from ganexport.training.nets import translator_input
 
 
 class Sampler(nn.Module):
@@ -72,7 +72,7 @@ class Translator(nn.Module):
 
     @torch.jit.export
     def float_forward(self, image: torch.Tensor) -> torch.Tensor:
-        return translate_any_size(self.net, image, self.multiple)
+        return self.net(translator_input(image, self.multiple))[:, :, :image.shape[1], :image.shape[2]]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.float_forward(image))

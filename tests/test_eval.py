@@ -64,7 +64,7 @@ def test_each_model_gets_the_metrics_its_protocol_fits(tiny_checkpoints):
     # tiny nets train on digits, so the Fashion-MNIST FID does not apply to them
     assert fits["dcgan"] == ["class_coverage", "class_variety", "sharpness"]
     assert fits["cgan"] == ["cgan_acc", "class_variety", "sharpness"]
-    assert fits["cyclegan"] == ["sketch_l1", "cycle_l1"]
+    assert fits["cyclegan"] == ["sketch_l1", "sketch_f1_512", "photo_l1_512", "cycle_l1"]
     on_fashion = {m: {**checkpoint.read_meta(tiny_checkpoints[m]), "dataset": "fashion-mnist"}
                   for m in ("autoencoder", "vae", "dcgan", "wgan_gp", "cgan")}
     assert all("fid_fmnist10k" in ev.applicable(meta) for meta in on_fashion.values())

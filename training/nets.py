@@ -26,18 +26,23 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 TRANSLATE_MULTIPLE = 4
 
 
-def translate_any_size(net: nn.Module, image: torch.Tensor, multiple: int = TRANSLATE_MULTIPLE) -> torch.Tensor:
-    """uint8 NHWC image of any size -> the translator's float NCHW output at exactly that size.
+def translator_input(image: torch.Tensor, multiple: int = TRANSLATE_MULTIPLE) -> torch.Tensor:
+    """uint8 NHWC image of any size -> float NCHW in [-1, 1], reflect-padded to multiples of ``multiple``.
 
-    Reflect-pads to a multiple of ``multiple`` and crops back. The exported
-    graph (export/wrappers.py) and evaluation on whole photos share it, so a
-    score on full photos is a score of what is served.
+    The exported graph (export/wrappers.py) and evaluation on whole photos
+    share it, so a score on full photos is a score of what is served; crop the
+    translator's output back with ``[:, :, :H, :W]``. Tensors only, so
+    TorchScript can compile it inside the served wrapper.
     """
     h, w = image.shape[1], image.shape[2]
     x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
-    x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-    return net(x)[:, :, :h, :w]
+    return F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+
+
+def translate_any_size(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The translator's float NCHW output for a uint8 NHWC image of any size, at exactly that size."""
+    return net(translator_input(image))[:, :, :image.shape[1], :image.shape[2]]
 
 
 def init_dcgan_weights(module: nn.Module) -> nn.Module:
