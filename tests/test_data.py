@@ -143,6 +143,26 @@ def test_folder(tmp_path):
     assert default.images.shape[1:] == catalog.DATASETS["folder"].image_shape
 
 
+def test_tiff_photos_train_and_hidden_files_are_not_the_users(tmp_path):
+    save_image(tmp_path / "scan.tif", "RGB", color=(1, 2, 3))
+    save_image(tmp_path / "scan2.TIFF", "RGB")
+    save_image(tmp_path / ".thumbnails" / "scan.png", "RGB")  # an image viewer's cache
+    (tmp_path / "._scan.tif").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")  # a Finder sidecar
+    assert data.detect_dataset(str(tmp_path)) == "folder"
+    s = data.load_images("folder", data_dir=str(tmp_path), image_size=8)
+    assert s.images.shape[0] == 2 and "unreadable" not in s.source
+    np.testing.assert_array_equal(s.images[0, 0, 0], [1, 2, 3])
+
+
+def test_a_domain_of_one_image_is_flagged(tmp_path):
+    for side, n in (("A", 3), ("B", 1)):
+        for i in range(n):
+            save_image(tmp_path / f"train{side}" / f"{i}.png", "RGB")
+    pair = data.load_domains("cyclegan-folder", data_dir=str(tmp_path), image_size=16)
+    assert "B: 1 images" in pair.source and "one image only" in pair.source.split("B:")[1]
+    assert "one image only" not in pair.source.split("B:")[0]
+
+
 def test_exif_rotation(tmp_path):
     im = Image.new("RGB", (40, 20), (0, 0, 0))
     im.paste((255, 255, 255), (0, 0, 20, 20))  # left half white

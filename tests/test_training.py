@@ -85,6 +85,28 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
             assert torch.equal(a.state[role][key], b.state[role][key]), f"{role}.{key}"
 
 
+def test_a_run_says_what_it_trains_on_and_prints_progress_lines_without_a_terminal(tmp_path, capsys):
+    """Under pytest stderr is no terminal, as under nohup or CI: the bar draws nothing, plain lines do."""
+    train(TrainConfig(model="dcgan", profile="smoke", dataset="digits", out=str(tmp_path), steps=4))
+    err = capsys.readouterr()
+    said = err.out + err.err
+    assert "dcgan: data: 1500 train images from scikit-learn load_digits" in said
+    lines = [line for line in said.splitlines() if line.startswith("dcgan [smoke] step ")]
+    assert [line.split()[3] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], said
+    assert "steps/s" in lines[-1] and "min left" in lines[-1] and " d " in lines[-1]
+
+
+def test_resume_says_from_which_step_and_when_there_is_nothing_left(tmp_path, capsys):
+    first = smoke_run(tmp_path, "dcgan", steps=2)
+    capsys.readouterr()
+    train(TrainConfig(model="dcgan", resume=str(first), steps=4))
+    said = capsys.readouterr()
+    assert f"resuming {first} from step 2 of 4" in said.out + said.err
+    train(TrainConfig(model="dcgan", resume=str(first), steps=4))
+    said = capsys.readouterr()
+    assert "already finished at step 4 of 4; nothing to train" in said.out + said.err
+
+
 def test_pickled_checkpoint_is_refused(tmp_path):
     bad = tmp_path / "evil.pt"
     torch.save({"x": 1}, bad)

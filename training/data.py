@@ -30,7 +30,7 @@ from ganexport.training import photos
 from ganexport.sketch import pencil_sketch, stroke_mask
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLITS = ("train", "test")
 IDX_PREFIX = {"train": "train", "test": "t10k"}
 DIGITS_TRAIN = 1500  # load_digits has 1797 images: first 1500 train, the remaining 297 test
@@ -288,8 +288,16 @@ def _load_digits(split: str) -> ImageSet:
 
 
 def _image_files(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive), sorted so runs are reproducible."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files under ``root`` (recursive), sorted so runs are reproducible.
+
+    Hidden files and folders (``.thumbnails/``, macOS ``._photo.jpg`` sidecars) are
+    not the user's images: they are left out, not counted as unreadable.
+    """
+    def visible(p: Path) -> bool:
+        return not any(part.startswith(".") for part in p.relative_to(root).parts)
+
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and visible(p))
 
 
 def _open_rgb(path: Path, size: int):
@@ -350,6 +358,8 @@ def _load_cyclegan_folder(root: Path, split: str, size: int, seed: int, limit: i
         if limit is not None and limit < len(images):
             images = images[_pick(len(images), limit, seed)]
             src += f", random subset of {limit} (seed {seed})"
+        if len(images) == 1:
+            src += f" (warning: one image only; the model will learn that one picture as {side})"
         domains.append((images, src))
     (a, src_a), (b, src_b) = domains
     return DomainPair(a, b, f"A: {src_a}; B: {src_b}")

@@ -314,7 +314,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("sharpness", "mean Laplacian variance of samples vs real test images (blur shows as a low ratio)",
            lambda s, d: s.family != "cyclegan", sharpness, 10_000),
     Metric("sketch_l1", "L1 of G_A->B(photo) vs the true pencil-sketch filter on 200 crops of the held-out photos, "
-           "with the trivial baselines (grayscale photo, blank page)", lambda s, d: _cyclegan(s, d) and d == "photo2sketch", sketch_l1),
+           "with the trivial baselines (grayscale photo, blank page)",
+           lambda s, d: _cyclegan(s, d) and d == "photo2sketch", sketch_l1),
     Metric("sketch_f1_512", "stroke F1 (pixels < 0.8, 1-pixel tolerance) and L1 over the blank page's L1 of "
            "G_A->B(photo) vs the pencil-sketch filter, on whole held-out photos at 512 px on the longer side, "
            "with baselines (blank page, grayscale photo, Sobel edges)",

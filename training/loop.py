@@ -288,6 +288,11 @@ def train(cfg: TrainConfig) -> Path:
         if resume_state:
             for role, opt in recipe.optimizers.items():
                 opt.load_state_dict(resume_state["optimizers"][role])
+    _say(cfg, f"{spec.name}: data: {loaded.source}")
+    if resume_ckpt is not None:
+        _say(cfg, f"{spec.name}: {run_dir} already finished at step {start} of {hp['steps']}; nothing to train "
+                  f"(--steps N with N > {start} continues it)" if start >= hp["steps"] else
+                  f"{spec.name}: resuming {run_dir} from step {start} of {hp['steps']}")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
@@ -338,6 +343,8 @@ def train(cfg: TrainConfig) -> Path:
     window: dict[str, list[float]] = {}
     bar = tqdm(range(start, total), initial=start, total=total, desc=f"{spec.name} [{profile}]",
                unit="step", disable=None if cfg.progress else True, dynamic_ncols=True)
+    # tqdm draws nothing when stderr is not a terminal (nohup, CI, a log file): print plain lines instead
+    plain = PlainProgress(f"{spec.name} [{profile}]", start, total) if cfg.progress and bar.disable else None
     logs: dict[str, float] = {}
     with history_path.open("a") as history:
         for step in bar:
@@ -353,6 +360,8 @@ def train(cfg: TrainConfig) -> Path:
                 health = {}
                 if done % hp["sample_every"] == 0 or done == total:
                     health = checkpoint_now(done, logs)
+                if plain is not None:
+                    plain.update(done, logs)
                 record = {"step": done, **logs, **health}
                 history.write(json.dumps(record) + "\n")
                 history.flush()
@@ -363,6 +372,36 @@ def train(cfg: TrainConfig) -> Path:
         checkpoint_now(total, logs)
     save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
     return run_dir
+
+
+def _say(cfg: TrainConfig, message: str) -> None:
+    """A line for the person running the training (not with --quiet)."""
+    if cfg.progress:
+        tqdm.write(message)
+
+
+class PlainProgress:
+    """Progress as plain lines, about every 5% of the run: step, rate, time left and the losses.
+
+    For runs whose stderr is not a terminal, where a progress bar would print
+    nothing (tqdm) or a mess of carriage returns.
+    """
+
+    def __init__(self, desc: str, start: int, total: int, lines: int = 20):
+        self.desc, self.start, self.total = desc, start, total
+        self.every = max(1, (total - start) // lines)
+        self.t0, self.next = time.time(), start + self.every
+
+    def update(self, done: int, logs: dict[str, float]) -> None:
+        if done < self.next and done != self.total:
+            return
+        self.next = done + self.every
+        elapsed = max(time.time() - self.t0, 1e-9)
+        rate = (done - self.start) / elapsed
+        left = (self.total - done) / rate if rate > 0 else float("inf")
+        losses = " ".join(f"{k.removeprefix('loss_')} {v:.3g}" for k, v in logs.items() if k.startswith("loss"))
+        tqdm.write(f"{self.desc} step {done}/{self.total} ({done / self.total:.0%}), {rate:.2f} steps/s, "
+                   f"{left / 60:.1f} min left; {losses}")
 
 
 def lr_factor(step: int, total: int, decay_start: float | None) -> float:
