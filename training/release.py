@@ -25,7 +25,7 @@ import torch
 
 from ganexport import catalog
 from ganexport.images import grid_image, upscale_for_viewing
-from ganexport.training import checkpoint, eval as metrics
+from ganexport.training import checkpoint, eval as metrics, photos
 from ganexport.training.loop import hardware
 from ganexport.training.nets import Classifier, count_parameters
 
@@ -88,20 +88,22 @@ NOTES = {
                 "the served scale (512 px on the longer side) from about 360 training photos, keeping only crops "
                 "where the filter draws strokes on at least 3% of the pixels (before: 64x64 crops of 15 photos shrunk"
                 " to 192 px, 27% of the sketch crops nearly blank). The A->B->A cycle runs at a tenth of its weight "
-                "(`aba_weight_scale=0.1`): a sketch cannot carry a photo's colours, and at full weight the cycle paid"
-                " G_A->B to hide them in faint tints instead of drawing. Every run of this recipe search, with its "
-                "command and held-out figures every 500 steps, is in `cyclegan.runs.jsonl`: the full-weight cycle "
-                "(9000 steps) ended at F1 0.69, L1 0.79x (fainter strokes); discriminators without instance norm "
-                "(`--hp d_norm=none`, which can see grey paper that instance norm hides) and noise on the fakes "
+                "(`aba_weight_scale=0.1`): a sketch cannot carry a photo's colours, and a full-weight cycle pays "
+                "G_A->B for faint tints that keep them rather than for strokes. Every run of this recipe search, with"
+                " its command and held-out figures every 500 steps, is in `cyclegan.runs.jsonl`: the full-weight "
+                "cycle (9000 steps) ended at F1 0.69, L1 0.79x (fainter strokes); discriminators without instance "
+                "norm (`--hp d_norm=none`, which can see grey paper that instance norm hides) and noise on the fakes "
                 "before the cycle (`--hp cycle_noise=0.1`) were both behind at 1000 steps and stopped (the noise made"
-                " the paper greyer: the hidden tints grew to survive it); averaging the last three checkpoints of the"
-                " 9000-step run did not help (F1 0.65, L1 0.80x). Domain B is made by a fixed pencil-sketch filter "
-                "(`ganexport/sketch.py`), so every figure is against the exact target. **The reverse direction** "
-                "(`cyclegan_b2a`, sketch -> photo) is honest about what a sketch holds: it has no colours, so G_B->A "
-                "invents plausible ones (the second picture); its L1 to the true photo, 0.233, is worse than a flat "
-                "page of the photo's own mean colour (0.172), which it cannot know. It is a colouring toy, not a "
-                "reconstruction.\n\n"
-                "![the demo's Translate tab on a portrait photo the model never saw](cyclegan_demo.jpg)",
+                " the paper greyer, as if the hidden tints grew to survive it); averaging the last three checkpoints "
+                "of the 9000-step run did not help (F1 0.65, L1 0.80x). Domain B is made by a fixed pencil-sketch "
+                "filter (`ganexport/sketch.py`), so every figure is against the exact target. **The reverse "
+                "direction** (`cyclegan_b2a`, sketch -> photo) is honest about what a sketch holds: it has no "
+                "colours, so G_B->A invents plausible ones (the second picture); its L1 to the true photo, 0.233, is "
+                "worse than a flat page of the photo's own mean colour (0.172), which it cannot know. It is a "
+                "colouring toy, not a reconstruction.\n\n"
+                "![the demo's Translate tab on a portrait photo the model never saw](cyclegan_demo.jpg)\n\n"
+                "The demo screenshot: `ganexport demo`, Translate, photo -> sketch, served by Triton; the upload is "
+                "the held-out `kphotoalbum/new_wave_2.jpg` (GPL-2+) cropped to a 512x600 portrait.",
 }
 
 
@@ -175,11 +177,18 @@ def sample_picture(ckpt: checkpoint.Checkpoint, seed: int = 0):
 SHOWCASE = ("gcompris/explore_farm_animals", "kphotoalbum/", "scratch/", "gcompris/explore_monuments")
 
 
-def _showcase(held_out: list[tuple[str, np.ndarray, np.ndarray]], n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    first = [next((h for h in held_out if h[0].startswith(prefix)), None) for prefix in SHOWCASE]
+def _showcase(held_out: list, n: int, name=lambda h: h[0]) -> list:
+    """The first held-out photo under each SHOWCASE prefix, then the others, ``n`` in all."""
+    first = [next((h for h in held_out if name(h).startswith(prefix)), None) for prefix in SHOWCASE]
     chosen = [h for h in first if h is not None]
-    chosen += [h for h in held_out if all(h[0] != c[0] for c in chosen)]
+    chosen += [h for h in held_out if all(name(h) != name(c) for c in chosen)]
     return chosen[:n]
+
+
+def showcase_credits(n: int = 4) -> str:
+    """Who the photos in the translator pictures are by and under which licence, top row first."""
+    shown = _showcase(photos.available("test")[0], n, name=lambda p: p.name)
+    return "; ".join(f"`{p.name}` ({p.package}, {p.licence}{', ' + p.credit if p.credit else ''})" for p in shown)
 
 
 def _in_cell(img: np.ndarray, side: int) -> np.ndarray:
@@ -282,6 +291,9 @@ def card(model: str, path: Path, picture: str) -> str:
             lines.append(f"| replaced {e['replaced']} (`{e['command']}`) | {e['step']} | " + " | ".join(cells) + " |")
     reverse = reverse_picture(path.with_name(picture))
     if reverse.is_file():
+        at = lines.index(f"![{model} samples]({picture})") + 1
+        lines[at:at] = ["", "Each row: a held-out photo | G_A->B(photo) | the filter's sketch | "
+                        f"G_B->A(G_A->B(photo)). Photos, top to bottom: {showcase_credits()}."]
         lines += ["", "## The reverse direction", "",
                   f"![sketch, G_B->A(sketch), photo]({reverse.name})", "",
                   "Each row: the filter's sketch of a held-out photo | what the B->A generator makes of it | "
