@@ -55,6 +55,20 @@ def test_manifest_names_source_licence_and_size():
         assert r["width"] >= 64 and r["height"] >= 64 and r["licence"] and r["split"] in ("train", "test")
 
 
+def test_a_damaged_photo_file_is_a_one_line_dataset_error(monkeypatch):
+    def damaged(self):
+        raise photos.PhotoError(f"cannot read photo {self.name} from {self.package} (broken data stream)")
+
+    photos._at_long_side.cache_clear()
+    photos._sketch.cache_clear()
+    monkeypatch.setattr(photos.Photo, "read", damaged)
+    with pytest.raises(data.DatasetError, match="reinstall that package") as e:
+        data.load_domains("photo2sketch", limit=2, image_size=32)
+    assert "\n" not in str(e.value) and "cannot read photo" in str(e.value)
+    monkeypatch.undo()
+    photos._at_long_side.cache_clear()
+
+
 def test_training_crops_carry_strokes():
     pair = data.load_domains("photo2sketch", limit=40, image_size=64, seed=0)
     strokes = [stroke_mask(b).mean() for b in pair.b]

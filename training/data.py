@@ -445,6 +445,15 @@ def _load_photo2sketch(split: str, size: int, seed: int, limit: int | None) -> D
     chosen_a, chosen_b = pick(names_a, n_a), pick(names_b, n_b)
     missing = photos.available()[1]
     note = f"; not installed: {', '.join(f'{k} ({v})' for k, v in sorted(missing.items()))}" if missing else ""
+    try:
+        return _photo2sketch_domains(split, size, seed, chosen_a, chosen_b, n_a, n_b, note)
+    except photos.PhotoError as e:  # a listed photo whose file is damaged: one line, with the package to reinstall
+        raise DatasetError(f"{e}; reinstall that package (make setup)") from None
+
+
+def _photo2sketch_domains(split: str, size: int, seed: int, chosen_a: list[photos.Photo],
+                          chosen_b: list[photos.Photo], n_a: int, n_b: int, note: str) -> DomainPair:
+    """The crops of the chosen photos: aligned photo / sketch pairs for "test", two unpaired domains for "train"."""
     if split == "test":
         a = _structured_crops(chosen_a, n_a, size, np.random.default_rng([seed, 2]), take_sketch=False)
         b = np.stack([pencil_sketch(crop) for crop in a])
