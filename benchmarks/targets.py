@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ganexport import catalog
+from ganexport.benchmarks.hardware import repo_relative
 from ganexport.export import repository as repo_writer
 from ganexport.serving import backends
 from ganexport.serving.backends import Backend, BackendError
@@ -162,7 +163,8 @@ class EagerBackend(backends._Base):
         if not same:
             self.log(f"warning: eager {model}: {path} is not the checkpoint {vdir} was built from "
                      "(same architecture, other weights)")
-        self.sources[model] = {"checkpoint": str(path), "same_as_published": same, "step": ckpt.meta.get("step")}
+        self.sources[model] = {"checkpoint": repo_relative(str(path)), "same_as_published": same,
+                               "step": ckpt.meta.get("step")}
         module = wrappers.wrap(ckpt.build(sig.net), sig, ckpt.latent_prior).to(self.device).eval()
         return sig, module
 
