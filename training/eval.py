@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ganexport import catalog
 from ganexport.sketch import luminance, sobel_sketch, stroke_f1, stroke_mask
 from ganexport.training import checkpoint, data, judge, photos
-from ganexport.training.nets import to_uint8, translate_any_size
+from ganexport.training.nets import to_uint8, translate_photo
 
 BATCH = 500
 
@@ -90,16 +90,12 @@ class Context:
         return np.concatenate([to_uint8(net(judge.to_tensor(images[i:i + 16], self.device))).cpu().numpy()
                                for i in range(0, len(images), 16)])
 
-    @torch.no_grad()
     def translate_whole(self, role: str, image: np.ndarray) -> np.ndarray:
         """One uint8 HxWxC image of any size through the served graph's own pad-and-crop."""
-        x = torch.from_numpy(np.array(image)).unsqueeze(0).to(self.device)  # a copy: cached photos are read-only
-        return to_uint8(translate_any_size(self.net(role), x)).cpu().numpy()[0]
+        return translate_photo(self.net(role), image)
 
     def held_out_photos(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """(name, photo, its pencil sketch) of every held-out photo at the served size."""
-        return self.once("held_out", lambda: [(p.name, photos.at_long_side(p), photos.sketch_at_long_side(p))
-                                              for p in photos.available("test")[0]])
+        return self.once("held_out", photos.held_out)
 
     @torch.no_grad()
     def features(self, images: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,9 +41,12 @@ def translator_input(image: torch.Tensor, multiple: int = TRANSLATE_MULTIPLE) ->
     return F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
 
 
-def translate_any_size(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """The translator's float NCHW output for a uint8 NHWC image of any size, at exactly that size."""
-    return net(translator_input(image))[:, :, :image.shape[1], :image.shape[2]]
+@torch.no_grad()
+def translate_photo(net: nn.Module, image: np.ndarray) -> np.ndarray:
+    """One uint8 HxWxC image of any size through a translator, as the served graph does: uint8 HxWxC back."""
+    x = torch.from_numpy(np.array(image)).unsqueeze(0)  # a copy: cached photos are read-only
+    x = x.to(next(net.parameters()).device)
+    return to_uint8(net(translator_input(x))[:, :, :image.shape[0], :image.shape[1]]).cpu().numpy()[0]
 
 
 def init_dcgan_weights(module: nn.Module) -> nn.Module:

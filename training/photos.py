@@ -165,6 +165,11 @@ def _sketch(photo: Photo, long_side: int) -> np.ndarray:
     return out
 
 
+def held_out(long_side: int = LONG_SIDE) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, photo, its pencil sketch) of every installed held-out photo at ``long_side``: what is scored."""
+    return [(p.name, at_long_side(p, long_side), sketch_at_long_side(p, long_side)) for p in available("test")[0]]
+
+
 def manifest(photos: list[Photo]) -> list[dict]:
     """One row per photo: name, package, licence, split, and its size as shipped (read from the header)."""
     from PIL import Image

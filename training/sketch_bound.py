@@ -31,7 +31,7 @@ from ganexport.sketch import pencil_sketch
 from ganexport.training import data, photos
 from ganexport.training.eval import mean_l1, score_sketches
 from ganexport.training.judge import to_tensor
-from ganexport.training.nets import to_uint8, translate_any_size
+from ganexport.training.nets import to_uint8, translate_photo
 
 
 @torch.no_grad()
@@ -40,15 +40,9 @@ def held_out_l1(net: torch.nn.Module, crops: np.ndarray, truth: np.ndarray) -> f
     return mean_l1(out, truth)
 
 
-@torch.no_grad()
 def held_out_photos_score(net: torch.nn.Module) -> dict:
     """``sketch_f1_512`` of ``net``: whole held-out photos at the served size, against the filter."""
-    held_out = [(p.name, photos.at_long_side(p), photos.sketch_at_long_side(p)) for p in photos.available("test")[0]]
-
-    def draw(photo: np.ndarray) -> np.ndarray:
-        return to_uint8(translate_any_size(net, torch.from_numpy(np.array(photo))[None])).numpy()[0]
-
-    return score_sketches(draw, held_out)
+    return score_sketches(lambda photo: translate_photo(net, photo), photos.held_out())
 
 
 @click.command()
