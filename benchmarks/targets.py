@@ -150,7 +150,8 @@ class EagerBackend(backends._Base):
         sig = catalog.Signature.from_dict(json.loads((vdir / repo_writer.SIGNATURE_FILE).read_text()))
         training = catalog.triton_models()[model][0].name
         try:
-            path, ckpt = pipeline.load_checkpoint(training, self.checkpoints.get(training))
+            path, ckpt = pipeline.load_checkpoint(training, self.checkpoints.get(training),
+                                                  built_into=self.repository)
         except CheckpointError as e:
             raise BenchError(f"eager {model}: {e} (give --checkpoint {training}=PATH)") from None
         own = {s.name: s for s in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp)}.get(sig.name)

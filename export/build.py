@@ -30,7 +30,6 @@ from ganexport.export import onnx_export, parity, repository, torchscript, wrapp
 from ganexport.export.repository import sha256
 from ganexport.training import checkpoint
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MODEL_FILES = repository.MODEL_FILES
 
 Log = Callable[[str], None]
@@ -39,21 +38,16 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------- which checkpoint
 
 
-def find_checkpoint(model: str, runs: Path = Path("runs"), weights: Path = WEIGHTS_DIR) -> Path | None:
-    """Released weights first, else the newest run of ``model``; None when there is neither."""
-    released = weights / f"{model}.safetensors"
-    if released.is_file():
-        return released
-    candidates = sorted(Path(runs).glob(f"{model}/*/checkpoint.safetensors"), key=lambda p: p.stat().st_mtime)
-    return candidates[-1] if candidates else None
-
-
-def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, train_if_missing: bool = False,
+def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, latest_run: bool = False,
+                    built_into: Path | None = None, train_if_missing: bool = False,
                     log: Log = print) -> tuple[Path, checkpoint.Checkpoint]:
-    """The checkpoint build, export and verify work from: the one given, else ``find_checkpoint``,
-    else (build only) a quick-profile run trained now. Refuses a checkpoint of another model."""
-    path = checkpoint.resolve(checkpoint_path) if checkpoint_path else find_checkpoint(model)
-    if path is None:
+    """The checkpoint build, export and verify work from, said in one line: the one the repository
+    ``built_into`` was built from (``built_from``) unless a path or ``latest_run`` is asked for, else
+    ``checkpoint.choose``'s, else (build only) a quick-profile run trained now.
+    Refuses a checkpoint of another model."""
+    choice = None if checkpoint_path or latest_run or built_into is None else built_from(model, built_into)
+    choice = choice or checkpoint.choose(model, checkpoint_path, latest_run=latest_run)
+    if choice is None:
         if not train_if_missing:
             raise checkpoint.CheckpointError(f"no checkpoint for {model}: no weights/{model}.safetensors and no run "
                                              f"in runs/{model}/ (train one: ganexport train --model {model})")
@@ -61,11 +55,40 @@ def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, train_if
         from ganexport.training.loop import TrainConfig, train
 
         run = train(TrainConfig(model=model, profile="quick", command=f"ganexport build --model {model}"))
-        path = run / "checkpoint.safetensors"
-    ckpt = checkpoint.load(path)
+        choice = checkpoint.Choice(run / "checkpoint.safetensors", "trained now (quick profile)")
+    ckpt = checkpoint.load(choice.path)
     if ckpt.meta["model"] != model:
-        raise checkpoint.CheckpointError(f"{path}: holds a {ckpt.meta['model']} model, not {model}")
-    return path, ckpt
+        raise checkpoint.CheckpointError(f"{checkpoint.shown(choice.path)}: holds a {ckpt.meta['model']} model, "
+                                         f"not {model}")
+    log(f"{model}: checkpoint {checkpoint.shown(choice.path)} ({choice.why}; step {ckpt.meta.get('step')}, "
+        f"trained on {ckpt.meta.get('dataset')})")
+    return choice.path, ckpt
+
+
+def built_from(model: str, repo: Path) -> checkpoint.Choice | None:
+    """The checkpoint the published ``model`` was built from, found by the SHA-256 its parity.json records
+    (at the recorded path, the released weights or any run); None when nothing is published."""
+    spec = catalog.get(model)
+    sources = []
+    for sig in spec.signatures():
+        for runtime in MODEL_FILES:
+            version_dir = repository.latest(repo, sig.for_runtime(runtime).name)
+            report = version_dir / repository.PARITY_FILE if version_dir else None
+            if report and report.is_file():
+                sources.append(json.loads(report.read_text()).get("source", {}))
+    if not sources:
+        return None
+    source = sources[0]
+    candidates = [Path(source["checkpoint_path"])] if source.get("checkpoint_path") else []
+    candidates += [checkpoint.WEIGHTS_DIR / f"{model}.safetensors",
+                   *sorted(checkpoint.RUNS_DIR.glob(f"{model}/*/checkpoint.safetensors"))]
+    for path in candidates:
+        if path.is_file() and sha256(path) == source.get("checkpoint_sha256"):
+            return checkpoint.Choice(path, "the one this repository was built from")
+    where = f" ({source['checkpoint_path']})" if source.get("checkpoint_path") else ""
+    raise checkpoint.CheckpointError(
+        f"{model}: the checkpoint this repository was built from{where}, step {source.get('step')}, is gone or has "
+        f"changed since (a --resume rewrites a run's checkpoint); pass --checkpoint to verify against another")
 
 
 # --------------------------------------------------------------------------- export one signature
@@ -157,7 +180,8 @@ def scrub_torchscript(path: Path) -> None:
 # --------------------------------------------------------------------------- build = export + publish
 
 
-def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path("model_repository"),
+def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool = False,
+          repo: Path = Path("model_repository"),
           flavor: str = "embedded", runtimes: tuple[str, ...] = ("onnxruntime", "torchscript"),
           gpu: bool = False, tensorrt: bool = False, keep: int = 3, log: Log = print) -> list[tuple[str, int]]:
     """Export, verify and publish every Triton model of ``model``; returns (name, version) pairs.
@@ -165,9 +189,9 @@ def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path(
     ``tensorrt`` adds the TensorRT accelerator to the ONNX models' configs (native flavour on GPU only;
     the TorchScript models never get it).
     """
-    path, ckpt = load_checkpoint(model, checkpoint_path, train_if_missing=True, log=log)
-    log(f"{model}: checkpoint {path} (step {ckpt.meta.get('step')}, trained on {ckpt.meta.get('dataset')})")
-    source = {"checkpoint": path.name, "checkpoint_sha256": sha256(path), "model": model,
+    path, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, train_if_missing=True, log=log)
+    source = {"checkpoint": path.name, "checkpoint_path": str(path.resolve()), "checkpoint_sha256": sha256(path),
+              "command": ckpt.meta.get("command"), "model": model,
               "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset")}
     published = []
     with tempfile.TemporaryDirectory(prefix="ganexport-build-") as tmp:
@@ -191,9 +215,10 @@ def build(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path(
     return published
 
 
-def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, log: Log = print) -> list[Path]:
+def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, latest_run: bool = False,
+                 log: Log = print) -> list[Path]:
     """ONNX + TorchScript + parity.json per signature under ``out/<name>/``, without publishing."""
-    _, ckpt = load_checkpoint(model, checkpoint_path)
+    _, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, log=log)
     written = []
     with tempfile.TemporaryDirectory(prefix="ganexport-export-") as tmp:
         for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
@@ -214,15 +239,16 @@ class VerifyError(Exception):
     """A published model no longer matches its checkpoint; the message names model and error."""
 
 
-def verify(model: str, *, checkpoint_path: Path | None = None, repo: Path = Path("model_repository"),
-           log: Log = print) -> list[str]:
-    """Re-check the newest published version of each Triton model of ``model`` against the checkpoint.
+def verify(model: str, *, checkpoint_path: Path | None = None, latest_run: bool = False,
+           repo: Path = Path("model_repository"), log: Log = print) -> list[str]:
+    """Re-check the newest published version of each Triton model of ``model`` against the checkpoint:
+    the one given, else the one the repository was built from, else ``checkpoint.choose``'s.
 
     Checks every published file against its version's SHA256SUMS (names a file changed on
     disk), then runs the published file on the parity inputs and compares its
     uint8 images with the eager model (names the error size).
     """
-    _, ckpt = load_checkpoint(model, checkpoint_path)
+    _, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, built_into=repo, log=log)
     problems, checked = [], []
     for base in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
         wrapper = wrappers.wrap(ckpt.build(base.net), base, ckpt.latent_prior)

@@ -7,6 +7,7 @@ names and the dynamic axes come from the catalog's Signature.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from torch import nn
 from ganexport import catalog
 
 DEFAULT_OPSET = 18
+
+# The exporter logs one warning per torchvision operator it could register ("torchvision is not
+# installed. Skipping torchvision::nms", eight per export); our nets use none of them.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 class ExportError(Exception):

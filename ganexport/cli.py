@@ -188,6 +188,15 @@ def train_judge(dataset, epochs, device, out):
     click.echo(f"judge for {dataset}: test accuracy {acc:.4f}, saved to {out}")
 
 
+def _checkpoint_rule() -> str:
+    # what training.checkpoint.choose does, stated here so that --help does not import torch
+    return ("A checkpoint file or a run folder (runs/<model>/<run-id>). Default: weights/<model>.safetensors "
+            "(the released weights), else the newest runs/<model>/<run-id>.")
+
+
+LATEST_RUN_HELP = "Take the newest runs/<model>/<run-id> even when released weights exist."
+
+
 def _model_names(model: str) -> list[str]:
     return list(catalog.MODELS) if model == "all" else [model]
 
@@ -198,7 +207,8 @@ MODEL_OR_ALL = click.Choice([*catalog.MODELS, "all"])
 @cli.command()
 @click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Training model to build, or all.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True), default=None,
-              help="Default: weights/<model>.safetensors, else the newest runs/<model>/*, else train --profile quick.")
+              help=_checkpoint_rule() + " With neither, build trains the quick profile first.")
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
 @click.option("--flavor", default="embedded", type=click.Choice(["embedded", "native"]),
               help="embedded: Python backend (the bundled server); native: onnxruntime_onnx / pytorch_libtorch.")
 @click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False),
@@ -207,7 +217,7 @@ MODEL_OR_ALL = click.Choice([*catalog.MODELS, "all"])
 @click.option("--tensorrt", is_flag=True,
               help="Native flavour on GPU: let Triton's onnxruntime backend run the ONNX models through TensorRT.")
 @click.option("--keep", default=3, type=click.IntRange(min=1), help="How many versions of each model to keep.")
-def build(model, checkpoint, flavor, repo, gpu, tensorrt, keep):
+def build(model, checkpoint, latest_run, flavor, repo, gpu, tensorrt, keep):
     """Export to ONNX and TorchScript, prove parity with PyTorch, publish into the Triton repository.
 
     \b
@@ -229,7 +239,8 @@ def build(model, checkpoint, flavor, repo, gpu, tensorrt, keep):
                                "containers, on GPU instances; the bundled server has no onnxruntime backend)")
     for name in _model_names(model):
         try:
-            pipeline.build(name, checkpoint_path=checkpoint, repo=Path(repo), flavor=flavor, gpu=gpu,
+            pipeline.build(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), flavor=flavor,
+                           gpu=gpu,
                            tensorrt=tensorrt, keep=keep, log=click.echo)
         except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
             raise UserError(f"build of {name} refused, nothing published: {e}") from None
@@ -237,26 +248,36 @@ def build(model, checkpoint, flavor, repo, gpu, tensorrt, keep):
 
 @cli.command()
 @click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
-@click.option("--checkpoint", type=click.Path(exists=True), default=None, help="Default: as for build.")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None,
+              help="A checkpoint file or a run folder. Default: the checkpoint the repository was built from "
+                   "(found by the SHA-256 in its parity.json).")
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
 @click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False))
-def verify(model, checkpoint, repo):
-    """Re-check what is published against the checkpoint: file hashes, then outputs vs PyTorch."""
+def verify(model, checkpoint, latest_run, repo):
+    """Re-check what is published against the checkpoint: file hashes, then outputs vs PyTorch.
+
+    \b
+    Examples:
+      ganexport verify --model cyclegan
+      ganexport verify --model all --repository /models
+    """
     from ganexport.export import build as pipeline
     from ganexport.training import checkpoint as ckpt_mod
 
     for name in _model_names(model):
         try:
-            pipeline.verify(name, checkpoint_path=checkpoint, repo=Path(repo), log=click.echo)
+            pipeline.verify(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), log=click.echo)
         except (pipeline.VerifyError, ckpt_mod.CheckpointError) as e:
             raise UserError(str(e)) from None
 
 
 @cli.command("export")
 @click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
-@click.option("--checkpoint", type=click.Path(exists=True), default=None, help="Default: as for build.")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None, help=_checkpoint_rule())
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
 @click.option("--out", default="exported", type=click.Path(file_okay=False),
               help="Writes OUT/<triton-name>/model.onnx, model.pt, parity.json.")
-def export_cmd(model, checkpoint, out):
+def export_cmd(model, checkpoint, latest_run, out):
     """Export ONNX and TorchScript files with their parity report, without publishing."""
     from ganexport.export import build as pipeline
     from ganexport.export import onnx_export, parity
@@ -264,7 +285,8 @@ def export_cmd(model, checkpoint, out):
 
     for name in _model_names(model):
         try:
-            for d in pipeline.export_files(name, Path(out), checkpoint_path=checkpoint, log=click.echo):
+            for d in pipeline.export_files(name, Path(out), checkpoint_path=checkpoint, latest_run=latest_run,
+                                           log=click.echo):
                 click.echo(f"wrote {d}")
         except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
             raise UserError(str(e)) from None
@@ -342,14 +364,17 @@ class _EvalCommand(click.Command):
 
 @cli.command("eval", cls=_EvalCommand)
 @click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Model to evaluate, or all.")
-@click.option("--checkpoint", type=click.Path(exists=True), default=None,
-              help="Default: weights/<model>.safetensors, else the newest run.")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None, help=_checkpoint_rule())
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Held-out data for a model trained on your own folder (DIR/testA + DIR/testB, or images). "
+                   "Default: the folder the run was trained from, as its checkpoint records.")
 @click.option("--metrics", default=None, help="Comma-separated metric names. Default: every one that applies.")
 @click.option("--n", type=click.IntRange(min=10), default=None,
               help="Generated images per metric. Default: the protocol's count (10k for FID).")
 @click.option("--seed", default=0, help="Seeds the latents.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-def evaluate(model, checkpoint, metrics, n, seed, device):
+def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, device):
     """Measure a model's quality; results are appended as JSON lines beside the checkpoint.
 
     \b
@@ -358,24 +383,23 @@ def evaluate(model, checkpoint, metrics, n, seed, device):
       ganexport eval --model cgan --metrics cgan_acc
       ganexport eval --model dcgan --checkpoint runs/dcgan/<run-id> --n 2000
     """
-    from ganexport.export.build import find_checkpoint
-    from ganexport.training import checkpoint as ckpt_io, eval as ev
+    from ganexport.training import checkpoint as ckpt_io, data, eval as ev
     from ganexport.training.loop import resolve_device
 
-    if checkpoint and model == "all":
-        raise UserError("--checkpoint takes one model, not all")
+    if (checkpoint or data_dir) and model == "all":
+        raise UserError("--checkpoint and --data take one model, not all")
     names = [m.strip() for m in metrics.split(",")] if metrics else None
     for name in _model_names(model):
-        path = Path(checkpoint) if checkpoint else find_checkpoint(name)
-        if path is None:
-            raise UserError(f"no checkpoint for {name}: no weights/{name}.safetensors and no run in runs/{name}/")
-        click.echo(f"{name}: {path}")
         try:
-            ev.evaluate(path, names, n=n, seed=seed, device=resolve_device(device),
+            choice = ckpt_io.choose(name, checkpoint, latest_run=latest_run)
+            if choice is None:
+                raise UserError(f"no checkpoint for {name}: no weights/{name}.safetensors and no run in runs/{name}/")
+            click.echo(f"{name}: checkpoint {ckpt_io.shown(choice.path)} ({choice.why})")
+            ev.evaluate(choice.path, names, n=n, seed=seed, device=resolve_device(device), data_dir=data_dir,
                         log=lambda msg: click.echo(f"  {msg}"))
-        except (ckpt_io.CheckpointError, ValueError) as e:
+        except (ckpt_io.CheckpointError, data.DatasetError, ValueError) as e:
             raise UserError(str(e)) from None
-        click.echo(f"  -> {ev.results_path(path)}")
+        click.echo(f"  -> {ckpt_io.shown(ev.results_path(choice.path))}")
 
 
 @cli.command("release")

@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file, safe_open
 from ganexport import catalog
 
 META_KEY = "ganexport"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+RUNS_DIR = Path("runs")
 
 
 class CheckpointError(Exception):
@@ -60,6 +62,48 @@ class Checkpoint:
         net = self.spec.build(role, self.image_shape, self.hp)
         net.load_state_dict({k: v.float() for k, v in self.state[role].items()})
         return net.eval()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The checkpoint a command will use, and why (said on its first line, so nobody builds the wrong one)."""
+
+    path: Path
+    why: str
+
+
+def newest_run(model: str, runs: Path = RUNS_DIR) -> Path | None:
+    """The most recently written runs/<model>/*/checkpoint.safetensors, or None."""
+    found = sorted(Path(runs).glob(f"{model}/*/checkpoint.safetensors"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def choose(model: str, given: str | Path | None = None, *, latest_run: bool = False, runs: Path = RUNS_DIR,
+           weights: Path = WEIGHTS_DIR) -> Choice | None:
+    """The checkpoint build, export, verify and eval take (their --help states the rule): the one
+    ``given`` (a file or a run folder), else the released weights, else the newest run, with the
+    newest run first when ``latest_run``; None when there is neither."""
+    if given is not None:
+        return Choice(resolve(given), "given with --checkpoint")
+    released, run = Path(weights) / f"{model}.safetensors", newest_run(model, runs)
+    released = released if released.is_file() else None
+    if latest_run and run:
+        return Choice(run, "the newest run (--latest-run)")
+    if released:
+        why = "the released weights"
+        return Choice(released, why + (f"; --latest-run takes {shown(run.parent)} instead" if run else ""))
+    if run:
+        return Choice(run, f"the newest run; no released weights/{model}.safetensors")
+    return None
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as the user would type it: relative to the working directory when it lies below it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def save(path: str | Path, nets: dict[str, torch.nn.Module], meta: dict[str, Any],

@@ -15,7 +15,10 @@ images to exactly the sketch they came from) keeps its full weight.
 (Chu et al., "CycleGAN, a master of steganography", 2017): without it the
 generators pass the cycle by hiding information in faint, invisible tints,
 and G_ab learns to decode G_ba's hidden cues instead of drawing visible
-strokes. ``lr_decay_start`` (the loop's) decays the learning rate linearly
+strokes. ``tone_weight`` adds a loss on the histogram of G_ab's grey levels
+against a batch of real B images (``losses.tone_matching``): the PatchGAN with
+instance norm cannot see a page that is a few levels grey all over, and this
+term can. ``lr_decay_start`` (the loop's) decays the learning rate linearly
 to zero over the last part of the run, as the paper does.
 
     ganexport train --model cyclegan --profile quick
@@ -82,7 +85,9 @@ class Recipe(Family):
         loss_cycle = (lam_aba * F.l1_loss(G_ba(self.jitter(fake_b)), real_a)
                       + lam * F.l1_loss(G_ab(self.jitter(fake_a)), real_b))
         loss_idt = lam_idt * (F.l1_loss(G_ab(real_b), real_b) + F.l1_loss(G_ba(real_a), real_a))
-        grad_g = self.backward_step(loss_gan + loss_cycle + loss_idt, self.optimizers["g"], G_ab, G_ba)
+        loss_tone = (self.hp["tone_weight"] * losses.tone_matching(fake_b, real_b) if self.hp["tone_weight"]
+                     else torch.zeros(()))
+        grad_g = self.backward_step(loss_gan + loss_cycle + loss_idt + loss_tone, self.optimizers["g"], G_ab, G_ba)
 
         pa, pb = self.pool_a.query(fake_a.detach()), self.pool_b.query(fake_b.detach())
         d_real_b = D_b(real_b)
@@ -90,6 +95,7 @@ class Recipe(Family):
                         + losses.lsgan(d_real_b, True) + losses.lsgan(D_b(pb), False))
         grad_d = self.backward_step(loss_d, self.optimizers["d"], D_a, D_b)
         return {"loss_gan": loss_gan.item(), "loss_cycle": loss_cycle.item(), "loss_identity": loss_idt.item(),
+                "loss_tone": loss_tone.item(),
                 "loss_d": loss_d.item(), "d_b_on_real": d_real_b.mean().item(), "grad_g": grad_g, "grad_d": grad_d}
 
     def jitter(self, fake: torch.Tensor) -> torch.Tensor:

@@ -41,10 +41,13 @@ BATCH = 500
 class Context:
     """One checkpoint under evaluation: its nets, data and judge, each loaded once on first use."""
 
-    def __init__(self, ckpt: checkpoint.Checkpoint, *, n: int | None = None, seed: int = 0, device="cpu"):
+    def __init__(self, ckpt: checkpoint.Checkpoint, *, n: int | None = None, seed: int = 0, device="cpu",
+                 data_dir: str | None = None):
         self.ckpt, self.n, self.seed, self.device = ckpt, n, seed, torch.device(device)
         self.spec = ckpt.spec
         self.dataset = ckpt.meta["dataset"]
+        # a run on the user's own folder is measured on that folder's held-out part (its testA/testB)
+        self.data_dir = data_dir or ckpt.meta.get("data_dir")
         self._cache: dict[str, Any] = {}
 
     def once(self, key: str, make: Callable[[], Any]) -> Any:
@@ -60,10 +63,12 @@ class Context:
         return self.once("judge", lambda: judge.load_judge(self.dataset, device=self.device))
 
     def real(self, split: str) -> data.ImageSet:
-        return self.once(f"real:{split}", lambda: data.load_images(self.dataset, split=split))
+        return self.once(f"real:{split}", lambda: data.load_images(self.dataset, data_dir=self.data_dir, split=split,
+                                                                image_size=self.ckpt.image_shape[0]))
 
     def domains(self) -> data.DomainPair:
-        return self.once("domains", lambda: data.load_domains(self.dataset, split="test"))
+        return self.once("domains", lambda: data.load_domains(self.dataset, data_dir=self.data_dir, split="test",
+                                                                  image_size=self.ckpt.image_shape[0]))
 
     def generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
@@ -335,8 +340,10 @@ def results_path(checkpoint_path: Path) -> Path:
 
 
 def evaluate(checkpoint_path: Path, metrics: list[str] | None = None, *, n: int | None = None, seed: int = 0,
-             device="cpu", log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run ``metrics`` (default: every one that applies) on a checkpoint; append and return the records."""
+             device="cpu", data_dir: str | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run ``metrics`` (default: every one that applies) on a checkpoint; append and return the records.
+
+    Data come from ``data_dir``, else the folder the run recorded, else the dataset's own files."""
     ckpt = checkpoint.load(checkpoint_path)
     names = metrics or applicable(ckpt.meta)
     unknown = [m for m in names if m not in METRICS]
@@ -346,7 +353,7 @@ def evaluate(checkpoint_path: Path, metrics: list[str] | None = None, *, n: int 
     if unfit:
         raise ValueError(f"{', '.join(unfit)} do(es) not apply to {ckpt.meta['model']} on {ckpt.meta['dataset']}; "
                          f"applicable: {', '.join(applicable(ckpt.meta))}")
-    ctx = Context(ckpt, n=n, seed=seed, device=device)
+    ctx = Context(ckpt, n=n, seed=seed, device=device, data_dir=data_dir)
     records = []
     out = results_path(checkpoint_path)
     for name in names:

@@ -298,7 +298,8 @@ def train(cfg: TrainConfig) -> Path:
     (run_dir / "samples").mkdir(exist_ok=True)
     history_path = run_dir / "health.jsonl"
     meta = {
-        "model": spec.name, "family": spec.family, "dataset": dataset, "data_dir": cfg.data_dir,
+        "model": spec.name, "family": spec.family, "dataset": dataset,
+        "data_dir": str(Path(cfg.data_dir).resolve()) if cfg.data_dir else None,
         "data_source": loaded.source, "train_images": len(batches), "image_shape": list(image_shape),
         "class_names": list(catalog.DATASETS[dataset].class_names), "profile": profile, "hparams": hp,
         "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size,

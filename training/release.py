@@ -29,7 +29,7 @@ from ganexport.training import checkpoint, eval as metrics, photos
 from ganexport.training.loop import hardware
 from ganexport.training.nets import Classifier, count_parameters
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = checkpoint.WEIGHTS_DIR
 MAX_RELEASE_BYTES = 15 * 2**20
 GALLERY_START, GALLERY_END = "<!-- gallery:start -->", "<!-- gallery:end -->"
 
