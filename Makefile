@@ -74,7 +74,7 @@ demo: setup
 BENCH_ARGS ?=
 bench: setup
 	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all
-	$(VENV)/bin/ganexport bench --model all $(BENCH_ARGS)
+	$(VENV)/bin/ganexport bench --model all --record $(BENCH_ARGS)
 
 smoke: setup
 	for m in $$($(PY) -c 'from ganexport import catalog; print(*catalog.MODELS)'); do \

@@ -17,6 +17,7 @@ from ganexport import catalog
 
 KINDS = ("eager", "torchscript", "onnxruntime", "triton-http", "triton-grpc")
 SOAK_TARGETS = ("triton-grpc", "triton-http", "demo")
+RECORDED = Path(__file__).resolve().parent / "results"  # the figures BENCHMARKS.md cites; written by --record only
 
 
 def _ints(ctx, param, value: str) -> list[int]:
@@ -118,15 +119,18 @@ def triton_names(model: str, repository: Path) -> tuple[list[str], list[str]]:
 @click.option("--perf-analyzer", is_flag=True,
               help="Add a perf_analyzer row beside each Triton row, in the same rounds (NVIDIA's load tool, "
                    "fetched from the tritonclient 2.51.0 wheel on first use).")
-@click.option("--out", default=Path("benchmarks/results"), type=click.Path(path_type=Path, file_okay=False),
+@click.option("--out", default=Path("bench-results"), type=click.Path(path_type=Path, file_okay=False),
               help="Results go to OUT/<hardware>/NAME.{json,md,png}.")
+@click.option("--record", is_flag=True,
+              help="Write into the project's recorded results (benchmarks/results/<hardware>/, what BENCHMARKS.md "
+                   "cites) instead of --out, replacing a record of the same name.")
 @click.option("--name", default=None, help="File name stem [default: bench, or soak-<target>].")
 @click.option("--soak", is_flag=True, help="Soak instead: --concurrency clients for --duration seconds.")
 @click.option("--target", default="triton-grpc", type=click.Choice(SOAK_TARGETS),
               help="--soak: the Triton server, or the Gradio demo's queue (through gradio_client).")
 @click.option("--demo-url", default=None, help="--soak --target demo: a running demo; default: start one.")
 def bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup, repository, checkpoints,
-          triton_url, triton_grpc_url, variants, perf_analyzer, out, name, soak, target, demo_url):
+          triton_url, triton_grpc_url, variants, perf_analyzer, out, record, name, soak, target, demo_url):
     """Latency (p50/p90/p99) and throughput of every serving path, side by side, in one run.
 
     \b
@@ -138,7 +142,8 @@ def bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup,
       ganexport bench --model dcgan,cyclegan_a2b --batch 1 --concurrency 1 --backends triton-grpc --perf-analyzer
       ganexport bench --soak --duration 300 --concurrency 8 --target triton-grpc
     Backends run in short interleaved rounds, so their ratios hold on a noisy machine.
-    Writes benchmarks/results/<hardware>/bench.{json,md,png}; ratios are against eager.
+    Writes bench-results/<hardware>/bench.{json,md,png}; ratios are against eager. Only --record
+    (as `make bench` does) touches the project's recorded results in benchmarks/results/.
     """
     from ganexport.benchmarks import hardware
     from ganexport.benchmarks.targets import BenchError
@@ -146,7 +151,7 @@ def bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup,
 
     command = shlex.join(["ganexport", "bench", *sys.argv[2:]]) if "bench" in sys.argv[1:2] else "ganexport bench"
     hw = hardware.describe()
-    out_dir = out / hardware.slug(hw)
+    out_dir = (RECORDED if record else out) / hardware.slug(hw)
     if soak:
         from ganexport.benchmarks import soak as soak_mod
 

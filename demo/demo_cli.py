@@ -21,13 +21,16 @@ KINDS = tuple(k for k in BACKENDS if k != "torchscript")
                    "is unreachable.")
 @click.option("--triton-url", default=None,
               help="A Triton server that is already running (host:port). Without it, the demo starts "
-                   "Triton itself on --repository (HTTP 8000, gRPC 8001) and stops it on exit.")
+                   "Triton itself on --repository (ports --triton-http-port, --triton-grpc-port) and stops it "
+                   "on exit.")
 @click.option("--repository", default=Path("model_repository"), type=click.Path(path_type=Path, file_okay=False),
               help="Published model repository (ganexport build --model all).")
 @click.option("--host", default="127.0.0.1", help="Address the demo listens on (0.0.0.0 exposes it to the network).")
 @click.option("--port", default=7860, type=click.IntRange(1, 65535), help="Port of the demo page.")
-@click.option("--triton-http-port", default=8000, type=int, hidden=True)  # tests: free ports
-@click.option("--triton-grpc-port", default=8001, type=int, hidden=True)
+@click.option("--triton-http-port", default=8000, type=click.IntRange(0, 65535),
+              help="HTTP port of the Triton the demo starts (0: any free port).")
+@click.option("--triton-grpc-port", default=8001, type=click.IntRange(0, 65535),
+              help="gRPC port of the Triton the demo starts (0: any free port).")
 def demo(backend_kind, triton_url, repository, host, port, triton_http_port, triton_grpc_port):
     """The Gradio demo: sample, pick a class, explore a 2-D latent space, translate a photo."""
     import shutil
@@ -35,7 +38,7 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
 
     from ganexport.serving.serve_cli import default_models, select_models
     from ganexport.serving.triton_server import (ServerError, TritonServer, check_integrity, check_repository,
-                                                 exposure_warning)
+                                                 exposure_warning, free_port)
 
     def stop(signum, frame):  # SIGTERM must stop Triton too, as Ctrl-C does
         raise KeyboardInterrupt
@@ -57,8 +60,8 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
     if backend_kind.startswith("triton") and triton_url is None:
         try:
             staged = select_models(repository, default_models(repository))  # the demo needs no _torchscript twin
-            server = TritonServer(staged, http_port=triton_http_port, grpc_port=triton_grpc_port,
-                                  metrics_port=0).start(timeout=180)
+            server = TritonServer(staged, http_port=triton_http_port or free_port(),
+                                  grpc_port=triton_grpc_port or free_port(), metrics_port=0).start(timeout=180)
         except ServerError as e:
             raise click.ClickException(str(e)) from None
         triton_url = server.http_url if backend_kind == "triton-http" else server.grpc_url

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -334,7 +335,11 @@ def infer(model, backend, url, repo, seed, count, label, input_path, output):
                     raise click.UsageError(f"{model} translates images: give --input IMAGE")
                 channels = sig.inputs[0].shape[-1]
                 image = images.read_image(input_path, channels, sig.min_image_side, sig.max_image_side)
-                images.save_image(b.translate(model, image[None])[0], output)
+                t0 = time.perf_counter()
+                result = b.translate(model, image[None])[0]
+                seconds = time.perf_counter() - t0
+                images.save_image(result, output)
+                what = f"{image.shape[1]}x{image.shape[0]} image -> {result.shape[1]}x{result.shape[0]}"
             else:
                 rng = np.random.default_rng(seed)
                 z = rng.standard_normal((count, *sig.inputs[0].shape)).astype(np.float32)
@@ -343,12 +348,17 @@ def infer(model, backend, url, repo, seed, count, label, input_path, output):
                     spec = sig.inputs[1]
                     k = int(spec.high) + 1
                     labels = np.full(count, label, np.int64) if label is not None else np.arange(count) % k
+                t0 = time.perf_counter()
                 out = b.sample(model, z, labels)
+                seconds = time.perf_counter() - t0
                 nrow = int(np.ceil(np.sqrt(count)))
-                images.grid_image(out, nrow, scale=images.upscale_for_viewing(out.shape[1])).save(output)
+                grid = images.grid_image(out, nrow, scale=images.upscale_for_viewing(out.shape[1]))
+                grid.save(output)
+                what = f"{count} samples of {out.shape[2]}x{out.shape[1]} -> a {grid.width}x{grid.height} grid"
     except (images.ImageError, InvalidInput, BackendError) as e:
         raise UserError(str(e)) from None
-    click.echo(f"{model} via {backend}: wrote {output}")
+    click.echo(f"{model} via {backend}: {what} in {seconds * 1000:.0f} ms (one request); "
+               f"wrote {output}")
 
 
 def _metrics_help() -> str:

@@ -193,3 +193,15 @@ def test_recorded_python_path_is_repo_relative_inside_the_repository():
     root = Path(hardware.__file__).resolve().parent.parent
     assert hardware.repo_relative(str(root / ".venv" / "bin" / "python3")) == ".venv/bin/python3"
     assert hardware.repo_relative("/usr/bin/python3") == "/usr/bin/python3"
+
+
+def test_a_plain_bench_run_never_writes_the_recorded_results(published, tmp_path, monkeypatch):
+    """Without --record, results go to ./bench-results, so a quick try cannot overwrite BENCHMARKS.md's files."""
+    from ganexport.benchmarks.bench_cli import RECORDED
+
+    before = {p: p.stat().st_mtime_ns for p in RECORDED.rglob("*")}
+    monkeypatch.chdir(tmp_path)
+    _invoke(["--repository", str(published[0]), "--model", "dcgan", "--backends", "onnxruntime", "--batch", "1",
+             "--concurrency", "1", "--duration", "0.05", "--rounds", "1", "--warmup", "0"])
+    assert (tmp_path / "bench-results" / hardware.slug() / "bench.json").is_file()
+    assert {p: p.stat().st_mtime_ns for p in RECORDED.rglob("*")} == before

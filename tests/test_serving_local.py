@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 
@@ -171,6 +172,7 @@ def test_infer_translates_a_photo_and_keeps_its_size(tmp_path, published):
                 "--input", str(photo), "--output", str(out))
         assert r.returncode == 0, r.stderr
         assert Image.open(out).size == (640, 427)
+        assert re.search(rf"via {backend}: 640x427 image -> 640x427 in \d+ ms", r.stdout), r.stdout
 
 
 def test_infer_samples_a_grid_for_a_class(tmp_path, published):
@@ -179,6 +181,7 @@ def test_infer_samples_a_grid_for_a_class(tmp_path, published):
             "--output", str(out))
     assert r.returncode == 0, r.stderr
     assert Image.open(out).size[0] > 0
+    assert re.search(r"9 samples of \d+x\d+ -> a \d+x\d+ grid in \d+ ms", r.stdout), r.stdout
 
 
 @pytest.mark.parametrize("args,match", [

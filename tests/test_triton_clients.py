@@ -163,6 +163,39 @@ def test_readme_translate_example_runs_verbatim(server, tmp_path):
     assert Image.open(tmp_path / "sketch.png").size == (640, 427)
 
 
+def _infer_through_triton(server, photo, out):
+    r = subprocess.run([sys.executable, "-m", "ganexport.cli", "infer", "--model", "cyclegan_a2b", "--backend",
+                        "triton-http", "--url", server.http_url, "--input", str(photo), "--output", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return np.asarray(Image.open(out))
+
+
+def test_readme_translate_example_turns_a_portrait_phone_photo_upright(server, tmp_path):
+    """Stored 640x427 with EXIF orientation 6 (the camera was turned): people see, and get back, 427x640."""
+    stored = Image.fromarray(np.random.default_rng(2).integers(0, 256, (427, 640, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "photo.jpg", exif=exif)
+    out = run_example("translate", server, tmp_path)
+    assert "photo (640, 427, 3) -> sketch (640, 427, 3)" in out
+    sketch = np.asarray(Image.open(tmp_path / "sketch.png"))
+    assert np.array_equal(sketch, _infer_through_triton(server, tmp_path / "photo.jpg", tmp_path / "infer.png"))
+
+
+def test_readme_translate_example_reads_transparency_as_infer_does(server, tmp_path):
+    """A transparent PNG whose hidden pixels are black: the example and `infer` both see white paper."""
+    rgba = np.zeros((96, 128, 4), np.uint8)
+    rgba[20:60, 30:90] = (200, 40, 40, 255)  # an opaque red patch on a fully transparent page
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "photo.jpg", format="PNG")  # the example's file name
+    run_example("translate", server, tmp_path)
+    sketch = np.asarray(Image.open(tmp_path / "sketch.png"))
+    assert np.array_equal(sketch, _infer_through_triton(server, tmp_path / "photo.jpg", tmp_path / "infer.png"))
+    black = tmp_path / "black.png"
+    Image.fromarray(np.where(rgba[..., 3:] > 0, rgba[..., :3], 0).astype(np.uint8)).save(black)
+    assert not np.array_equal(sketch, _infer_through_triton(server, black, tmp_path / "black-out.png"))
+
+
 def test_readme_cgan_example_runs_verbatim(server, published, tmp_path):
     with connect("onnxruntime", repository=published[0]) as ort_b:
         shape = ort_b.metadata("cgan").outputs[0].shape

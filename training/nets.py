@@ -250,18 +250,25 @@ class ResnetGenerator(nn.Module):
 
     Two stride-2 downsamplings: H and W must be multiples of 4 (the export
     wrapper pads and crops so served images can be any size).
+    ``upsample="transpose"`` is the paper's stride-2 transposed convolution;
+    ``"resize"`` doubles the map by nearest neighbour and then convolves
+    (Odena et al., "Deconvolution and checkerboard artifacts", 2016), which
+    cannot print the checkerboard texture that greys a white page.
     """
 
-    def __init__(self, channels: int, width: int, n_blocks: int):
+    def __init__(self, channels: int, width: int, n_blocks: int, upsample: str = "transpose"):
         super().__init__()
         w = width
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, w, 7), nn.InstanceNorm2d(w), nn.ReLU(True)]
         for mult in (1, 2):
             layers += [nn.Conv2d(w * mult, w * mult * 2, 3, 2, 1), nn.InstanceNorm2d(w * mult * 2), nn.ReLU(True)]
         layers += [ResidualBlock(w * 4) for _ in range(n_blocks)]
+        if upsample not in ("transpose", "resize"):
+            raise ValueError(f"ResnetGenerator upsample must be 'transpose' or 'resize', got {upsample!r}")
         for mult in (4, 2):
-            layers += [nn.ConvTranspose2d(w * mult, w * mult // 2, 3, 2, 1, output_padding=1),
-                       nn.InstanceNorm2d(w * mult // 2), nn.ReLU(True)]
+            up = ([nn.ConvTranspose2d(w * mult, w * mult // 2, 3, 2, 1, output_padding=1)] if upsample == "transpose"
+                  else [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w * mult, w * mult // 2, 3, 1, 1)])
+            layers += [*up, nn.InstanceNorm2d(w * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, channels, 7), nn.Tanh()]
         self.body = nn.Sequential(*layers)
         init_dcgan_weights(self)
@@ -298,7 +305,7 @@ class PatchDiscriminator(nn.Module):
 
 
 def resnet_generator(image_shape, hp):
-    return ResnetGenerator(image_shape[2], hp["width"], hp["n_blocks"])
+    return ResnetGenerator(image_shape[2], hp["width"], hp["n_blocks"], hp["upsample"])
 
 
 def patchgan_discriminator(image_shape, hp):
