@@ -2,6 +2,7 @@
 #
 #   make setup   .venv with torch, the package and its test tools; Debian data and photo packages when apt is usable
 #   make test    setup, then the whole test suite
+#   make test-fast  setup, then the fast tier (under a minute: no Triton, Gradio, browser or long training)
 #   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
 #   make bench   setup, build every model (once), then `ganexport bench` on all of them (benchmarks/results/)
@@ -25,7 +26,7 @@ PHOTO_PACKAGES = gcompris-qt-data scratch tuxpaint-data kphotoalbum opencv-doc g
 PHOTO_ROOT ?= /opt/ganexport/photo-packages
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps photo-packages test demo smoke bench clean
+.PHONY: setup system-deps photo-packages test test-fast demo smoke bench clean
 
 setup: system-deps photo-packages $(VENV)/.setup-done
 
@@ -63,6 +64,10 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# For day-to-day work: the markers are explained in tests/conftest.py.
+test-fast: setup
+	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 # Builds only when the repository holds no model yet; `ganexport build --model all` rebuilds.
 demo: setup

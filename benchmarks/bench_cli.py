@@ -1,6 +1,6 @@
 """``ganexport bench``: every serving path side by side, or ``--soak`` for minutes of load.
 
-Registered in ganexport/cli.py with ``cli.add_command(bench)``. Heavy imports
+Listed in ganexport/cli.py's COMMANDS, imported only when it runs. Heavy imports
 (torch for the eager row, matplotlib for the plot) happen inside the command.
 """
 
@@ -61,7 +61,7 @@ def _variants(ctx, param, value: tuple[str, ...]):
 def triton_names(model: str, repository: Path) -> tuple[list[str], list[str]]:
     """``--model`` (a training model, a Triton model, comma lists, or all) -> the ONNX Triton models
     to bench, and notes for those of ``all`` that are not published."""
-    from ganexport.export.repository import latest
+    from ganexport.repository import latest
 
     served = catalog.triton_models()
     wanted = []

@@ -1,6 +1,6 @@
 """``ganexport bench --soak``: N clients for minutes against Triton or the Gradio demo.
 
-What it answers (issue #8): does the server stay up and correct under steady
+What it answers: does the server stay up and correct under steady
 load (errors must be zero), how bad is the tail (p99), and does memory grow
 once warm? Memory is the summed VmRSS of every process serving the requests
 (tritonserver and its Python-backend stubs; for ``--target demo`` also the
@@ -66,7 +66,9 @@ def demo_requests(client, models: list[str], workdir: Path, seed: int) -> list:
     from gradio_client import handle_file
     from PIL import Image
 
-    from ganexport.demo.app import SAMPLE_MODELS, TRANSLATORS
+    from ganexport.demo.tabs import catalog_endpoints
+
+    SAMPLE_MODELS, TRANSLATORS = catalog_endpoints()
 
     rng = np.random.default_rng(seed)
     calls = []
@@ -96,7 +98,7 @@ def demo_requests(client, models: list[str], workdir: Path, seed: int) -> list:
 
 
 def rss_mb(pids: list[int]) -> float:
-    from ganexport.serving.triton_server import rss_bytes
+    from ganexport.benchmarks.procfs import rss_bytes
 
     return rss_bytes(pids) / 2**20
 
@@ -136,7 +138,7 @@ class DemoProcess:
             raise
 
     def pids(self) -> list[int]:
-        from ganexport.serving.triton_server import descendants
+        from ganexport.benchmarks.procfs import descendants
 
         return [self.proc.pid, *descendants(self.proc.pid)] if self.proc.poll() is None else []
 
@@ -180,10 +182,8 @@ def run(repository: Path, models: list[str], *, target: str = "triton-grpc", dur
                 return c, demo_requests(c, models, workdir, seed)
         else:
             if triton_url is None:
-                from ganexport.benchmarks.targets import select_models
-
-                server = TritonServer(select_models(repository, models, workdir / "repo"), http_port=free_port(),
-                                      grpc_port=free_port(), metrics_port=0).start(timeout=300)
+                server = TritonServer(repository, models=models, http_port=free_port(), grpc_port=free_port(),
+                                      metrics_port=0).start(timeout=300)
                 pids = server.pids
                 hw_extra["triton_server"] = server.server_metadata().get("version")
                 triton_url, triton_grpc_url = server.http_url, server.grpc_url

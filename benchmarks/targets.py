@@ -6,19 +6,16 @@
 
 Triton rows talk to a server started here on free ports (or to ``--triton-url``).
 A ``--variant LABEL:knob=value,...`` adds rows that run the same files with other
-serving knobs: Triton variants get their own server on a repository whose
-config.pbtxt is rewritten by ``export.repository.config_pbtxt``, ONNX Runtime
-variants their own session. Every variant runs in the same interleaved rounds
-as the baseline, so a tuning gain is measured against a baseline that saw the
-same noise.
+serving knobs: Triton variants get their own server, which serves a config.pbtxt
+rewritten by ``ganexport.repository_config.config_pbtxt`` in place of the published
+one (TritonServer(configs=...)), ONNX Runtime variants their own session. Every
+variant runs in the same interleaved rounds as the baseline, so a tuning gain is
+measured against a baseline that saw the same noise.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +26,8 @@ import numpy as np
 
 from ganexport import catalog
 from ganexport.benchmarks.hardware import repo_relative
-from ganexport.export import repository as repo_writer
+from ganexport.repository import CONFIG_FILE, PYTHON_MODEL_FILE, latest, read_parity, read_signature, sha256
+from ganexport.repository_config import config_pbtxt
 from ganexport.serving import backends
 from ganexport.serving.backends import Backend, BackendError
 
@@ -85,29 +83,27 @@ class Variant:
         return {k: v for k, v in self.knobs.items() if k in ORT_KNOBS}
 
 
-def variant_repository(repository: Path, models: list[str], variant: Variant, dest: Path) -> Path:
-    """``dest/<model>/``: config.pbtxt written with the variant's knobs, the newest version symlinked.
+def variant_configs(repository: Path, models: list[str], variant: Variant) -> dict[str, str]:
+    """Model -> its config.pbtxt written with the variant's knobs, for TritonServer(configs=...).
 
     Knobs the variant leaves out take config_pbtxt's defaults (today's build), so
     ``--variant defaults:`` measures what a rebuild would publish.
     """
+    configs = {}
     for name in models:
-        vdir = repo_writer.latest(repository, name)
+        vdir = latest(repository, name)
         if vdir is None:
-            raise BenchError(f"{name}: not published in {repository}")
-        sig = catalog.Signature.from_dict(json.loads((vdir / repo_writer.SIGNATURE_FILE).read_text()))
+            raise BenchError(f"{name}: not published in {repository} (run ganexport build)")
+        sig = read_signature(vdir)
         runtime = "torchscript" if name.endswith(catalog.RUNTIME_SUFFIX["torchscript"]) else "onnxruntime"
-        model_py = vdir / repo_writer.PYTHON_MODEL_FILE
+        model_py = vdir / PYTHON_MODEL_FILE
         if variant.ort_options and model_py.is_file() and "ort_options" not in model_py.read_text():
-            raise BenchError(f"{name}: its published model.py predates ONNX Runtime session options; "
+            raise BenchError(f"{name}: its published {PYTHON_MODEL_FILE} predates ONNX Runtime session options; "
                              "rebuild it (ganexport build) to compare them")
-        gpu = "KIND_GPU" in (repository / name / repo_writer.CONFIG_FILE).read_text()
+        gpu = "KIND_GPU" in (repository / name / CONFIG_FILE).read_text()
         triton = {k: v for k, v in variant.knobs.items() if k in TRITON_KNOBS}
-        config = repo_writer.config_pbtxt(sig, runtime=runtime, gpu=gpu, ort_options=variant.ort_options, **triton)
-        (dest / name).mkdir(parents=True)
-        (dest / name / repo_writer.CONFIG_FILE).write_text(config)
-        (dest / name / vdir.name).symlink_to(vdir.resolve(), target_is_directory=True)
-    return dest
+        configs[name] = config_pbtxt(sig, runtime=runtime, gpu=gpu, ort_options=variant.ort_options, **triton)
+    return configs
 
 
 # --------------------------------------------------------------------------- eager
@@ -144,10 +140,10 @@ class EagerBackend(backends._Base):
         from ganexport.export import wrappers
         from ganexport.training.checkpoint import CheckpointError
 
-        vdir = repo_writer.latest(self.repository, model)
+        vdir = latest(self.repository, model)
         if vdir is None:
             raise BackendError(f"eager: {model} is not published in {self.repository}")
-        sig = catalog.Signature.from_dict(json.loads((vdir / repo_writer.SIGNATURE_FILE).read_text()))
+        sig = read_signature(vdir)
         training = catalog.triton_models()[model][0].name
         try:
             path, ckpt = pipeline.load_checkpoint(training, self.checkpoints.get(training),
@@ -158,9 +154,8 @@ class EagerBackend(backends._Base):
         if own != sig:
             raise BenchError(f"eager {model}: {path} builds a different net than the published one "
                              f"(give the checkpoint it was built from: --checkpoint {training}=PATH)")
-        parity_file = vdir / repo_writer.PARITY_FILE
-        published = json.loads(parity_file.read_text()).get("source", {}) if parity_file.is_file() else {}
-        same = published.get("checkpoint_sha256") == pipeline.sha256(path)
+        published = read_parity(vdir).get("source", {})
+        same = published.get("checkpoint_sha256") == sha256(path)
         if not same:
             self.log(f"warning: eager {model}: {path} is not the checkpoint {vdir} was built from "
                      "(same architecture, other weights)")
@@ -257,9 +252,7 @@ class Fleet(contextlib.ExitStack):
         return self
 
     def _setup(self) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix="ganexport-bench-"))
-        self.callback(shutil.rmtree, tmp, ignore_errors=True)
-        self.callback(self._shutdown)  # callbacks run last-in first-out: this one before the rmtree
+        self.callback(self._shutdown)
         for kind in self.kinds:
             if kind == "eager":
                 self.eager = EagerBackend(self.repository, self.checkpoints, self.log)
@@ -270,7 +263,7 @@ class Fleet(contextlib.ExitStack):
         if triton:
             urls = dict(self.urls)
             if not urls["triton-http"]:
-                server = self._start(select_models(self.repository, self.models, tmp / "published"), "")
+                server = self._start("")
                 urls = {"triton-http": server.http_url, "triton-grpc": server.grpc_url}
             else:
                 server = None
@@ -283,8 +276,7 @@ class Fleet(contextlib.ExitStack):
                 self.log(f"note: variant {variant.label} applies to none of {', '.join(self.kinds)}")
             server = None
             if any(k.startswith("triton") for k in kinds):
-                repo = variant_repository(self.repository, self.models, variant, tmp / f"variant-{variant.label}")
-                server = self._start(repo, variant.label)
+                server = self._start(variant.label, variant_configs(self.repository, self.models, variant))
             for kind in kinds:
                 label = f"{kind}[{variant.label}]"
                 if kind == "onnxruntime":
@@ -306,11 +298,13 @@ class Fleet(contextlib.ExitStack):
     def _remote(kind: str, url: str):
         return lambda: backends.connect(kind, url=url, timeout=600.0)
 
-    def _start(self, repo: Path, label: str):
-        """A Triton server on free ports for ``repo``; stopped when the fleet closes."""
+    def _start(self, label: str, configs: dict[str, str] | None = None):
+        """A Triton server on free ports serving the fleet's models (with ``configs`` instead of the
+        published ones); stopped, and its view of the repository removed, when the fleet closes."""
         from ganexport.serving.triton_server import ServerError, TritonServer, free_port
 
-        server = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+        server = TritonServer(self.repository, models=self.models, configs=configs, http_port=free_port(),
+                              grpc_port=free_port(), metrics_port=0)
         try:
             server.start(timeout=300)
         except ServerError as e:
@@ -329,16 +323,6 @@ class Fleet(contextlib.ExitStack):
             t.start()
         for t in stoppers:
             t.join()
-
-
-def select_models(repository: Path, models: list[str], dest: Path) -> Path:
-    """``dest`` holding symlinks to just ``models``: Triton loads only what the bench needs."""
-    dest.mkdir(parents=True)
-    for name in models:
-        if not (repository / name / repo_writer.CONFIG_FILE).is_file():
-            raise BenchError(f"{name}: not published in {repository} (run ganexport build)")
-        (dest / name).symlink_to((repository / name).resolve(), target_is_directory=True)
-    return dest
 
 
 def _grpc_beside(http_url: str | None) -> str | None:

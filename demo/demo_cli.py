@@ -1,6 +1,6 @@
 """``ganexport demo``: start Triton on a published repository and the Gradio demo on it; Ctrl-C stops both.
 
-Registered in ganexport/cli.py with ``cli.add_command(demo)``. Gradio is
+Listed in ganexport/cli.py's COMMANDS, imported only when it runs. Gradio is
 imported only when the command runs, so ``ganexport --help`` stays fast.
 """
 
@@ -33,12 +33,11 @@ KINDS = tuple(k for k in BACKENDS if k != "torchscript")
               help="gRPC port of the Triton the demo starts (0: any free port).")
 def demo(backend_kind, triton_url, repository, host, port, triton_http_port, triton_grpc_port):
     """The Gradio demo: sample, pick a class, explore a 2-D latent space, translate a photo."""
-    import shutil
     import signal
 
-    from ganexport.serving.serve_cli import default_models, select_models
-    from ganexport.serving.triton_server import (ServerError, TritonServer, check_integrity, check_repository,
-                                                 exposure_warning, free_port)
+    from ganexport.repository import RepositoryError, check_integrity, default_models
+    from ganexport.serving.addresses import exposure_warning, free_port
+    from ganexport.serving.triton_server import ServerError, TritonServer
 
     def stop(signum, frame):  # SIGTERM must stop Triton too, as Ctrl-C does
         raise KeyboardInterrupt
@@ -52,15 +51,14 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
     if warning:  # first, before anything can fail: the page is what --host exposes
         click.echo(warning, err=True)
     try:
-        check_repository(repository)
-        check_integrity(repository, default_models(repository))  # Triton and the fallback both read these files
-    except ServerError as e:
+        served = default_models(repository)  # the demo needs no _torchscript twin
+        check_integrity(repository, served)  # Triton and the in-process fallback both read these files
+    except RepositoryError as e:
         raise click.ClickException(str(e)) from None
-    server, staged = None, None
+    server = None
     if backend_kind.startswith("triton") and triton_url is None:
         try:
-            staged = select_models(repository, default_models(repository))  # the demo needs no _torchscript twin
-            server = TritonServer(staged, http_port=triton_http_port or free_port(),
+            server = TritonServer(repository, models=served, http_port=triton_http_port or free_port(),
                                   grpc_port=triton_grpc_port or free_port(), metrics_port=0).start(timeout=180)
         except ServerError as e:
             raise click.ClickException(str(e)) from None
@@ -79,9 +77,7 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
         pass
     finally:
         if server is not None:
-            server.stop()
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
+            server.stop()  # removes the view of the served models it started on
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""Export: uint8-in/uint8-out wrappers, ONNX and TorchScript, parity, Triton repository (issue #3)."""
+"""Export: uint8-in/uint8-out wrappers, ONNX and TorchScript, parity, and the build pipeline that publishes."""

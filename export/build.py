@@ -26,11 +26,10 @@ import onnx
 import torch
 
 from ganexport import catalog
-from ganexport.export import onnx_export, parity, repository, torchscript, wrappers
-from ganexport.export.repository import sha256
+from ganexport import repository, repository_config, repository_writer
+from ganexport.export import onnx_export, parity, torchscript, wrappers
+from ganexport.repository import MODEL_FILES, PARITY_FILE, sha256
 from ganexport.training import checkpoint
-
-MODEL_FILES = repository.MODEL_FILES
 
 Log = Callable[[str], None]
 
@@ -65,6 +64,12 @@ def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, latest_r
     return choice.path, ckpt
 
 
+def _relative_or_none(path: Path) -> str | None:
+    """``path`` relative to the working directory, or None: a published file names no folder of this machine."""
+    shown = checkpoint.shown(path)
+    return None if Path(shown).is_absolute() else shown
+
+
 def built_from(model: str, repo: Path) -> checkpoint.Choice | None:
     """The checkpoint the published ``model`` was built from, found by the SHA-256 its parity.json records
     (at the recorded path, the released weights or any run); None when nothing is published."""
@@ -73,9 +78,8 @@ def built_from(model: str, repo: Path) -> checkpoint.Choice | None:
     for sig in spec.signatures():
         for runtime in MODEL_FILES:
             version_dir = repository.latest(repo, sig.for_runtime(runtime).name)
-            report = version_dir / repository.PARITY_FILE if version_dir else None
-            if report and report.is_file():
-                sources.append(json.loads(report.read_text()).get("source", {}))
+            if version_dir is not None and (version_dir / PARITY_FILE).is_file():
+                sources.append(repository.read_parity(version_dir).get("source", {}))
     if not sources:
         return None
     source = sources[0]
@@ -118,7 +122,8 @@ def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdi
     wrapper = wrappers.wrap(ckpt.build(sig.net), sig, ckpt.latent_prior)
     example = example_inputs(sig)
     workdir.mkdir(parents=True, exist_ok=True)
-    onnx_path, float_path, ts_path = workdir / "model.onnx", workdir / "float.onnx", workdir / "model.pt"
+    onnx_path, float_path = workdir / MODEL_FILES["onnxruntime"], workdir / "float.onnx"
+    ts_path = workdir / MODEL_FILES["torchscript"]
     log(f"{sig.name}: exporting ONNX (opset {onnx_export.DEFAULT_OPSET}) and TorchScript")
     onnx_export.export_onnx(wrapper, sig, example, onnx_path)
     onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
@@ -190,8 +195,8 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
     the TorchScript models never get it).
     """
     path, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, train_if_missing=True, log=log)
-    source = {"checkpoint": path.name, "checkpoint_path": str(path.resolve()), "checkpoint_sha256": sha256(path),
-              "command": ckpt.meta.get("command"), "model": model,
+    source = {"checkpoint": path.name, "checkpoint_path": _relative_or_none(path), "checkpoint_sha256": sha256(path),
+              "command": repository.public_command(ckpt.meta.get("command")), "model": model,
               "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset")}
     published = []
     with tempfile.TemporaryDirectory(prefix="ganexport-build-") as tmp:
@@ -206,10 +211,10 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
                           "files": {MODEL_FILES[runtime]: sha256(model_file)}}
                 report_path = Path(tmp) / f"{sig.name}.parity.json"
                 report_path.write_text(json.dumps(report, indent=2))
-                files = {MODEL_FILES[runtime]: model_file, "parity.json": report_path}
-                config = repository.config_pbtxt(ex.sig, flavor=flavor, runtime=runtime, gpu=gpu,
-                                                 tensorrt=tensorrt and runtime == "onnxruntime")
-                version = repository.publish(repo, ex.sig, files, config=config, keep=keep)
+                files = {MODEL_FILES[runtime]: model_file, PARITY_FILE: report_path}
+                config = repository_config.config_pbtxt(ex.sig, flavor=flavor, runtime=runtime, gpu=gpu,
+                                                        tensorrt=tensorrt and runtime == "onnxruntime")
+                version = repository_writer.publish(repo, ex.sig, files, config=config, keep=keep)
                 log(f"{sig.name}: published version {version} in {repo}/{sig.name}/")
                 published.append((sig.name, version))
     return published
@@ -227,7 +232,7 @@ def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, 
             dest.mkdir(parents=True, exist_ok=True)
             for runtime, f in ex.files.items():
                 shutil.copy2(f, dest / MODEL_FILES[runtime])
-            (dest / "parity.json").write_text(json.dumps(ex.report, indent=2))
+            (dest / PARITY_FILE).write_text(json.dumps(ex.report, indent=2))
             written.append(dest)
     return written
 

@@ -100,7 +100,7 @@ class Signature:
 
     ``net`` names the module of the training model that it serves (e.g. the
     generator, the VAE decoder, CycleGAN's A->B generator); ``kind`` is
-    "sample" (latent -> image) or "translate" (image -> image).
+    "sample" (latent -> image) or "translate" (image -> image), its ModelSpec's kind.
     """
 
     name: str
@@ -141,10 +141,16 @@ MAX_IMAGE_SIDE = 1024
 
 # --------------------------------------------------------------------------- models
 
+KINDS = ("sample", "translate")  # what a model does: ModelSpec.kind, and Signature.kind of what it publishes
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A training model: family, data, nets and the Triton models it publishes."""
+    """A training model: family, data, nets and the Triton models it publishes.
+
+    Code asks the spec what a model is (``kind``, ``two_domains``, ``conditional``, ``class_judged``)
+    rather than comparing family names; ``family`` names the training script, training/<family>.py.
+    """
 
     name: str
     family: str
@@ -153,10 +159,29 @@ class ModelSpec:
     nets: Mapping[str, str]  # role -> "module:factory", factory(image_shape, hp) -> nn.Module
     hparams: Mapping[str, Mapping[str, Any]]  # profile -> hyper-parameters
     serves: Mapping[str, str] = field(default_factory=dict)  # triton suffix -> net role
-    conditional: bool = False
+    # What the model does, and so the kind of every Triton model it publishes: "sample" (latent z, and a label
+    # when conditional -> image) or "translate" (image -> image of the same size).
+    kind: str = "sample"
+    # Trained on two unpaired image domains A and B (a DatasetInfo with paired=True), translating both ways with
+    # the nets g_ab and g_ba: its data, metrics and pictures go A->B and B->A.
+    two_domains: bool = False
+    conditional: bool = False  # a sampler that also takes a class label
     # Hyper-parameters added after checkpoints were written, with the value those checkpoints were trained
     # with, so an older checkpoint rebuilds (and resumes) the nets it holds, not today's default.
     hp_before: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r}, expected one of {KINDS}")
+        if self.two_domains and self.kind != "translate":
+            raise ValueError(f"{self.name}: two_domains is for translators (kind 'translate')")
+        if self.conditional and self.kind != "sample":
+            raise ValueError(f"{self.name}: conditional is for samplers (kind 'sample')")
+
+    def class_judged(self, dataset: str) -> bool:
+        """Whether the judge can sort this model's output into ``dataset``'s classes: a sampler trained on
+        labelled images. Then training logs class histograms and eval runs the class and FID metrics."""
+        return self.kind == "sample" and DATASETS[dataset].num_classes > 0
 
     # -- hyper-parameters -------------------------------------------------
 
@@ -193,9 +218,9 @@ class ModelSpec:
         sigs = []
         for suffix, role in self.serves.items():
             name = f"{self.name}{suffix}"
-            if self.family == "cyclegan":
+            if self.kind == "translate":
                 sigs.append(Signature(
-                    name=name, kind="translate", net=role,
+                    name=name, kind=self.kind, net=role,
                     inputs=(TensorSpec("image", "UINT8", (-1, -1, c), 0, 255, "input image, uint8 HWC, any size"),),
                     outputs=(TensorSpec("translated", "UINT8", (-1, -1, c), 0, 255,
                                         "translated image, same size as the input"),),
@@ -210,7 +235,7 @@ class ModelSpec:
                 n = DATASETS[self.dataset].num_classes or hp.get("num_classes", 10)
                 inputs.append(TensorSpec("label", "INT64", (1,), 0, n - 1, f"class index 0..{n - 1}"))
             sigs.append(Signature(
-                name=name, kind="sample", net=role, inputs=tuple(inputs), outputs=(image_out,),
+                name=name, kind=self.kind, net=role, inputs=tuple(inputs), outputs=(image_out,),
                 max_batch_size=hp.get("serve_max_batch", 64), description=self.description,
             ))
         return sigs
@@ -312,6 +337,7 @@ MODELS: dict[str, ModelSpec] = {
                              pool_size=50, sample_every=1000, log_every=100),
             },
             serves={"_a2b": "g_ab", "_b2a": "g_ba"},
+            kind="translate", two_domains=True,
             # d_norm: the discriminators' normalisation, "instance" (the paper's) or "none" (sees absolute tone)
             # tone_weight: weight of the grey-level histogram loss on G_ab's output (losses.tone_matching)
             # upsample: the generators' upsampling, "transpose" (the paper's) or "resize" (nearest + conv)

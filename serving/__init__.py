@@ -1,1 +1,1 @@
-"""Serving: one Backend protocol over ONNX Runtime, TorchScript and Triton (issue #4). No torch at import."""
+"""Serving: one Backend protocol over ONNX Runtime, TorchScript and Triton. No torch at import."""

@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from ganexport import catalog
+from ganexport.repository import MODEL_FILES, latest, read_signature
 from ganexport.serving.validation import InvalidInput, validate
 
 BACKENDS = ("onnxruntime", "torchscript", "triton-http", "triton-grpc")
@@ -168,8 +169,6 @@ class LocalBackend(_Base):
         self._loaded: dict[str, tuple[catalog.Signature, object]] = {}
 
     def _version_dir(self, model: str) -> Path:
-        from ganexport.export.repository import latest  # no torch there
-
         name = catalog.RUNTIME_SUFFIX[self.runtime]
         name = model if model.endswith(name) and name else model + name
         version = latest(self.repository, name)
@@ -180,10 +179,10 @@ class LocalBackend(_Base):
     def _load(self, model: str):
         if model not in self._loaded:
             vdir = self._version_dir(model)
-            sig = catalog.Signature.from_dict(json.loads((vdir / "signature.json").read_text()))
+            sig = read_signature(vdir)
             try:
-                runner = (self._onnx(vdir / "model.onnx") if self.runtime == "onnxruntime"
-                          else self._ts(vdir / "model.pt"))
+                model_file = vdir / MODEL_FILES[self.runtime]
+                runner = self._onnx(model_file) if self.runtime == "onnxruntime" else self._ts(model_file)
             except Exception as e:  # a corrupt file fails in many ways; say which file
                 raise BackendError(f"{vdir}: model file does not load: {str(e).splitlines()[0][:200]}") from None
             self._loaded[model] = (sig, runner)

@@ -1,35 +1,27 @@
 """``ganexport serve``: the Triton server bundled in nvidia-pytriton, on a published model repository.
 
-Registered in ganexport/cli.py with ``cli.add_command(serve)``. Runs
+Listed in ganexport/cli.py's COMMANDS, imported only when it runs. Runs
 standalone too (the tests do)::
 
     python -c "from ganexport.serving.serve_cli import serve; serve()" --repository model_repository
 
-No torch import: serving needs only the binary and the repository.
+No torch import: serving needs only the binary and the repository. The
+server stages the chosen models itself (TritonServer(models=...)); this
+module only picks them, runs the pre-start checks and reports.
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from ganexport.catalog import RUNTIME_SUFFIX
-
-from ganexport.serving.triton_server import (
-    DEFAULT_HOST,
-    DEFAULT_PORTS,
-    ModelInfo,
-    ServerError,
-    TritonServer,
-    check_integrity,
-    check_repository,
-    exit_text,
-)
+from ganexport.repository import RepositoryError, check_integrity, default_models
+from ganexport.serving.addresses import DEFAULT_HOST
+from ganexport.serving.triton_log import ServerError, exit_text
+from ganexport.serving.triton_server import DEFAULT_PORTS, ModelInfo, TritonServer
 
 
 class ServeError(click.ClickException):
@@ -102,32 +94,29 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
       curl -s localhost:8000/v2/health/ready -o /dev/null -w '%{http_code}\\n'
     """
     previous = _on_signals(_raise_stop)
-    staged: Path | None = None
     try:
-        models = models or default_models(repository, torchscript)
-        if models:
-            staged = select_models(repository, models)
-        server = TritonServer(staged or repository, host=host, http_port=http_port, grpc_port=grpc_port,
-                              metrics_port=metrics_port, triton_bin=triton_bin)
-        _run(server, repository, timeout)
+        server = TritonServer(repository, models=models or default_models(repository, torchscript), host=host,
+                              http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                              triton_bin=triton_bin)
+        _run(server, timeout)
     except _Stop:
         click.echo("stopped")
     except ServerError as e:
         raise ServeError(str(e), e.log_tail) from None
+    except RepositoryError as e:
+        raise ServeError(str(e)) from None
     finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
         _restore_signals(previous)
 
 
-def _run(server: TritonServer, shown_repo: Path, timeout: float) -> None:
+def _run(server: TritonServer, timeout: float) -> None:
     """Start, report, and block until a signal (clean stop) or the server's own exit (an error)."""
-    server.check()  # a taken port or an empty repository: one line, before anything is printed
-    check_integrity(server.repository)  # a model file changed since `build`: refuse rather than serve it
-    click.echo(f"starting Triton on {shown_repo} ...")
+    server.check()  # a taken port, an empty repository, an unknown model: one line, before anything is printed
+    check_integrity(server.repository, server.model_names())  # changed since `build`: refuse rather than serve
+    click.echo(f"starting Triton on {server.repository} ...")
     try:
         server.start(timeout=timeout)
-        _report(server, shown_repo)
+        _report(server)
         while server.wait(1.0) is None:
             pass
         died = server.failure(f"tritonserver {exit_text(server.process.returncode)} unexpectedly", plain=False)
@@ -139,12 +128,12 @@ def _run(server: TritonServer, shown_repo: Path, timeout: float) -> None:
         server.stop()
 
 
-def _report(server: TritonServer, shown_repo: Path) -> None:
+def _report(server: TritonServer) -> None:
     """The endpoints, then each model with its tensors: what a client needs to call it."""
     meta = server.server_metadata()
     models = server.models()
     click.echo(f"Triton {meta.get('version', '?')} ready in {server.ready_seconds:.1f} s: "
-               f"{len(models)} model(s) from {shown_repo}")
+               f"{len(models)} model(s) from {server.repository}")
     bound = "" if server.http_url.startswith(server.host) else f"  (bound to {server.host})"
     click.echo(f"  HTTP     http://{server.http_url}{bound}")
     click.echo(f"  gRPC     {server.grpc_url}")
@@ -161,26 +150,6 @@ def _echo_model(model: ModelInfo) -> None:
     width = max((len(t.name) for _, t in rows), default=0)
     for kind, t in rows:
         click.echo(f"  {kind:<4}{t.name:<{width}}  {t.datatype:<6} {list(t.shape)}")
-
-
-def default_models(repository: Path, torchscript: bool = False) -> tuple[str, ...]:
-    """Every model of the repository, less the _torchscript twins unless asked (empty: all of them)."""
-    if torchscript:
-        return ()
-    suffix = RUNTIME_SUFFIX["torchscript"]
-    return tuple(n for n in check_repository(repository) if not n.endswith(suffix))
-
-
-def select_models(repository: Path, names: tuple[str, ...]) -> Path:
-    """A temp repository of symlinks to the chosen model dirs; Triton loads nothing else."""
-    available = check_repository(repository)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise ServeError(f"no model {', '.join(unknown)} in {repository}; available: {', '.join(available)}")
-    staged = Path(tempfile.mkdtemp(prefix="ganexport-serve-models-"))
-    for name in names:
-        (staged / name).symlink_to((repository / name).resolve(), target_is_directory=True)
-    return staged
 
 
 def _raise_stop(signum, frame) -> None:

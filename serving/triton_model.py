@@ -1,15 +1,17 @@
 """The one generic Triton Python-backend model: every published model runs this file.
 
-export/repository.py copies it to ``<model>/<version>/model.py``. It reads
-``signature.json`` beside itself for tensor names and limits, and the config's
+ganexport.repository_writer.publish copies it to ``<model>/<version>/model.py``. It
+reads ``signature.json`` beside itself for tensor names and limits, and the config's
 ``runtime`` / ``model_file`` parameters to pick ONNX Runtime (``model.onnx``)
 or TorchScript (``model.pt``). Each request is validated against the signature
 on its own, so one bad request gets a clear INVALID_ARG error while the rest of
 the dynamic batch is answered; valid requests with the same non-batch shapes
 (translator images differ in size) run as ONE runtime call and are split back.
 
-No torch at module level: a stub that imports torch costs hundreds of MB, so
-only TorchScript models pay for it, lazily, in initialize().
+The stub runs this file with the interpreter that started Triton (serving/triton_binary.py
+puts its bin first on PATH), so ganexport imports here as anywhere: file names come from
+ganexport.repository like everywhere else. No torch at module level: a stub that imports
+torch costs hundreds of MB, so only TorchScript models pay for it, lazily, in initialize().
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ganexport.catalog import Signature
+from ganexport.repository import MODEL_FILES, read_signature
 from ganexport.serving.validation import InvalidInput, validate
 
 
@@ -47,9 +49,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
-        self.sig = Signature.from_dict(json.loads((version_dir / "signature.json").read_text()))
+        self.sig = read_signature(version_dir)
         self.runtime = params.get("runtime", "onnxruntime")
-        model_file = version_dir / params.get("model_file", "model.onnx")
+        model_file = version_dir / (params.get("model_file") or MODEL_FILES.get(self.runtime, ""))
         gpu = args.get("model_instance_kind") == "GPU"
         device = int(args.get("model_instance_device_id", 0) or 0)
         ort_options = {k[4:]: v for k, v in params.items() if k.startswith("ort_") and v}

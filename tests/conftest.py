@@ -1,4 +1,10 @@
-"""Shared fixtures: a private cache so tests never touch the user's, and tiny-run helpers."""
+"""Shared fixtures: a private cache so tests never touch the user's, and tiny-run helpers.
+
+Tiers: ``make test`` runs everything; ``make test-fast`` (``-m "not integration and not slow"``) leaves
+out what starts Triton, Gradio or Chromium (``integration``, set per module) and what needs every model
+exported and published first (``slow``, set here for tests that use the ``published`` fixture) or trains
+beyond smoke steps (``slow``, set on the test).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,16 @@ import os
 import pytest
 
 from ganexport import catalog
+
+
+# Fixtures whose set-up makes a test slow: `published` exports and publishes every model of the catalog.
+SLOW_FIXTURES = {"published"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,7 +38,7 @@ def _private_cache(tmp_path_factory):
 
 
 # Smoke data: cyclegan trains on a few photo2sketch crops; the others on scikit-learn's 8x8 digits (instant).
-SMOKE_DATA = {name: ("photo2sketch" if spec.family == "cyclegan" else "digits")
+SMOKE_DATA = {name: ("photo2sketch" if spec.two_domains else "digits")
               for name, spec in catalog.MODELS.items()}
 
 
@@ -56,15 +72,12 @@ def onnx_triton(published):
     One per test module that asks for it. The _torchscript twins are left out, as `ganexport serve`
     does by default: each of their stubs imports torch (about 250 MB and seconds per model).
     """
-    import shutil
-
-    from ganexport.serving.serve_cli import default_models, select_models
+    from ganexport.repository import default_models
     from ganexport.serving.triton_server import TritonServer, free_port
 
-    staged = select_models(published[0], default_models(published[0]))
-    server = TritonServer(staged, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    server = TritonServer(published[0], models=default_models(published[0]), http_port=free_port(),
+                          grpc_port=free_port(), metrics_port=free_port())
     try:
         yield server.start(timeout=180)
     finally:
         server.stop()
-        shutil.rmtree(staged, ignore_errors=True)

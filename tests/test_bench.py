@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from ganexport import catalog
 from ganexport.benchmarks import hardware, perf_analyzer, report, runner
 from ganexport.benchmarks.bench_cli import bench
-from ganexport.benchmarks.targets import Variant, variant_repository
-from ganexport.export import repository
+from ganexport.benchmarks.targets import Variant, variant_configs
+from ganexport.repository_config import config_pbtxt
 from ganexport.serving.backends import session_options
 
 KINDS = ("eager", "torchscript", "onnxruntime", "triton-http", "triton-grpc")
@@ -115,19 +115,19 @@ def test_variant_parsing_and_the_config_it_writes(published, tmp_path):
         with pytest.raises(ValueError):
             Variant.parse(bad)
     repo, _ = published
-    out = variant_repository(repo, ["dcgan"], Variant.parse("x:dynamic_batching=false,intra_op_threads=1"), tmp_path)
-    config = (out / "dcgan" / "config.pbtxt").read_text()
+    configs = variant_configs(repo, ["dcgan"], Variant.parse("x:dynamic_batching=false,intra_op_threads=1"))
+    assert list(configs) == ["dcgan"]
+    config = configs["dcgan"]
     assert "dynamic_batching" not in config and 'key: "ort_intra_op_threads" value: { string_value: "1" }' in config
-    assert (out / "dcgan" / repository.latest(repo, "dcgan").name / "model.onnx").is_file()
 
 
 def test_config_pbtxt_knobs():
     sig = catalog.get("dcgan").signatures()[0]
-    assert "dynamic_batching" not in repository.config_pbtxt(sig, dynamic_batching=False)
-    config = repository.config_pbtxt(sig, max_queue_delay_us=250, ort_options={"graph_optimization": "basic"})
+    assert "dynamic_batching" not in config_pbtxt(sig, dynamic_batching=False)
+    config = config_pbtxt(sig, max_queue_delay_us=250, ort_options={"graph_optimization": "basic"})
     assert "max_queue_delay_microseconds: 250" in config and '"ort_graph_optimization"' in config
     with pytest.raises(ValueError):
-        repository.config_pbtxt(sig, runtime="torchscript", ort_options={"intra_op_threads": 1})
+        config_pbtxt(sig, runtime="torchscript", ort_options={"intra_op_threads": 1})
 
 
 def test_session_options_from_config_strings():

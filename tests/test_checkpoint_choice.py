@@ -31,6 +31,7 @@ def test_choose_follows_the_rule(tmp_path, tiny_checkpoints):
     old = _place(tiny_checkpoints["dcgan"], runs / "dcgan" / "a" / "checkpoint.safetensors")
     new = _place(tiny_checkpoints["dcgan"], runs / "dcgan" / "b" / "checkpoint.safetensors")
     os.utime(old, (time.time() - 100, time.time() - 100))
+    os.utime(new)  # copy2 kept the session fixture's mtime, which is older than that once the session has run a while
     assert checkpoint.choose("dcgan", runs=runs, weights=weights).path == new
     released = _place(tiny_checkpoints["dcgan"], weights / "dcgan.safetensors")
     choice = checkpoint.choose("dcgan", runs=runs, weights=weights)

@@ -1,4 +1,4 @@
-"""The Gradio demo against the real Triton server: every endpoint, bad uploads, fallback, and a real browser."""
+"""The Gradio demo against the real Triton server: every endpoint, users' uploads, fallback, and a real browser."""
 
 from __future__ import annotations
 
@@ -35,11 +35,16 @@ def _launch(**kw):
 
 
 @pytest.fixture(scope="module")
-def demo(server, published):
+def demo_app(server, published):
     app, url = _launch(backend_kind="triton-grpc", triton_url=server.grpc_url, repository=published[0])
-    yield url
+    yield app, url
     app.close()
     app.demo_backend.close()
+
+
+@pytest.fixture(scope="module")
+def demo(demo_app):
+    return demo_app[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +82,7 @@ def _size(path) -> tuple[int, int]:
     ("/sample", ("vae_decoder", 0, 4)),
     ("/sample", ("autoencoder_decoder", 0, 4)),
     ("/latent_walk", ("dcgan", 0, 1, 6)),
-    ("/conditional", ("Sneaker", 0, 5)),
+    ("/conditional", ("7", 0, 5)),  # the classes of the data cgan was trained on: the tests train it on digits
     ("/all_classes", (0, 2)),
     ("/decode_point", ("autoencoder_decoder", 0.5, -1.0)),
     ("/manifold", ("autoencoder_decoder", 5, 2)),
@@ -100,17 +105,19 @@ def test_grid_sizes_follow_the_request(client):
     assert ww > 6 * w1 and hw == h1  # one row of 8 frames
 
 
+# The translator is chosen by its Triton model name. The page labels it with its direction ("photo -> sketch"),
+# which comes from the data it was trained on, so it is no stable value for API clients.
 @pytest.mark.parametrize("w,h", [(64, 48), (640, 427)])
-@pytest.mark.parametrize("direction", ["photo -> sketch", "sketch -> photo"])
-def test_translate_keeps_the_input_size(client, tmp_path, w, h, direction):
+@pytest.mark.parametrize("model,direction", [("cyclegan_a2b", "photo -> sketch"), ("cyclegan_b2a", "sketch -> photo")])
+def test_translate_keeps_the_input_size(client, tmp_path, w, h, model, direction):
     from gradio_client import handle_file
 
     src = photo(tmp_path / "in.png", w, h)
-    shown, out, truth, status, _ = client.predict(handle_file(str(src)), direction, api_name="/translate")
+    shown, out, truth, status, _ = client.predict(handle_file(str(src)), model, api_name="/translate")
     assert out, status
     assert _size(out) == (w, h) and _size(shown) == (w, h)
-    assert "triton-grpc" in status and " ms" in status
-    if direction == "photo -> sketch":
+    assert "triton-grpc" in status and " ms" in status and direction in status
+    if model == "cyclegan_a2b":
         assert _size(truth) == (w, h)
         with Image.open(src) as im:
             from ganexport.sketch import pencil_sketch
@@ -121,27 +128,99 @@ def test_translate_keeps_the_input_size(client, tmp_path, w, h, direction):
         assert truth is None
 
 
-def test_bad_uploads_get_a_clear_message(client, tmp_path):
+def _refusal(client, *args, api_name="/translate") -> str:
+    """The message of a request the page refuses: gradio_client gets an error, not a finished call."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as e:
+        client.predict(*args, api_name=api_name)
+    return str(e.value.message)
+
+
+def test_bad_uploads_are_errors_with_a_clear_message_and_no_server_path(client, tmp_path):
+    """Each is refused as an error (the page shows it, API clients get an error status), in one line that
+    names the file by its base name: never Gradio's temp folder, the upload's hash folder or the repository."""
     from gradio_client import handle_file
 
     text = tmp_path / "notes.txt"
     text.write_text("not a picture\n")
     tiny = photo(tmp_path / "tiny.png", 4, 4)
-    huge = photo(tmp_path / "huge.png", 1100, 40)
+    thin = photo(tmp_path / "thin.png", 3000, 10)
     good = photo(tmp_path / "good.png", 64, 64).read_bytes()
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(good[: len(good) // 2])
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
-    expected = {text: "not an image", tiny: "too small", huge: "limit is 1024", corrupt: "unreadable",
-                garbage: ""}
+    expected = {text: "not an image", tiny: "too small", thin: "too narrow", corrupt: "unreadable", garbage: ""}
     for path, words in expected.items():
-        shown, out, truth, status, _ = client.predict(handle_file(str(path)), "photo -> sketch",
-                                                      api_name="/translate")
-        assert out is None and status.startswith("❌"), (path.name, status)
-        assert words in status and "Traceback" not in status, (path.name, status)
-    _, out, _, status, _ = client.predict(None, "photo -> sketch", api_name="/translate")
-    assert out is None and "upload a photo" in status
+        message = _refusal(client, handle_file(str(path)), "cyclegan_a2b")
+        assert message.startswith(f"{path.name}: ") and words in message, (path.name, message)
+        assert "/" not in message and os.environ["GRADIO_TEMP_DIR"] not in message, message
+        assert "Traceback" not in message and "\n" not in message, message
+    assert "upload a photo" in _refusal(client, None, "cyclegan_a2b")
+    assert "Sneaker" in _refusal(client, "Sneaker", 0, 2, api_name="/conditional")  # cgan learnt digits here
+
+
+def test_a_phone_photo_above_the_largest_side_is_scaled_down_to_fit(client, tmp_path):
+    """A 1600x1200 JPEG stored sideways (EXIF orientation 6, as phones write it) is translated upright at
+    768x1024, the status saying it was scaled down; a 1100x40 strip keeps its aspect ratio."""
+    from gradio_client import handle_file
+
+    im = Image.open(photo(tmp_path / "src.png", 1600, 1200))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.convert("RGB").save(tmp_path / "IMG_0001.jpg", "JPEG", exif=exif.tobytes())
+    shown, out, _, status, _ = client.predict(handle_file(str(tmp_path / "IMG_0001.jpg")), "cyclegan_a2b",
+                                              api_name="/translate")
+    assert _size(out) == _size(shown) == (768, 1024), status
+    assert "scaled down from 1200x1600 to 768x1024" in status and "1024-pixel limit" in status, status
+    shown, out, _, status, _ = client.predict(handle_file(str(photo(tmp_path / "strip.png", 1100, 40))),
+                                              "cyclegan_b2a", api_name="/translate")
+    assert _size(out) == (1024, 37) and "scaled down from 1100x40" in status, status
+
+
+def test_an_animated_gif_is_translated_from_its_first_frame(client, tmp_path):
+    from gradio_client import handle_file
+
+    frames = [Image.open(photo(tmp_path / f"f{i}.png", 64, 48, seed=i)).convert("RGB") for i in range(3)]
+    frames[0].save(tmp_path / "wave.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    shown, out, _, status, _ = client.predict(handle_file(str(tmp_path / "wave.gif")), "cyclegan_a2b",
+                                              api_name="/translate")
+    assert _size(out) == (64, 48) and "wave.gif is animated (3 frames); its first frame is translated" in status
+    with Image.open(tmp_path / "wave.gif") as gif:
+        first = np.asarray(gif.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(Image.open(shown).convert("RGB")), first)
+
+
+def test_every_api_parameter_has_a_name(client):
+    """"Use via API" names each input after the handler's parameter (no param_0, param_1...)."""
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = {endpoint: [p["parameter_name"] for p in info["parameters"]] for endpoint, info in api.items()}
+    assert names == {
+        "/sample": ["model", "seed", "count"],
+        "/latent_walk": ["model", "from_seed", "to_seed", "frames"],
+        "/conditional": ["class_name", "seed", "count", "model"],
+        "/all_classes": ["seed", "rows", "model"],
+        "/decode_point": ["model", "x", "y"],
+        "/manifold": ["model", "grid_size", "extent"],
+        "/translate": ["image", "model"],
+    }
+
+
+def test_an_upload_is_deleted_once_it_was_read(demo_app, client, tmp_path):
+    """Gradio keeps what clients upload in its temp folder; the demo deletes an upload once translated, and
+    Gradio's delete_cache removes the results it cached (all of them when the demo stops: the fallback test)."""
+    from gradio_client import handle_file
+
+    from ganexport.demo.app import DELETE_CACHE
+
+    app, _ = demo_app
+    assert app.delete_cache == DELETE_CACHE
+    client.predict(handle_file(str(photo(tmp_path / "delete-me-after.png", 64, 48))), "cyclegan_a2b",
+                   api_name="/translate")
+    uploads = [Path(p) for p in app.upload_file_set if Path(p).name == "delete-me-after.png"]
+    assert uploads, "the upload went through Gradio's upload route"
+    assert not any(p.exists() for p in uploads), uploads
 
 
 # --------------------------------------------------------------------------- fallback
@@ -158,13 +237,17 @@ def test_unreachable_triton_falls_back_to_onnxruntime_and_says_so(published):
         assert image and Path(image).is_file()
         assert "onnxruntime (in-process fallback)" in status and "unreachable" in status, status
         assert "unreachable" in banner and dead in banner
+        kept = set().union(*(getattr(block, "keep_in_cache", set()) for block in app.blocks.values()))  # examples
+        cached = [Path(f) for files in app.temp_file_sets for f in files if f not in kept]
+        assert any(p.is_file() for p in cached), "the result went through Gradio's cache"
     finally:
         app.close()
         app.demo_backend.close()
+    assert not [p for p in cached if p.exists()], "the demo stopped; its results must go with it"
 
 
 def test_fallback_switches_back_when_triton_returns(server, published):
-    from ganexport.demo.app import FallbackBackend
+    from ganexport.demo.backend import FallbackBackend
 
     target = {"url": f"127.0.0.1:{free_port()}"}
     fb = FallbackBackend(lambda: connect("triton-grpc", url=target["url"]),
@@ -200,7 +283,10 @@ def test_browser_translates_an_upload_and_every_tab_renders(demo, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(demo, wait_until="networkidle")
+            # Not "networkidle": the page keeps a heartbeat stream open (Gradio frees a session's state when
+            # it ends), so the network never idles.
+            page.goto(demo, wait_until="load")
+            page.get_by_role("tab").first.wait_for(state="visible", timeout=30_000)
 
             def tab(name):
                 page.get_by_role("tab", name=name).click()
@@ -238,7 +324,16 @@ def test_browser_translates_an_upload_and_every_tab_renders(demo, tmp_path):
                 assert not np.array_equal(np.asarray(got.convert("RGB")), np.asarray(sent.convert("RGB")))
             status = page.locator("#translate-status").inner_text()
             assert "triton-grpc" in status and "ms" in status
+            assert page.locator("#translate-truth").is_visible()  # photo2sketch's filter target, A -> B only
             shot("translate", "translate-output")
+
+            # The other direction on the same upload (deleted from the server once read): no new upload needed.
+            page.get_by_label("sketch -> photo").check()
+            page.locator("#translate-truth").wait_for(state="hidden", timeout=30_000)
+            page.locator("#translate-btn").click()
+            page.wait_for_function("() => document.querySelector('#translate-status').innerText"
+                                   ".includes('sketch -> photo')", timeout=60_000)
+            assert "triton-grpc" in page.locator("#translate-status").inner_text()
         finally:
             browser.close()
     for name in ("sample", "conditional", "latent", "translate"):
@@ -278,7 +373,7 @@ def test_demo_command_starts_triton_and_the_page_and_ctrl_c_stops_both(published
                 time.sleep(0.5)
         src = photo(tmp_path / "in.jpg", 640, 427)
         _, out, _, status, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
-            handle_file(str(src)), "photo -> sketch", api_name="/translate")
+            handle_file(str(src)), "cyclegan_a2b", api_name="/translate")
         assert _size(out) == (640, 427) and f"triton-grpc at 127.0.0.1:{grpc}" in status, status
     finally:
         proc.send_signal(signal.SIGINT)

@@ -133,6 +133,7 @@ def test_sketch_l1_reports_the_trivial_baselines(tiny_checkpoints, tmp_path):
     assert sketch_bound.held_out_l1(net, pair.a, pair.b) == pytest.approx(r["l1"], rel=1e-9)
 
 
+@pytest.mark.slow  # trains the paired bound for real steps
 def test_sketch_bound_trains_the_catalog_generator_on_pairs_and_records_its_scores(tmp_path):
     from ganexport.training import sketch_bound
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -17,10 +16,13 @@ import onnx
 import pytest
 import torch
 
-from ganexport import catalog
+from ganexport import catalog, repository
 from ganexport.export import build as pipeline
-from ganexport.export import onnx_export, parity, repository, wrappers
+from ganexport.export import onnx_export, parity, wrappers
+from ganexport.repository import CONFIG_FILE, MODEL_FILES, PYTHON_MODEL_FILE, read_parity
 from ganexport.training import checkpoint
+
+ONNX_FILE, TS_FILE = MODEL_FILES["onnxruntime"], MODEL_FILES["torchscript"]
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file under root with its sha256: 'exactly as it was' means this is unchanged."""
@@ -39,7 +41,7 @@ def test_build_publishes_every_triton_model_with_passing_parity(published, tiny_
     assert {name for name, _ in versions[model]} == expected
     for name, version in versions[model]:
         vdir = repo / name / str(version)
-        report = json.loads((vdir / "parity.json").read_text())
+        report = read_parity(vdir)
         assert report["passed"] is True
         ort_gate = report["backends"]["onnxruntime"]
         assert ort_gate["max_abs_error"] <= 1e-4 and ort_gate["max_uint8_levels"] <= 1
@@ -47,9 +49,9 @@ def test_build_publishes_every_triton_model_with_passing_parity(published, tiny_
         batches = {shape[0] for tried in report["inputs_tried"] for shape in tried.values()}
         sig = next(s for s in sigs if name.startswith(s.name))
         assert {1, 4, sig.max_batch_size} <= batches
-        model_file = vdir / repository.MODEL_FILES[report["runtime"]]
-        assert report["files"][model_file.name] == pipeline.sha256(model_file)
-        assert (repo / name / "config.pbtxt").is_file() and (vdir / "model.py").is_file()
+        model_file = vdir / MODEL_FILES[report["runtime"]]
+        assert report["files"][model_file.name] == repository.sha256(model_file)
+        assert (repo / name / CONFIG_FILE).is_file() and (vdir / PYTHON_MODEL_FILE).is_file()
     # published files carry no absolute local paths
     for p in repo.rglob("*.json"):
         assert str(repo.parent) not in p.read_text() and str(Path.home()) not in p.read_text()
@@ -59,7 +61,7 @@ def test_onnx_file_is_self_contained_with_requested_opset_and_dynamic_axes(publi
     repo, _ = published
     files = os.listdir(repo / "cgan" / "1")
     assert not any(f.endswith(".data") for f in files)  # no external data
-    model = onnx.load(str(repo / "cgan" / "1" / "model.onnx"))
+    model = onnx.load(str(repo / "cgan" / "1" / ONNX_FILE))
     assert {o.domain: o.version for o in model.opset_import}[""] == onnx_export.DEFAULT_OPSET
     sig = catalog.get("cgan").signatures()[0]
     assert [i.name for i in model.graph.input] == [t.name for t in sig.inputs]
@@ -70,8 +72,8 @@ def test_onnx_file_is_self_contained_with_requested_opset_and_dynamic_axes(publi
 @pytest.mark.parametrize("hw", [(8, 8), (9, 9), (37, 53), (250, 250), (64, 30)])
 def test_translators_keep_arbitrary_input_sizes_exactly(published, hw):
     a2b = repository.latest(published[0], "cyclegan_a2b")
-    sess = parity.ort_session(a2b / "model.onnx")
-    ts = torch.jit.load(str(repository.latest(published[0], "cyclegan_a2b_torchscript") / "model.pt"))
+    sess = parity.ort_session(a2b / ONNX_FILE)
+    ts = torch.jit.load(str(repository.latest(published[0], "cyclegan_a2b_torchscript") / TS_FILE))
     image = np.random.default_rng(0).integers(0, 256, (2, *hw, 3), dtype=np.uint8)
     assert sess.run(None, {"image": image})[0].shape == image.shape
     assert tuple(ts(torch.from_numpy(image)).shape) == image.shape
@@ -103,7 +105,7 @@ def test_verify_names_a_corrupted_published_weight(tmp_path, published, tiny_che
     repo = tmp_path / "repo"
     shutil.copytree(published[0], repo)
     assert pipeline.verify("cyclegan", checkpoint_path=tiny_checkpoints["cyclegan"], repo=repo, log=lambda m: None)
-    path = repo / "cyclegan_a2b" / "1" / "model.onnx"
+    path = repo / "cyclegan_a2b" / "1" / ONNX_FILE
     weight = max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data))
     data = bytearray(path.read_bytes())
     offset = data.find(weight.raw_data) + len(weight.raw_data) // 2
@@ -111,7 +113,7 @@ def test_verify_names_a_corrupted_published_weight(tmp_path, published, tiny_che
     path.write_bytes(bytes(data))
     with pytest.raises(pipeline.VerifyError) as err:
         pipeline.verify("cyclegan", checkpoint_path=tiny_checkpoints["cyclegan"], repo=repo, log=lambda m: None)
-    assert "cyclegan_a2b:" in str(err.value) and "model.onnx" in str(err.value)
+    assert "cyclegan_a2b:" in str(err.value) and ONNX_FILE in str(err.value)
     assert "cyclegan_b2a" not in str(err.value)
 
 
@@ -149,7 +151,7 @@ def test_build_takes_a_run_directory_as_its_checkpoint(tmp_path, tiny_checkpoint
     result = CliRunner().invoke(cli, ["build", "-m", "dcgan", "--checkpoint", str(run_dir),
                                       "--repository", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "r" / "dcgan" / "1" / "parity.json").read_text())
+    report = read_parity(tmp_path / "r" / "dcgan" / "1")
     assert report["source"]["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoints["dcgan"].read_bytes()).hexdigest()
 
 
@@ -157,9 +159,9 @@ def test_tensorrt_build_accelerates_the_onnx_model_only(tmp_path, tiny_checkpoin
     repo = tmp_path / "r"
     pipeline.build("dcgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=repo, flavor="native", gpu=True,
                    tensorrt=True, log=lambda m: None)
-    onnx_config = (repo / "dcgan" / "config.pbtxt").read_text()
+    onnx_config = (repo / "dcgan" / CONFIG_FILE).read_text()
     assert 'name : "tensorrt"' in onnx_config and "KIND_GPU" in onnx_config
-    assert "tensorrt" not in (repo / "dcgan_torchscript" / "config.pbtxt").read_text()
+    assert "tensorrt" not in (repo / "dcgan_torchscript" / CONFIG_FILE).read_text()
 
 
 @pytest.mark.parametrize("flags", [["--tensorrt"], ["--tensorrt", "--flavor", "native"], ["--tensorrt", "--gpu"]])
@@ -185,7 +187,7 @@ def test_published_autoencoder_decoder_maps_standard_normal_z_onto_its_training_
     mean, std = (np.asarray(v, np.float32) for v in ckpt.latent_prior)
     assert not (np.allclose(mean, 0, atol=1e-3) and np.allclose(std, 1, atol=1e-3))  # else the test proves nothing
     z = np.random.default_rng(0).standard_normal((6, 2)).astype(np.float32)
-    session = parity.ort_session(repository.latest(published[0], "autoencoder_decoder") / "model.onnx")
+    session = parity.ort_session(repository.latest(published[0], "autoencoder_decoder") / ONNX_FILE)
     served = session.run(None, {"z": z})[0].astype(np.int16)
     decoder = ckpt.build("decoder")
     with torch.no_grad():

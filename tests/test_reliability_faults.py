@@ -1,4 +1,4 @@
-"""Issue #8, faults: Triton killed under load, and a corrupt published model file.
+"""Faults: Triton killed under load, and a corrupt published model file.
 
 Real processes only: the bundled tritonserver on free ports, the real Gradio
 app, `ganexport verify / serve / demo` as commands. Client calls carry
@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganexport.export.repository import latest
+from ganexport.repository import MODEL_FILES, default_models, latest
 from ganexport.serving.backends import BackendError, connect
-from ganexport.serving.serve_cli import default_models, select_models
 from ganexport.serving.triton_server import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -86,9 +85,8 @@ def _launch_demo(url: str, repository: Path):
 def test_sigkill_under_load_fails_clients_fast_and_the_demo_falls_back_then_returns(published, capsys):
     from gradio_client import Client
 
-    staged = select_models(published[0], default_models(published[0]))
-    ports = dict(http_port=free_port(), grpc_port=free_port(), metrics_port=0)
-    first = TritonServer(staged, **ports).start(timeout=180)
+    served = dict(models=default_models(published[0]), http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+    first = TritonServer(published[0], **served).start(timeout=180)
     second, app = None, None
     try:
         app, url = _launch_demo(first.grpc_url, published[0])
@@ -129,7 +127,7 @@ def test_sigkill_under_load_fails_clients_fast_and_the_demo_falls_back_then_retu
         assert "onnxruntime (in-process fallback)" in status and "unreachable" in status, status
         assert "unreachable" in banner, banner
 
-        second = TritonServer(staged, **ports).start(timeout=180)  # Triton comes back on the same ports
+        second = TritonServer(published[0], **served).start(timeout=180)  # Triton comes back on the same ports
         image, status, banner = page.predict(MODEL, 0, 4, api_name="/sample")
         assert image and "triton-grpc" in status and "is back" in status, status
         assert "unreachable" not in banner, banner
@@ -140,7 +138,6 @@ def test_sigkill_under_load_fails_clients_fast_and_the_demo_falls_back_then_retu
         for server in (first, second):
             if server is not None:
                 server.stop()
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- a corrupt published model file
@@ -171,7 +168,7 @@ def test_corrupt_model_file_is_named_by_verify_and_refused_by_serve_and_demo(pub
     repo = tmp_path / "repo"
     shutil.copytree(published[0], repo)
     version = latest(repo, MODEL)
-    flip_a_weight(version / "model.onnx")
+    flip_a_weight(version / MODEL_FILES["onnxruntime"])
 
     verified = CliRunner().invoke(cli, ["verify", "--model", MODEL, "--checkpoint", str(tiny_checkpoints[MODEL]),
                                         "--repository", str(repo)])
@@ -197,9 +194,9 @@ def test_corrupt_model_file_is_named_by_verify_and_refused_by_serve_and_demo(pub
 
 def test_triton_stops_when_the_process_that_started_it_is_sigkilled(published, tmp_path):
     """A SIGKILLed `serve` / `demo` cannot run its cleanup; Triton must not live on holding the ports and /dev/shm."""
-    staged = select_models(published[0], (MODEL,))
     script = ("import sys, time\nfrom ganexport.serving.triton_server import TritonServer, free_port\n"
-              f"s = TritonServer({str(staged)!r}, http_port=free_port(), grpc_port=free_port(), metrics_port=0)\n"
+              f"s = TritonServer({str(published[0])!r}, models=[{MODEL!r}], http_port=free_port(), "
+              "grpc_port=free_port(), metrics_port=0)\n"
               "s.start(timeout=180)\nprint(s.process.pid, flush=True)\ntime.sleep(600)\n")
     starter = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -212,7 +209,6 @@ def test_triton_stops_when_the_process_that_started_it_is_sigkilled(published, t
             time.sleep(0.2)
     finally:
         starter.kill()
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _state(pid: int) -> str:

@@ -1,4 +1,4 @@
-"""export/repository.py: config.pbtxt parses with Triton's schema; publish is atomic.
+"""The repository format: config.pbtxt parses with Triton's schema; publish is atomic; one version rule.
 
 Expectations are derived from catalog signatures, never copied from them.
 The generic model.py (serving/triton_model.py) is tested against the real
@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,19 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ganexport import catalog
-from ganexport.export import repository as repo_mod
-from ganexport.export.repository import (
-    FLAVORS, MODEL_FILES, RUNTIMES, PublishError, config_pbtxt, latest, libtorch_names, model_name,
-    publish, versions,
+from ganexport import repository as repo_mod
+from ganexport.repository import (
+    CHECKSUM_FILE, CONFIG_FILE, MODEL_FILES, PARITY_FILE, PYTHON_MODEL_FILE, RUNTIMES, SIGNATURE_FILE,
+    RepositoryError, check_integrity, check_repository, latest, make_view, read_signature, version_number,
+    versions,
 )
+from ganexport.repository_config import FLAVORS, config_pbtxt, libtorch_names, model_name
+from ganexport.repository_writer import PublishError, publish, python_model_source
 from ganexport.serving.validation import validate
 
 SIGS = {name: sig for name, (_, sig) in catalog.triton_models().items()}
-TRITON_MODEL = Path(repo_mod.python_model_source())
+TRITON_MODEL = Path(python_model_source())
+ONNX_FILE = MODEL_FILES["onnxruntime"]
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
@@ -172,7 +177,7 @@ def env(tmp_path):
     src.mkdir()
     for runtime, fname in MODEL_FILES.items():
         (src / fname).write_bytes(os.urandom(256) + runtime.encode())
-    (src / "parity.json").write_text(json.dumps({"passed": True}))
+    (src / PARITY_FILE).write_text(json.dumps({"passed": True}))
     root = tmp_path / "work"
     root.mkdir()
     return root / "model_repository", src
@@ -180,7 +185,7 @@ def env(tmp_path):
 
 def files_for(src: Path, runtime: str = "onnxruntime") -> dict[str, Path]:
     fname = MODEL_FILES[runtime]
-    return {fname: src / fname, "parity.json": src / "parity.json"}
+    return {fname: src / fname, PARITY_FILE: src / PARITY_FILE}
 
 
 def test_publish_writes_the_documented_layout(env):
@@ -190,12 +195,11 @@ def test_publish_writes_the_documented_layout(env):
     assert v == 1 and versions(repo, SIG.name) == [1]
     vdir = latest(repo, SIG.name)
     assert vdir == repo / SIG.name / "1"
-    assert (repo / SIG.name / "config.pbtxt").read_text() == config
-    assert (vdir / "model.onnx").read_bytes() == (src / "model.onnx").read_bytes()
-    assert (vdir / "parity.json").read_bytes() == (src / "parity.json").read_bytes()
-    assert (vdir / "model.py").read_bytes() == TRITON_MODEL.read_bytes()
-    sig_back = catalog.Signature.from_dict(json.loads((vdir / "signature.json").read_text()))
-    assert sig_back == SIG
+    assert (repo / SIG.name / CONFIG_FILE).read_text() == config
+    assert (vdir / ONNX_FILE).read_bytes() == (src / ONNX_FILE).read_bytes()
+    assert (vdir / PARITY_FILE).read_bytes() == (src / PARITY_FILE).read_bytes()
+    assert (vdir / PYTHON_MODEL_FILE).read_bytes() == TRITON_MODEL.read_bytes()
+    assert read_signature(vdir) == SIG
     assert leftovers(repo) == []
 
 
@@ -203,15 +207,15 @@ def test_published_version_carries_sha256sums_that_coreutils_accepts(env):
     repo, src = env
     publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
     vdir = latest(repo, SIG.name)
-    listed = [line.split("  ", 1)[1] for line in (vdir / repo_mod.CHECKSUM_FILE).read_text().splitlines()]
-    assert sorted(listed) == sorted(p.name for p in vdir.iterdir() if p.name != repo_mod.CHECKSUM_FILE)
-    assert {"model.onnx", "model.py", "signature.json", "parity.json"} <= set(listed)
-    checked = subprocess.run(["sha256sum", "-c", repo_mod.CHECKSUM_FILE], cwd=vdir, capture_output=True, text=True)
+    listed = [line.split("  ", 1)[1] for line in (vdir / CHECKSUM_FILE).read_text().splitlines()]
+    assert sorted(listed) == sorted(p.name for p in vdir.iterdir() if p.name != CHECKSUM_FILE)
+    assert {ONNX_FILE, PYTHON_MODEL_FILE, SIGNATURE_FILE, PARITY_FILE} <= set(listed)
+    checked = subprocess.run(["sha256sum", "-c", CHECKSUM_FILE], cwd=vdir, capture_output=True, text=True)
     assert checked.returncode == 0 and checked.stdout.count(": OK") == len(listed), checked.stdout
     assert repo_mod.integrity_problems(vdir) == []
 
 
-@pytest.mark.parametrize("victim", ["model.py", "signature.json", "model.onnx"])
+@pytest.mark.parametrize("victim", [PYTHON_MODEL_FILE, SIGNATURE_FILE, ONNX_FILE])
 def test_integrity_problems_name_any_published_file_changed_or_removed(env, victim):
     repo, src = env
     publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
@@ -219,11 +223,11 @@ def test_integrity_problems_name_any_published_file_changed_or_removed(env, vict
     with open(vdir / victim, "ab") as f:
         f.write(b"\n")
     assert repo_mod.integrity_problems(vdir) == [
-        f"{victim} changed since it was published (its sha256 differs from {repo_mod.CHECKSUM_FILE})"]
+        f"{victim} changed since it was published (its sha256 differs from {CHECKSUM_FILE})"]
     (vdir / victim).unlink()
     assert repo_mod.integrity_problems(vdir) == [f"{victim} is missing"]
-    (vdir / repo_mod.CHECKSUM_FILE).write_text("garbage without the two-space separator\n")
-    assert repo_mod.integrity_problems(vdir) == [f"{repo_mod.CHECKSUM_FILE} is unreadable"]
+    (vdir / CHECKSUM_FILE).write_text("garbage without the two-space separator\n")
+    assert repo_mod.integrity_problems(vdir) == [f"{CHECKSUM_FILE} is unreadable"]
 
 
 @pytest.mark.parametrize("name", sorted(SIGS))
@@ -232,13 +236,13 @@ def test_signature_json_round_trips_for_every_model(env, name):
     sig = SIGS[name]
     publish(repo, sig, files_for(src, "torchscript"), config=config_pbtxt(sig, runtime="torchscript"))
     vdir = latest(repo, model_name(sig, "torchscript"))
-    assert catalog.Signature.from_dict(json.loads((vdir / "signature.json").read_text())) == sig
+    assert read_signature(vdir) == sig
 
 
 def test_native_flavor_has_no_model_py(env):
     repo, src = env
     publish(repo, SIG, files_for(src), config=config_pbtxt(SIG, flavor="native"))
-    assert not (latest(repo, SIG.name) / "model.py").exists()
+    assert not (latest(repo, SIG.name) / PYTHON_MODEL_FILE).exists()
 
 
 def test_versions_increase_and_prune_to_keep(env):
@@ -259,6 +263,79 @@ def test_versions_ignore_non_numeric_dirs(env):
     assert versions(repo, SIG.name) == [1, 10]
     assert publish(repo, SIG, files_for(src), config=config_pbtxt(SIG)) == 11
     assert versions(repo, "nothing_here") == [] and latest(repo, "nothing_here") is None
+
+
+NOT_VERSIONS = ["0", "007", "²", "\u0663", "\u0661\u0660", "\uff11", "1a", " 1", "-1", "1.0", ""]  # ٣, ١٠, fullwidth 1
+
+
+@pytest.mark.parametrize("name,number", [("1", 1), ("10", 10), ("907", 907)] + [(n, None) for n in NOT_VERSIONS])
+def test_one_rule_says_what_a_version_dir_is(name, number):
+    assert version_number(name) == number
+
+
+def test_a_non_ascii_digit_dir_is_not_a_version_anywhere(env):
+    """versions/latest, the next publish, the pre-start checks and the view all ignore what Triton ignores."""
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    good = latest(repo, SIG.name)
+    for name in ("\u0663", "²", "007"):  # str.isdigit() says yes to the first two
+        shutil.copytree(good, repo / SIG.name / name)
+        with open(repo / SIG.name / name / ONNX_FILE, "ab") as f:
+            f.write(b"tampered")  # were it taken for the newest version, the integrity check would refuse it
+    assert versions(repo, SIG.name) == [1] and latest(repo, SIG.name) == good
+    assert check_repository(repo) == [SIG.name]
+    check_integrity(repo)
+    assert publish(repo, SIG, files_for(src), config=config_pbtxt(SIG)) == 2
+    only_odd = repo / "odd_model"
+    only_odd.mkdir()
+    (only_odd / CONFIG_FILE).write_text(config_pbtxt(SIG))
+    shutil.copytree(good, only_odd / "\u0663")
+    with pytest.raises(RepositoryError, match="odd_model has no version directory"):
+        check_repository(repo)
+    with pytest.raises(RepositoryError, match="odd_model has no version directory"):
+        make_view(repo, [SIG.name])
+
+
+# --------------------------------------------------------------------------- the view Triton runs on
+
+
+def test_view_holds_only_the_chosen_models_as_symlinks_and_replaces_only_given_configs(env):
+    repo, src = env
+    other = next(s for s in SIGS.values() if s.name != SIG.name)
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    publish(repo, other, files_for(src), config=config_pbtxt(other))
+    (latest(repo, SIG.name) / "__pycache__").mkdir()  # a stub's bytecode cache from an older serving
+    before = tree(repo)
+    view = make_view(repo, [SIG.name], configs={SIG.name: config_pbtxt(SIG, dynamic_batching=False)})
+    try:
+        assert view.name.startswith(f"{repo_mod.VIEW_PREFIX}{os.getpid()}-") and repo.resolve() not in view.parents
+        assert sorted(p.name for p in view.iterdir()) == [SIG.name]
+        vdir = view / SIG.name / "1"
+        assert vdir.is_dir() and not vdir.is_symlink() and not (vdir / "__pycache__").exists()
+        published = sorted(p.name for p in latest(repo, SIG.name).iterdir() if p.is_file())
+        assert sorted(p.name for p in vdir.iterdir()) == published
+        assert all((vdir / n).is_symlink() and (vdir / n).resolve() == (latest(repo, SIG.name) / n).resolve()
+                   for n in published)
+        config = view / SIG.name / CONFIG_FILE
+        assert not config.is_symlink() and "dynamic_batching" not in config.read_text()
+        assert read_signature(vdir) == SIG
+    finally:
+        shutil.rmtree(view)
+    assert tree(repo) == before  # the published repository is untouched
+    with pytest.raises(RepositoryError, match=rf"no model nope in {repo}; available: "):
+        make_view(repo, ["nope"])
+
+
+def test_a_view_left_by_a_killed_process_is_swept_by_the_next(env):
+    repo, src = env
+    publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = Path(tempfile.gettempdir()) / f"{repo_mod.VIEW_PREFIX}{dead.pid}-abc"
+    (stale / SIG.name).mkdir(parents=True)
+    view = make_view(repo)
+    shutil.rmtree(view)
+    assert not stale.exists()
 
 
 def test_staging_happens_outside_the_repository(env, monkeypatch):
@@ -290,7 +367,7 @@ def _published_twice(repo: Path, src: Path) -> dict[str, str]:
 def test_missing_second_file_leaves_repository_unchanged(env):
     repo, src = env
     before = _published_twice(repo, src)
-    files = {"model.onnx": src / "model.onnx", "parity.json": src / "missing.json"}
+    files = {ONNX_FILE: src / ONNX_FILE, PARITY_FILE: src / "missing.json"}
     with pytest.raises(FileNotFoundError):
         publish(repo, SIG, files, config=config_pbtxt(SIG))
     assert tree(repo) == before
@@ -332,7 +409,7 @@ def test_config_replace_failing_moves_the_new_version_back_out(env, monkeypatch)
 
 def test_failed_first_publish_does_not_create_the_repository(env):
     repo, src = env
-    files = {"model.onnx": src / "model.onnx", "parity.json": src / "missing.json"}
+    files = {ONNX_FILE: src / ONNX_FILE, PARITY_FILE: src / "missing.json"}
     with pytest.raises(FileNotFoundError):
         publish(repo, SIG, files, config=config_pbtxt(SIG))
     assert not repo.exists()
@@ -350,7 +427,7 @@ def test_bad_calls_are_refused_before_anything_is_written(env, problem):
     elif problem == "no_model_file":
         files = files_for(src, "torchscript")  # the config loads model.onnx
     elif problem == "bad_file_name":
-        files["../escape.onnx"] = src / "model.onnx"
+        files["../escape.onnx"] = src / ONNX_FILE
     elif problem == "bad_config":
         config = config.replace("max_batch_size:", "max_batch_sighs:")
     else:
@@ -389,13 +466,11 @@ def test_triton_model_parses_and_keeps_torch_out_of_module_level():
 
 def test_serve_start_check_refuses_an_edited_model_py(env):
     """model.py is code the Triton stub runs: an edit after publishing stops `serve` and `demo` before Triton starts."""
-    from ganexport.serving.triton_server import ServerError, check_integrity
-
     repo, src = env
     publish(repo, SIG, files_for(src), config=config_pbtxt(SIG))
     check_integrity(repo)
     vdir = latest(repo, SIG.name)
-    (vdir / "model.py").write_text((vdir / "model.py").read_text().replace("INVALID_ARG", "INTERNAL"))
-    with pytest.raises(ServerError) as err:
+    (vdir / PYTHON_MODEL_FILE).write_text((vdir / PYTHON_MODEL_FILE).read_text().replace("INVALID_ARG", "INTERNAL"))
+    with pytest.raises(RepositoryError) as err:
         check_integrity(repo)
     assert f"model '{SIG.name}' version 1: model.py changed since it was published" in str(err.value)

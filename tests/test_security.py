@@ -1,4 +1,4 @@
-"""Issue #8, security: loopback by default, no model control, no pickles, a fenced demo, clean artifacts.
+"""Security: loopback by default, no model control, no pickles, a fenced demo, clean artifacts.
 
 Every check runs against the real thing: the bundled Triton, the Gradio app
 in this process, `ganexport` commands, and the files a build publishes.
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganexport.export.repository import latest
-from ganexport.serving.triton_server import RESTRICTED_HEADER, exposure_warning, free_port
+from ganexport.repository import CONFIG_FILE, MODEL_FILES, PARITY_FILE, PYTHON_MODEL_FILE, SIGNATURE_FILE, latest
+from ganexport.serving.addresses import exposure_warning, free_port
+from ganexport.serving.triton_server import RESTRICTED_HEADER
 
 pytestmark = pytest.mark.integration
 httpclient = pytest.importorskip("tritonclient.http")
@@ -250,8 +251,8 @@ def planted(tmp_path, tiny_checkpoints, published):
     repo = tmp_path / "repo"  # a repository whose model files were swapped for pickles
     for name in (MODEL, f"{MODEL}_torchscript"):
         shutil.copytree(published[0] / name, repo / name)
-    torch.save(Payload(marker), latest(repo, f"{MODEL}_torchscript") / "model.pt")
-    (latest(repo, MODEL) / "model.onnx").write_bytes(pickle.dumps(Payload(marker)))
+    torch.save(Payload(marker), latest(repo, f"{MODEL}_torchscript") / MODEL_FILES["torchscript"])
+    (latest(repo, MODEL) / MODEL_FILES["onnxruntime"]).write_bytes(pickle.dumps(Payload(marker)))
     files["repo"] = repo
     return marker, files
 
@@ -341,7 +342,7 @@ def test_the_demo_serves_no_file_outside_its_own_folders(demo_url, published, tm
         f"/gradio_api/file={gradio_temp}/../../../etc/passwd",
         f"/gradio_api/file={gradio_temp}/examples/../../../etc/passwd",
         "/gradio_api/file=/proc/self/environ", f"/gradio_api/file={secret}", f"/gradio_api/file={ROOT}/pyproject.toml",
-        f"/gradio_api/file={published[0]}/{MODEL}/config.pbtxt", "/static/../../../../../etc/passwd",
+        f"/gradio_api/file={published[0]}/{MODEL}/{CONFIG_FILE}", "/static/../../../../../etc/passwd",
         "/assets/../../../../../etc/passwd", "/gradio_api/file=~/.bashrc",
     ]
     for path in attempts:
@@ -401,7 +402,7 @@ def test_published_artifacts_hold_no_local_path_or_secret(published, tmp_path_fa
     needles = _needles(tmp_path_factory)
     files = [p for p in sorted(repo.rglob("*")) if p.is_file()]
     kinds = {p.name for p in files}
-    assert {"config.pbtxt", "model.onnx", "model.pt", "model.py", "signature.json", "parity.json"} <= kinds, kinds
+    assert {CONFIG_FILE, *MODEL_FILES.values(), PYTHON_MODEL_FILE, SIGNATURE_FILE, PARITY_FILE} <= kinds, kinds
     assert not [p for p in repo.rglob("__pycache__")], "serving wrote bytecode into the repository"
     leaks = [f"{p.relative_to(repo)}: {what}" for p in files for what, needle in needles.items()
              if needle.encode() in _text_of(p)]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from ganexport import images
+from ganexport.repository import MODEL_FILES
 from ganexport.serving.backends import BackendError, connect
 from ganexport.serving.validation import InvalidInput
 
@@ -98,8 +99,8 @@ def test_corrupt_model_file_is_a_backend_error_naming_the_file(tmp_path, publish
 
     repo = tmp_path / "repo"
     shutil.copytree(published[0], repo)
-    (repo / "dcgan" / "1" / "model.onnx").write_bytes(b"not a model")
-    with pytest.raises(BackendError, match="model.onnx|dcgan"):
+    (repo / "dcgan" / "1" / MODEL_FILES["onnxruntime"]).write_bytes(b"not a model")
+    with pytest.raises(BackendError, match="dcgan"):
         connect("onnxruntime", repository=repo).metadata("dcgan")
 
 

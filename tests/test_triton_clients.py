@@ -43,14 +43,14 @@ def test_every_model_over_triton_equals_in_process(server, published, protocol):
             np.testing.assert_array_equal(call(remote, model + "_torchscript", sig, req), call(ts_b, model, sig, req))
 
 
-def test_concurrent_requests_are_batched_and_answered_right(published, tmp_path):
+def test_concurrent_requests_are_batched_and_answered_right(published):
     """Requests merged by the dynamic batcher come back split to the right callers.
 
     The published config has no queue delay, so whether requests merge depends on
     timing (eight blocking clients on two busy cores may never overlap). Here the
     same model waits up to 200 ms for company, which makes merged executions certain.
     """
-    from ganexport.benchmarks.targets import Variant, variant_repository
+    from ganexport.benchmarks.targets import Variant, variant_configs
 
     expected_calls = 48
     rng = np.random.default_rng(3)
@@ -58,11 +58,11 @@ def test_concurrent_requests_are_batched_and_answered_right(published, tmp_path)
         sig = ort_b.metadata("dcgan")
         zs = [rng.standard_normal((1, *sig.inputs[0].shape)).astype(np.float32) for _ in range(expected_calls)]
         want = [ort_b.sample("dcgan", z) for z in zs]
-    patient = variant_repository(published[0], ["dcgan"], Variant("wait", {"max_queue_delay_us": 200_000}),
-                                 tmp_path / "repo")
+    patient = variant_configs(published[0], ["dcgan"], Variant("wait", {"max_queue_delay_us": 200_000}))
     got, errors = [None] * expected_calls, []
 
-    with TritonServer(patient, http_port=free_port(), grpc_port=free_port(), metrics_port=0) as server:
+    with TritonServer(published[0], models=["dcgan"], configs=patient, http_port=free_port(), grpc_port=free_port(),
+                      metrics_port=0) as server:
         def worker(k):
             with connect("triton-http", url=server.http_url) as remote:
                 for i in range(k, expected_calls, 8):

@@ -7,7 +7,6 @@ memory are printed (run with -s to see them), never asserted.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import socket
@@ -21,16 +20,10 @@ import numpy as np
 import pytest
 
 from ganexport import catalog
-from ganexport.export.repository import SIGNATURE_FILE, latest
-from ganexport.serving.triton_server import (
-    ServerError,
-    TritonServer,
-    check_repository,
-    descendants,
-    find_tritonserver,
-    free_port,
-    rss_bytes,
-)
+from ganexport.benchmarks.procfs import descendants, rss_bytes
+from ganexport.repository import MODEL_FILES, VIEW_PREFIX, check_repository, latest, read_signature
+from ganexport.serving.triton_binary import find_tritonserver
+from ganexport.serving.triton_server import ServerError, TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 httpclient = pytest.importorskip("tritonclient.http")
@@ -47,7 +40,7 @@ SERVE_MODELS = (SAMPLER, catalog.get("cgan").signatures()[0].name)
 
 def _signature(repo: Path, name: str) -> catalog.Signature:
     """What the build published for ``name``: tiny-net shapes differ from the catalog defaults."""
-    return catalog.Signature.from_dict(json.loads((latest(repo, name) / SIGNATURE_FILE).read_text()))
+    return read_signature(latest(repo, name))
 
 
 def _ports() -> dict:
@@ -222,6 +215,30 @@ def test_cli_errors_exit_2_in_one_line(tmp_path, published):
     assert result.output.strip().count("\n") == 0 and f"HTTP port {port}" in result.output
 
 
+def test_unknown_model_is_refused_naming_the_repository(published):
+    repo, _ = published
+    srv = TritonServer(repo, models=(SAMPLER, "no_such_model"), http_port=free_port(), grpc_port=free_port(),
+                       metrics_port=0)
+    with pytest.raises(ServerError, match=rf"no model no_such_model in {repo}; available: "):
+        srv.start()
+    assert srv.process is None and srv.view is None
+
+
+# --------------------------------------------------------------------------- the server stages its models
+
+
+def test_server_serves_only_the_chosen_models_from_a_view_it_removes_on_stop(published):
+    repo, _ = published
+    with TritonServer(repo, models=(SAMPLER,), **_ports()) as srv:
+        view = srv.view
+        assert view is not None and view.name.startswith(VIEW_PREFIX) and repo.resolve() not in view.parents
+        assert [p.name for p in view.iterdir()] == [SAMPLER]
+        assert {m["name"] for m in srv.repository_index()} == {SAMPLER}
+        assert list(view.rglob("__pycache__")), "the stub compiled model.py beside it, in the view"
+    assert srv.view is None and not view.exists()
+    assert not list(repo.rglob("__pycache__")), "serving wrote into the published repository"
+
+
 # --------------------------------------------------------------------------- a model that fails to load
 
 
@@ -235,15 +252,16 @@ def test_corrupt_newest_version_names_the_model(published, tmp_path):
     newest = latest(bad, SAMPLER)
     broken = newest.parent / str(int(newest.name) + 1)
     shutil.copytree(newest, broken)
-    (broken / "model.onnx").write_bytes(b"not an onnx file")
+    (broken / MODEL_FILES["onnxruntime"]).write_bytes(b"not an onnx file")
     srv = TritonServer(bad, **_ports())
     with pytest.raises(ServerError) as err:
         srv.start(timeout=120)
     message = str(err.value)
     assert "\n" not in message
     assert f"model '{SAMPLER}' version {broken.name} failed to load" in message, message
+    assert VIEW_PREFIX not in message + "".join(err.value.log_tail)  # the user's repository, never the view
     assert srv.process.poll() is not None and not descendants(srv.process.pid)
-    assert srv.log_path.is_file()
+    assert srv.log_path.is_file() and srv.view is None
 
 
 # --------------------------------------------------------------------------- `ganexport serve`

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import invalid_requests
 from ganexport import catalog
 from ganexport.serving.validation import InvalidInput, request_bytes_limit, validate
 
@@ -65,6 +66,14 @@ def refused(sig, inputs, *fragments: str) -> str:
     for frag in fragments:
         assert frag in msg, f"{frag!r} not in {msg!r}"
     return msg
+
+
+# --------------------------------------------------------------------------- the shared table
+
+
+@pytest.mark.parametrize("case", invalid_requests.cases(), ids=lambda c: c.id)
+def test_every_invalid_request_of_the_shared_table_is_refused_in_one_line(case):
+    refused(SIGS[case.model], case.inputs(), *case.words)
 
 
 # --------------------------------------------------------------------------- valid requests

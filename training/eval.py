@@ -172,10 +172,6 @@ class Metric:
     default_n: int | None = None  # images it draws, when the protocol fixes a count
 
 
-def _labelled_sampler(spec: catalog.ModelSpec, dataset: str) -> bool:
-    return spec.family != "cyclegan" and catalog.DATASETS[dataset].num_classes > 0
-
-
 def fid_fmnist10k(ctx: Context) -> dict[str, Any]:
     n = ctx.n or 10_000
     test = ctx.real("test").images[:10_000]
@@ -297,34 +293,36 @@ def cycle_l1(ctx: Context) -> dict[str, Any]:
     return {"a_b_a": mean_l1(aba, pair.a), "b_a_b": mean_l1(bab, pair.b), "n": len(pair.a), "data": pair.source}
 
 
-def _cyclegan(spec: catalog.ModelSpec, dataset: str) -> bool:
-    return spec.family == "cyclegan"
+def _photo_sketch(spec: catalog.ModelSpec, dataset: str) -> bool:
+    """A two-way translator trained on photo2sketch: its sketches can be scored against the filter."""
+    return spec.two_domains and dataset == "photo2sketch"
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid_fmnist10k", "Frechet distance, judge features, N generated vs the 10k Fashion-MNIST test images "
-           "(floor: 10k train vs test)", lambda s, d: _labelled_sampler(s, d) and d == "fashion-mnist",
+           "(floor: 10k train vs test)", lambda s, d: s.class_judged(d) and d == "fashion-mnist",
            fid_fmnist10k, 10_000),
     Metric("cgan_acc", "judge accuracy on conditional samples, per requested class and overall",
-           lambda s, d: s.conditional and _labelled_sampler(s, d), cgan_acc, 10_000),
+           lambda s, d: s.conditional and s.class_judged(d), cgan_acc, 10_000),
     Metric("class_coverage", "classes present among 1k unconditional samples, and the histogram",
-           lambda s, d: _labelled_sampler(s, d) and not s.conditional, class_coverage, 1000),
+           lambda s, d: s.class_judged(d) and not s.conditional, class_coverage, 1000),
     Metric("class_variety", "mean L1 between two of 1k samples of one class (cgan: asked, others: judged) over the "
            "same for real test images (mode collapse inside a class shows as a low ratio)",
-           _labelled_sampler, class_variety, 1000),
+           lambda s, d: s.class_judged(d), class_variety, 1000),
     Metric("sharpness", "mean Laplacian variance of samples vs real test images (blur shows as a low ratio)",
-           lambda s, d: s.family != "cyclegan", sharpness, 10_000),
+           lambda s, d: s.kind == "sample", sharpness, 10_000),
     Metric("sketch_l1", "L1 of G_A->B(photo) vs the true pencil-sketch filter on 200 crops of the held-out photos, "
            "with the trivial baselines (grayscale photo, blank page)",
-           lambda s, d: _cyclegan(s, d) and d == "photo2sketch", sketch_l1),
+           _photo_sketch, sketch_l1),
     Metric("sketch_f1_512", "stroke F1 (pixels < 0.8, 1-pixel tolerance) and L1 over the blank page's L1 of "
            "G_A->B(photo) vs the pencil-sketch filter, on whole held-out photos at 512 px on the longer side, "
            "with baselines (blank page, grayscale photo, Sobel edges)",
-           lambda s, d: _cyclegan(s, d) and d == "photo2sketch", sketch_f1_512),
+           _photo_sketch, sketch_f1_512),
     Metric("photo_l1_512", "L1 of G_B->A(filter sketch) vs the photo, whole held-out photos at 512 px, with "
            "baselines (the sketch itself, a page of the photo's mean colour)",
-           lambda s, d: _cyclegan(s, d) and d == "photo2sketch", photo_l1_512),
-    Metric("cycle_l1", "reconstruction L1 of A->B->A and B->A->B on held-out crops", _cyclegan, cycle_l1),
+           _photo_sketch, photo_l1_512),
+    Metric("cycle_l1", "reconstruction L1 of A->B->A and B->A->B on held-out crops",
+           lambda s, d: s.two_domains, cycle_l1),
 )}
 
 

@@ -103,7 +103,7 @@ class Batches:
         return out
 
 
-# --------------------------------------------------------------------------- the family interface
+# --------------------------------------------------------------------------- Family: what each training script does
 
 
 class Family:
@@ -209,8 +209,8 @@ def _load_data(cfg: TrainConfig, spec: catalog.ModelSpec, dataset: str, hp: dict
     kw = dict(data_dir=cfg.data_dir, split="train", seed=cfg.seed, limit=cfg.limit)
     if info.paired:
         return data.load_domains(dataset, image_size=size or info.image_shape[0], **kw)
-    if spec.family == "cyclegan":
-        raise data.DatasetError(f"{dataset}: cyclegan needs two domains (photo2sketch, or DIR/trainA + DIR/trainB)")
+    if spec.two_domains:
+        raise data.DatasetError(f"{dataset}: {spec.name} needs two domains (photo2sketch, or DIR/trainA + DIR/trainB)")
     if spec.conditional and not info.num_classes:
         raise data.DatasetError(f"{dataset}: {spec.name} needs class labels; use fashion-mnist or digits")
     return data.load_images(dataset, image_size=size, **kw)
@@ -261,8 +261,8 @@ def train(cfg: TrainConfig) -> Path:
         resume_state = checkpoint.load_train_state(state_path) if state_path.exists() else None
     else:
         dataset = cfg.dataset or (data.detect_dataset(cfg.data_dir) if cfg.data_dir else spec.dataset)
-        if spec.family == "cyclegan" and dataset == "folder":
-            raise data.DatasetError(f"{cfg.data_dir}: cyclegan needs DIR/trainA and DIR/trainB image folders")
+        if spec.two_domains and dataset == "folder":
+            raise data.DatasetError(f"{cfg.data_dir}: {spec.name} needs DIR/trainA and DIR/trainB image folders")
         profile = cfg.profile
         hp = spec.hp(profile, **cfg.hp)
         run_dir = _run_dir(cfg)
@@ -313,7 +313,7 @@ def train(cfg: TrainConfig) -> Path:
 
     num_classes = catalog.DATASETS[dataset].num_classes
     judge_net = None
-    if num_classes and spec.family != "cyclegan":
+    if spec.class_judged(dataset):
         judge_net = judge.load_judge(dataset, device=device)
         real_variety = _real_variety(batches, num_classes)
     wall0, wall_before = time.time(), (resume_ckpt.meta.get("wall_time_s", 0.0) if resume_ckpt else 0.0)

@@ -163,7 +163,7 @@ def history(weights_file: Path) -> list[dict[str, Any]]:
 def sample_picture(ckpt: checkpoint.Checkpoint, seed: int = 0):
     """A PIL picture of what the model serves: 8x8 samples (cgan: one row per class; cyclegan: translations)."""
     ctx = metrics.Context(ckpt, seed=seed)
-    if ckpt.spec.family == "cyclegan":
+    if ckpt.spec.two_domains:
         return translation_picture(ctx)
     if ckpt.spec.conditional:
         k = catalog.DATASETS[ckpt.meta["dataset"]].num_classes
@@ -355,7 +355,7 @@ def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
                 "Metric protocols: `ganexport eval --help`; every figure is in `weights/<model>.eval.jsonl`.", ""]
     for model in models:
         caption = ("held-out photo | G_A->B(photo) | the true filter output | G_B->A(G_A->B(photo))"
-                   if catalog.get(model).family == "cyclegan" else "random samples" +
+                   if catalog.get(model).two_domains else "random samples" +
                    (", one row per class" if catalog.get(model).conditional else ""))
         out += [f"**{model}**: {caption}", "", f"![{model}]({pictures[model]})", ""]
     out.append(GALLERY_END)
@@ -372,7 +372,7 @@ def gallery(weights: Path = WEIGHTS_DIR, readme: Path | None = None, log: Callab
         pic = weights / f"{model}.png"
         ckpt = checkpoint.load(path)
         sample_picture(ckpt).save(pic)
-        if ckpt.spec.family == "cyclegan":
+        if ckpt.spec.two_domains:
             sketch_to_photo_picture(metrics.Context(ckpt)).save(reverse_picture(pic))
             written.append(reverse_picture(pic))
         (weights / f"{model}.md").write_text(card(model, path, pic.name))

@@ -1,0 +1,172 @@
+"""The demo's event handlers: plain methods of a backend and the tab plan, testable without a page.
+
+Numbers, names and file paths in; PIL images and one Markdown status line out
+(saying which backend served it and how long the model call took). A failure
+raises ``DemoError``, ``ImageError``, ``InvalidInput`` or ``BackendError`` with a
+one-line message; the layout (app.py) turns it into the page's error. Each
+parameter's name is what the page's API calls it.
+
+    >>> h = Handlers(FallbackBackend(lambda: connect("onnxruntime"), None, "onnxruntime"), plan)  # doctest: +SKIP
+    >>> grid, status = h.sample("dcgan", seed=0, count=4)                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from ganexport import catalog
+from ganexport.demo.backend import DemoError, FallbackBackend, sample_batched
+from ganexport.demo.tabs import DemoPlan, latent_input
+from ganexport.demo.uploads import Upload, display_name, read_upload
+from ganexport.images import ImageError, grid_image, upscale_for_viewing
+from ganexport.sketch import pencil_sketch
+
+MAX_COUNT = 64  # images per grid
+MAX_FRAMES = 32
+MAX_ROWS = 6
+MAX_GRID = 20
+
+
+def latents(sig: catalog.Signature, seeds: list[int]) -> np.ndarray:
+    """One standard-normal latent per seed, reproducible across backends and runs."""
+    dim = latent_input(sig).shape[0]
+    return np.stack([np.random.default_rng(int(s)).standard_normal(dim) for s in seeds]).astype(np.float32)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation: intermediate Gaussian latents keep a typical norm."""
+    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)
+    omega = math.acos(float(np.clip(cos, -1.0, 1.0)))
+    if omega < 1e-6:
+        return (1 - t) * a + t * b
+    return (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)
+
+
+def to_display(arr: np.ndarray, scale: int = 1) -> Image.Image:
+    im = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    return im.resize((im.width * scale, im.height * scale), Image.NEAREST) if scale > 1 else im
+
+
+def _grid(images: np.ndarray, nrow: int) -> Image.Image:
+    return grid_image(images, nrow=max(1, nrow), scale=upscale_for_viewing(images.shape[1]))
+
+
+def _clamp(value, low: int, high: int) -> int:
+    return int(max(low, min(high, int(value))))
+
+
+class Handlers:
+    """Every endpoint of the page. ``discard(path)`` is called once an upload has been read, so the
+    layout can delete it from the server (the handlers keep its bytes for a second direction)."""
+
+    def __init__(self, backend: FallbackBackend, plan: DemoPlan, discard: Callable[[str], None] | None = None):
+        self.backend, self.plan = backend, plan
+        self.discard = discard or (lambda path: None)
+
+    # -- Sample --------------------------------------------------------------
+
+    def sample(self, model: str, seed: float, count: float) -> tuple[Image.Image, str]:
+        """A grid of ``count`` samples from seeds ``seed``, ``seed`` + 1, ..."""
+        sig = self.plan.get(model, "sample").signature
+        seed, count = int(seed), _clamp(count, 1, MAX_COUNT)
+        out = sample_batched(self.backend, model, sig, latents(sig, [seed + i for i in range(count)]))
+        status = f"{count} samples, seeds {seed}..{seed + count - 1}. {out.line()}"
+        return _grid(out.images, math.ceil(math.sqrt(count))), status
+
+    def latent_walk(self, model: str, from_seed: float, to_seed: float, frames: float) -> tuple[Image.Image, str]:
+        """One row of ``frames`` images along the great circle between two seeds' latents."""
+        sig = self.plan.get(model, "sample").signature
+        frames = _clamp(frames, 2, MAX_FRAMES)
+        a, b = latents(sig, [int(from_seed), int(to_seed)])
+        z = np.stack([slerp(a, b, t) for t in np.linspace(0, 1, frames)]).astype(np.float32)
+        out = sample_batched(self.backend, model, sig, z)
+        return (_grid(out.images, frames),
+                f"{frames} frames from seed {int(from_seed)} to seed {int(to_seed)}. {out.line()}")
+
+    # -- Conditional ---------------------------------------------------------
+
+    def _classes(self, model: str):
+        served = self.plan.get(model, "conditional")
+        return served.signature, served.class_names
+
+    def conditional(self, class_name: str, seed: float, count: float, model: str) -> tuple[Image.Image, str]:
+        """``count`` images of one class, one seed each."""
+        sig, names = self._classes(model)
+        if class_name not in names:
+            raise DemoError(f"{model} has no class {class_name!r}; choose one of {', '.join(names)}")
+        seed, count = int(seed), _clamp(count, 1, MAX_COUNT)
+        z = latents(sig, [seed + i for i in range(count)])
+        out = sample_batched(self.backend, model, sig, z, np.full(count, names.index(class_name), np.int64))
+        return _grid(out.images, min(count, 8)), f"{count} x {class_name}. {out.line()}"
+
+    def all_classes(self, seed: float, rows: float, model: str) -> tuple[Image.Image, str]:
+        """Every class side by side, one latent per row."""
+        sig, names = self._classes(model)
+        seed, rows = int(seed), _clamp(rows, 1, MAX_ROWS)
+        z = np.repeat(latents(sig, [seed + r for r in range(rows)]), len(names), axis=0)
+        labels = np.tile(np.arange(len(names), dtype=np.int64), rows)
+        out = sample_batched(self.backend, model, sig, z, labels)
+        return (_grid(out.images, len(names)),
+                f"Columns: {' | '.join(names)}; one latent per row (seeds {seed}..{seed + rows - 1}). {out.line()}")
+
+    # -- Latent space --------------------------------------------------------
+
+    def decode_point(self, model: str, x: float, y: float) -> tuple[Image.Image, str]:
+        """The decoder's image of the point (x, y) of its 2-D latent space."""
+        self.plan.get(model, "latent")
+        out = self.backend.call("sample", model, np.array([[x, y]], np.float32))
+        img = out.images[0]
+        return to_display(img, upscale_for_viewing(img.shape[0], 224)), f"z = ({x:.2f}, {y:.2f}). {out.line()}"
+
+    def manifold(self, model: str, grid_size: float, extent: float) -> tuple[Image.Image, str]:
+        """A ``grid_size`` x ``grid_size`` grid of decodings over [-extent, extent]^2, y up as on a plot."""
+        sig = self.plan.get(model, "latent").signature
+        n, extent = _clamp(grid_size, 2, MAX_GRID), float(extent)
+        axis = np.linspace(-extent, extent, n)
+        z = np.array([[x, y] for y in axis[::-1] for x in axis], np.float32)
+        out = sample_batched(self.backend, model, sig, z)
+        grid = grid_image(out.images, nrow=n, pad=0, scale=max(1, 448 // (n * out.images.shape[1])))
+        return grid, f"{n}x{n} decodings of z in [-{extent:g}, {extent:g}]^2 (x right, y up). {out.line()}"
+
+    # -- Translate -----------------------------------------------------------
+
+    def _upload(self, path: str, last: Upload | None) -> Upload:
+        """The upload's bytes; read once, then the file is discarded, so a second translator (the other
+        direction) uses the bytes kept from the first call."""
+        name = display_name(path)
+        if last is not None and last.path == path and not Path(path).is_file():
+            return last
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise DemoError(f"{name}: the upload is no longer on the server; upload it again") from None
+        except OSError:
+            raise ImageError(f"{name}: unreadable upload") from None
+        self.discard(path)
+        return Upload(path, name, data)
+
+    def translate(self, image: str | None, model: str, last_upload: Upload | None = None) -> tuple:
+        """The uploaded photo through one translator; a photo above its largest side is scaled down to fit.
+
+        Returns (input as translated, output, the exact filter target or None, status, the upload kept for
+        the next call)."""
+        served = self.plan.get(model, "translate")
+        if not image:
+            raise DemoError("upload a photo first (or pick an example)")
+        upload = self._upload(str(image), last_upload)
+        sig = served.signature
+        arr, notes = read_upload(upload.data, upload.name, sig.inputs[0].shape[-1], sig.min_image_side,
+                                 sig.max_image_side)
+        out = self.backend.call("translate", model, arr[None])
+        truth = None
+        if served.shows_filter_target:
+            truth = to_display(pencil_sketch(arr if arr.shape[-1] == 3 else np.repeat(arr, 3, -1)))
+        status = " ".join([f"{arr.shape[1]}x{arr.shape[0]}, {served.direction}.", *notes, out.line()])
+        if truth is not None:
+            status += " The right-hand image is the true pencil-sketch filter output (the training target)."
+        return to_display(arr), to_display(out.images[0]), truth, status, upload

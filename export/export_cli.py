@@ -1,0 +1,101 @@
+"""The export layer's commands: ``build``, ``verify``, ``export``.
+
+ganexport/cli.py lists them and imports this module only when one of them runs or shows its help;
+the exporter and torch are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ganexport.cli_common import LATEST_RUN_HELP, MODEL_OR_ALL, UserError, checkpoint_rule, model_names
+
+
+@click.command()
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Training model to build, or all.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True), default=None,
+              help=checkpoint_rule() + " With neither, build trains the quick profile first.")
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
+@click.option("--flavor", default="embedded", type=click.Choice(["embedded", "native"]),
+              help="embedded: Python backend (the bundled server); native: onnxruntime_onnx / pytorch_libtorch.")
+@click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False),
+              help="Triton model repository to publish into.")
+@click.option("--gpu/--cpu", default=False, help="Instance groups on GPU (KIND_GPU) or CPU.")
+@click.option("--tensorrt", is_flag=True,
+              help="Native flavour on GPU: let Triton's onnxruntime backend run the ONNX models through TensorRT.")
+@click.option("--keep", default=3, type=click.IntRange(min=1), help="How many versions of each model to keep.")
+def build(model, checkpoint, latest_run, flavor, repo, gpu, tensorrt, keep):
+    """Export to ONNX and TorchScript, prove parity with PyTorch, publish into the Triton repository.
+
+    \b
+    Examples:
+      ganexport build --model cyclegan
+      ganexport build --model all --flavor native --repository /models
+      ganexport build --model cyclegan --flavor native --gpu --tensorrt --repository /models
+    Nothing is published unless every exported model passes parity; a failed build
+    exits non-zero, names the model, backend and error, and leaves the repository as it was.
+    """
+    from ganexport.export import build as pipeline
+    from ganexport.export import onnx_export, parity
+    from ganexport.training import checkpoint as ckpt_mod
+
+    if checkpoint and model == "all":
+        raise click.UsageError("--checkpoint goes with one --model, not all")
+    if tensorrt and (flavor, gpu) != ("native", True):
+        raise click.UsageError("--tensorrt needs --flavor native --gpu (TensorRT runs in NVIDIA's Triton "
+                               "containers, on GPU instances; the bundled server has no onnxruntime backend)")
+    for name in model_names(model):
+        try:
+            pipeline.build(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), flavor=flavor,
+                           gpu=gpu,
+                           tensorrt=tensorrt, keep=keep, log=click.echo)
+        except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
+            raise UserError(f"build of {name} refused, nothing published: {e}") from None
+
+
+@click.command()
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
+@click.option("--checkpoint", type=click.Path(exists=True), default=None,
+              help="A checkpoint file or a run folder. Default: the checkpoint the repository was built from "
+                   "(found by the SHA-256 in its parity.json).")
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
+@click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False))
+def verify(model, checkpoint, latest_run, repo):
+    """Re-check what is published against the checkpoint: file hashes, then outputs vs PyTorch.
+
+    \b
+    Examples:
+      ganexport verify --model cyclegan
+      ganexport verify --model all --repository /models
+    """
+    from ganexport.export import build as pipeline
+    from ganexport.training import checkpoint as ckpt_mod
+
+    for name in model_names(model):
+        try:
+            pipeline.verify(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), log=click.echo)
+        except (pipeline.VerifyError, ckpt_mod.CheckpointError) as e:
+            raise UserError(str(e)) from None
+
+
+@click.command("export")
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
+@click.option("--checkpoint", type=click.Path(exists=True), default=None, help=checkpoint_rule())
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
+@click.option("--out", default="exported", type=click.Path(file_okay=False),
+              help="Writes OUT/<triton-name>/model.onnx, model.pt, parity.json.")
+def export_cmd(model, checkpoint, latest_run, out):
+    """Export ONNX and TorchScript files with their parity report, without publishing."""
+    from ganexport.export import build as pipeline
+    from ganexport.export import onnx_export, parity
+    from ganexport.training import checkpoint as ckpt_mod
+
+    for name in model_names(model):
+        try:
+            for d in pipeline.export_files(name, Path(out), checkpoint_path=checkpoint, latest_run=latest_run,
+                                           log=click.echo):
+                click.echo(f"wrote {d}")
+        except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
+            raise UserError(str(e)) from None

@@ -1,0 +1,40 @@
+"""What every layer's commands share: the user error, the context settings, the checkpoint rule's words.
+
+The commands themselves live in their layers (training/train_cli.py, export/export_cli.py,
+serving/serve_cli.py, serving/infer_cli.py, demo/demo_cli.py, benchmarks/bench_cli.py);
+ganexport/cli.py assembles them into one group and imports each only when it is needed.
+This module imports click and the catalog only.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ganexport import catalog
+
+CONTEXT = dict(help_option_names=["-h", "--help"], show_default=True, max_content_width=100)
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user (bad data, bad checkpoint): exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def checkpoint_rule() -> str:
+    # what training.checkpoint.choose does, stated here so that --help does not import torch
+    return ("A checkpoint file or a run folder (runs/<model>/<run-id>). Default: weights/<model>.safetensors "
+            "(the released weights), else the newest runs/<model>/<run-id>.")
+
+
+LATEST_RUN_HELP = "Take the newest runs/<model>/<run-id> even when released weights exist."
+
+MODEL_OR_ALL = click.Choice([*catalog.MODELS, "all"])
+
+
+def model_names(model: str) -> list[str]:
+    """``--model all`` -> every training model in catalog order; a name -> itself."""
+    return list(catalog.MODELS) if model == "all" else [model]

@@ -1,0 +1,69 @@
+"""Where a server listens: free and taken ports, loopback or exposed, the address a client dials.
+
+Every service this project starts (Triton, the demo page) binds 127.0.0.1 by
+default and has no authentication, so binding anything else gets a warning
+before anything else can fail; a taken port is named before a process starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+
+from ganexport.serving.triton_log import ServerError
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port the OS says is free right now on ``host`` (for tests: another process may still take it)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def check_port(host: str, port: int, what: str = "") -> None:
+    """Raise ServerError naming the port when something already listens on it.
+
+    SO_REUSEADDR as Triton sets it: a port in TIME_WAIT after a previous server
+    is fine, a listening socket is not.
+    """
+    label = f"{what} port" if what else "port"
+    if not 0 < port < 65536:
+        raise ServerError(f"{label} {port} is not a valid port number")
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            why = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+            raise ServerError(f"{label} {port} on {host} {why}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and 127.0.0.0/8 or ::1; hostnames other than localhost count as exposed."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, what: str = "Triton") -> str | None:
+    """The warning for a service bound beyond loopback (None on loopback): nothing here authenticates."""
+    if is_loopback(host):
+        return None
+    return (f"warning: {what} will listen on {host}, reachable from other machines; it has no "
+            "authentication (the default, 127.0.0.1, is reachable from this machine only)")
+
+
+def hostport(host: str, port: int) -> str:
+    """``host:port`` a client can connect to: wildcard binds are reached over loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

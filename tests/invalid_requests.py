@@ -1,0 +1,109 @@
+"""One table of invalid requests, derived from each model's Signature, used at every serving layer.
+
+``validate()`` (tests/test_validation.py), the in-process backends (tests/test_serving_local.py) and the
+real Triton over HTTP and gRPC (tests/test_triton_clients.py) all refuse the same cases; each case says
+which words the one-line refusal must contain. Nothing here names a tensor or a size: they come from the
+catalog, so a model added to it is probed too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ganexport import catalog
+
+SIGNATURES = {name: sig for name, (_, sig) in catalog.triton_models().items()}
+
+
+@dataclass(frozen=True)
+class Case:
+    """An invalid request for ``model``: how to spoil a valid one, and words the refusal must hold."""
+
+    model: str
+    name: str
+    spoil: Callable[[catalog.Signature, dict[str, np.ndarray]], dict[str, np.ndarray]]
+    words: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.name}"
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        sig = SIGNATURES[self.model]
+        return self.spoil(sig, valid_inputs(sig))
+
+
+def valid_inputs(sig: catalog.Signature, batch: int = 2, side: int = 16) -> dict[str, np.ndarray]:
+    """A valid request: in-range values, dynamic sides at ``side`` (clamped into the signature's limits)."""
+    rng = np.random.default_rng(0)
+    side = max(side, sig.min_image_side or 1)
+    out = {}
+    for t in sig.inputs:
+        shape = (batch,) + tuple(side if d == -1 else d for d in t.shape)
+        if t.dtype == "FP32":
+            out[t.name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            lo = int(t.low) if t.low is not None else 0
+            hi = int(t.high) if t.high is not None else 255
+            out[t.name] = rng.integers(lo, hi + 1, shape).astype(t.numpy_dtype)
+    return out
+
+
+def _with(name: str, make: Callable[[np.ndarray], np.ndarray]):
+    def spoil(sig, inputs):
+        return {**inputs, name: make(inputs[name].copy())}
+    return spoil
+
+
+def _set(index, value):
+    def make(arr):
+        arr[index] = value
+        return arr
+    return make
+
+
+def _cases_for(model: str, sig: catalog.Signature) -> list[Case]:
+    cases = []
+    first = sig.inputs[0]
+    batch_words = ("batch",)
+    cases.append(Case(model, "empty_batch", lambda s, i: {k: v[:0] for k, v in i.items()}, batch_words))
+    cases.append(Case(model, "batch_above_max", lambda s, i: {
+        k: np.repeat(v[:1], s.max_batch_size + 1, axis=0) for k, v in i.items()}, (str(sig.max_batch_size),)))
+    cases.append(Case(model, "missing_input", lambda s, i: {k: v for k, v in i.items() if k != first.name},
+                      (first.name,)))
+    for t in sig.inputs:
+        if t.dtype == "FP32":
+            cases.append(Case(model, f"{t.name}_nan", _with(t.name, _set((0, 0), np.nan)), (t.name, "finite")))
+            cases.append(Case(model, f"{t.name}_inf", _with(t.name, _set((-1, -1), np.inf)), (t.name, "finite")))
+            if -1 not in t.shape:
+                cases.append(Case(model, f"{t.name}_wrong_size",
+                                  _with(t.name, lambda a: np.concatenate([a, a[:, :1]], axis=1)), (t.name,)))
+        if t.dtype == "INT64" and t.low is not None:
+            cases.append(Case(model, f"{t.name}_above_range", _with(t.name, _set((0, 0), int(t.high) + 1)),
+                              (t.name, str(int(t.high)))))
+            cases.append(Case(model, f"{t.name}_below_range", _with(t.name, _set((0, 0), int(t.low) - 1)),
+                              (t.name,)))
+            cases.append(Case(model, f"{t.name}_int32", _with(t.name, lambda a: a.astype(np.int32)),
+                              (t.name, "INT64")))
+        if -1 in t.shape and sig.min_image_side:
+            small = sig.min_image_side - 1
+            cases.append(Case(model, f"{t.name}_below_min_side",
+                              _with(t.name, lambda a, n=small: a[:, :n, :n]), (str(sig.min_image_side),)))
+        if t.shape and t.shape[-1] in (1, 3) and -1 in t.shape:
+            cases.append(Case(model, f"{t.name}_wrong_channels",
+                              _with(t.name, lambda a: np.concatenate([a, a[..., :1]], axis=-1)), (t.name,)))
+    return cases
+
+
+def cases(models: tuple[str, ...] | None = None) -> list[Case]:
+    """Every invalid case of every served model (or of ``models``)."""
+    return [c for m, sig in SIGNATURES.items() if models is None or m in models for c in _cases_for(m, sig)]
+
+
+def base_models() -> tuple[str, ...]:
+    """The served models without their _torchscript twins (same signature, same refusals)."""
+    twins = tuple(s for s in catalog.RUNTIME_SUFFIX.values() if s)
+    return tuple(m for m in SIGNATURES if not m.endswith(twins))

@@ -1,0 +1,169 @@
+"""The demo's Gradio-free parts: reading uploads, the tab plan from signatures, what a page says about a model."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganexport import catalog
+from ganexport.repository import public_command
+from ganexport.demo.tabs import (DemoModel, DemoPlan, catalog_endpoints, published_source,
+                                 tabs_for)
+from ganexport.demo.uploads import display_name, read_upload
+from ganexport.images import ImageError
+
+LIMITS = dict(channels=3, min_side=catalog.MIN_IMAGE_SIDE, max_side=catalog.MAX_IMAGE_SIDE)
+
+
+def _encoded(arr: np.ndarray, fmt: str = "PNG", **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def test_a_phone_photo_is_scaled_down_to_the_largest_side_upright_and_said_so():
+    """A 1600x1200 JPEG stored sideways (EXIF orientation 6, as phones write it) is 1200x1600 upright."""
+    im = Image.fromarray(_noise(1200, 1600))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes())
+    arr, notes = read_upload(buf.getvalue(), "IMG_0001.jpg", **LIMITS)
+    assert arr.shape == (1024, 768, 3) and arr.dtype == np.uint8
+    assert notes == ["IMG_0001.jpg: scaled down from 1200x1600 to 768x1024 to fit the translator's "
+                     "1024-pixel limit."]
+
+
+@pytest.mark.parametrize("w,h", [(1025, 40), (4000, 3000), (1024, 1024)])
+def test_anything_above_the_largest_side_fits_keeping_the_aspect_ratio(w, h):
+    arr, notes = read_upload(_encoded(_noise(h, w)), "x.png", **LIMITS)
+    assert max(arr.shape[:2]) == min(1024, max(w, h))
+    assert abs(arr.shape[1] / arr.shape[0] - w / h) < 0.05
+    assert bool(notes) == (max(w, h) > 1024)
+
+
+def test_an_animated_gif_is_translated_from_its_first_frame():
+    frames = [Image.fromarray(np.full((40, 60, 3), c, np.uint8)) for c in (10, 200, 90)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    arr, notes = read_upload(buf.getvalue(), "wave.gif", **LIMITS)
+    assert arr.shape == (40, 60, 3) and (arr == 10).all()
+    assert notes == ["wave.gif is animated (3 frames); its first frame is translated."]
+
+
+@pytest.mark.parametrize("data,words", [
+    (_encoded(_noise(4, 4)), "4x4 is too small; both sides must be at least 8 pixels"),
+    (_encoded(_noise(10, 3000)), "3000x10 is too narrow; scaled to fit the 1024-pixel limit it would be 1024x3"),
+    (b"not a picture\n", "not an image file"),
+    (_encoded(_noise(64, 64))[:300], "unreadable or truncated"),
+])
+def test_unusable_uploads_are_refused_by_name(data, words):
+    with pytest.raises(ImageError) as e:
+        read_upload(data, "holiday.png", **LIMITS)
+    assert str(e.value).startswith("holiday.png: ") and words in str(e.value), str(e.value)
+
+
+def test_uploads_are_named_by_their_base_name():
+    assert display_name("/tmp/ganexport-gradio/3f2a9c/holiday photo.jpg") == "holiday photo.jpg"
+    assert display_name(None) == display_name("") == "upload"
+
+
+# --------------------------------------------------------------------------- tabs from signatures
+
+
+def test_every_catalog_model_lands_in_the_tab_its_signature_says():
+    tabs = {name: tabs_for(sig) for name, (_, sig) in catalog.triton_models().items()}
+    for name, (spec, sig) in catalog.triton_models().items():
+        if spec.kind == "translate":
+            assert tabs[name] == ("translate",), name
+        elif spec.conditional:
+            assert tabs[name] == ("conditional",), name
+        else:
+            assert "sample" in tabs[name] and (("latent" in tabs[name]) == (sig.inputs[0].shape == (2,))), name
+    sample, translators = catalog_endpoints()
+    assert set(sample) == {n for n, t in tabs.items() if "sample" in t}
+    assert translators == {n: n for n, t in tabs.items() if t == ("translate",)}
+
+
+def test_a_signature_the_demo_has_no_widgets_for_gets_no_tab():
+    sig = catalog.get("dcgan").signatures()[0]
+    steps = catalog.TensorSpec("steps", "INT32", (1,))
+    assert tabs_for(dataclasses.replace(sig, inputs=(*sig.inputs, steps, steps))) == ()
+    plan = DemoPlan({"odd": DemoModel("odd", dataclasses.replace(sig, inputs=(*sig.inputs, steps, steps)),
+                                      catalog.get("dcgan"))}, {"cgan": "not found"})
+    assert plan.tabs == [] and plan.missing_line() == ("Not published: cgan. Published, but this demo has no tab "
+                                                       "for: odd.")
+
+
+# --------------------------------------------------------------------------- what was published
+
+
+def _version(repo, model, version, source):
+    vdir = repo / model / str(version)
+    vdir.mkdir(parents=True)
+    (vdir / "parity.json").write_text(json.dumps({"model": model, "source": source}))
+
+
+def test_the_training_record_comes_from_the_newest_numeric_version(tmp_path):
+    _version(tmp_path, "cyclegan_a2b", 2, {"dataset": "photo2sketch", "step": 100})
+    _version(tmp_path, "cyclegan_a2b", 10, {"dataset": "cyclegan-folder", "step": 600})
+    (tmp_path / "cyclegan_a2b" / "99-old").mkdir()
+    assert published_source(tmp_path, "cyclegan_a2b") == {"dataset": "cyclegan-folder", "step": 600}
+    assert published_source(tmp_path, "dcgan") == {}
+    (tmp_path / "cyclegan_a2b" / "10" / "parity.json").write_text("{not json")
+    assert published_source(tmp_path, "cyclegan_a2b") == {}
+
+
+@pytest.mark.parametrize("command,shown", [
+    ("/home/me/.venv/bin/ganexport train --model cyclegan --data '/home/me/my photos' --steps 600",
+     "ganexport train --model cyclegan --data … --steps 600"),
+    ("ganexport train --model cyclegan '--data=/srv/data/pics' --out=runs/x --profile quick",
+     "ganexport train --model cyclegan --data=… --out=… --profile quick"),
+    ("ganexport build --model cgan", "ganexport build --model cgan"),
+    ("", ""),
+])
+def test_a_published_command_shows_no_path_of_the_training_machine(command, shown):
+    assert public_command(command) == shown
+
+
+def test_a_translator_is_described_from_its_published_record():
+    spec = catalog.get("cyclegan")
+    a2b, b2a = spec.signatures()
+    record = {"dataset": "cyclegan-folder", "step": 600, "command": "ganexport train --model cyclegan --data /x/y"}
+    mine = DemoModel("cyclegan_a2b", a2b, spec, record)
+    assert mine.direction == "A -> B" and not mine.shows_filter_target
+    assert DemoModel("cyclegan_b2a", b2a, spec, record).direction == "B -> A"
+    assert mine.describe().endswith("; trained for 600 steps on your own CycleGAN layout: DIR/trainA, DIR/trainB "
+                                    "(testA, testB optional); trained by `ganexport train --model cyclegan --data "
+                                    "…`.")
+    filtered = DemoModel("cyclegan_a2b", a2b, spec, {"dataset": "photo2sketch", "step": 5})
+    assert filtered.direction == "photo -> sketch" and filtered.shows_filter_target
+    assert not DemoModel("cyclegan_b2a", b2a, spec, {"dataset": "photo2sketch"}).shows_filter_target
+    assert "no training record was published" in DemoModel("cyclegan_a2b", a2b, spec).describe()
+
+
+def test_class_names_are_those_of_the_published_dataset():
+    spec = catalog.get("cgan")
+    sig = spec.signatures()[0]
+    assert DemoModel("cgan", sig, spec, {"dataset": "digits"}).class_names == [str(i) for i in range(10)]
+    assert DemoModel("cgan", sig, spec).class_names[7] == "Sneaker"
+
+
+def test_the_gradio_free_parts_import_neither_gradio_nor_torch():
+    code = ("import sys, ganexport.demo.handlers, ganexport.demo.tabs, ganexport.demo.uploads, "
+            "ganexport.demo.backend; bad = {'gradio', 'torch'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

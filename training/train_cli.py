@@ -1,0 +1,233 @@
+"""The training layer's commands: ``train``, ``train-judge``, ``photos``, ``eval``, ``release``, ``gallery``.
+
+ganexport/cli.py lists them and imports this module only when one of them runs or shows its help.
+Torch is imported inside the commands (``eval --help`` reads the metric list, and so imports it).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ganexport import catalog
+from ganexport.cli_common import LATEST_RUN_HELP, MODEL_OR_ALL, UserError, checkpoint_rule, model_names
+
+
+def parse_hp(profile_hp: dict, items: tuple[str, ...]) -> dict:
+    """``("kl_weight=0.5", ...)`` -> ``{"kl_weight": 0.5}``, typed like the profile's value; unknown keys refused.
+
+    A typo must not train for an hour with the default silently in force.
+    """
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in profile_hp:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(profile_hp)}",
+                                     param_hint="--hp")
+        kind = type(profile_hp[key])
+        try:
+            out[key] = {bool: lambda t: {"true": True, "false": False}[t.lower()]}.get(kind, kind)(text)
+        except (KeyError, ValueError):
+            raise click.BadParameter(f"{item!r}: {key} takes a {kind.__name__}", param_hint="--hp") from None
+    return out
+
+
+@click.command()
+@click.option("--model", "-m", required=True, type=click.Choice(list(catalog.MODELS)), help="Which model to train.")
+@click.option("--profile", "-p", default="quick", type=click.Choice(catalog.PROFILES),
+              help="smoke: seconds (tests); quick: minutes on 2 CPU cores; full: the released recipe (GPU).")
+@click.option("--dataset", type=click.Choice(list(catalog.DATASETS)), default=None,
+              help="Training data. Default: the model's (see `ganexport models`), or detected from --data.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Your own data: Fashion-MNIST/MNIST IDX files, an image folder, or DIR/trainA + DIR/trainB.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="auto: CUDA if usable.")
+@click.option("--seed", default=0, type=int, help="Seeds nets, batches and data crops.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Generator updates (overrides the profile).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Passes over the data, converted to steps (overrides the profile).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Overrides the profile.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Overrides the profile.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel count of the nets.")
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
+              help="Side of training images for image folders and photo2sketch crops.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many training images.")
+@click.option("--out", default="runs", type=click.Path(file_okay=False), help="Runs go to OUT/<model>/<run-id>/.")
+@click.option("--resume", type=click.Path(exists=True), default=None,
+              help="Continue a run (its directory or checkpoint.safetensors).")
+@click.option("--hp", "hp_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any hyper-parameter of the profile (repeatable), e.g. --hp kl_weight=0.5; "
+                   "`ganexport models --hparams` lists them.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_size, lr, width, image_size,
+          limit, out, resume, hp_overrides, quiet):
+    """Train one model; writes runs/<model>/<run-id>/ with a checkpoint, sample grids,
+    loss curves and a training-health log.
+
+    \b
+    Examples:
+      ganexport train --model dcgan --profile quick
+      ganexport train --model cgan --steps 3000 --device cuda
+      ganexport train --model cyclegan --data ~/horse2zebra --image-size 128
+      ganexport train --model vae --hp kl_weight=0.5 --hp hidden=512
+    """
+    from ganexport.training import checkpoint, data
+    from ganexport.training.loop import TrainConfig
+    from ganexport.training.loop import train as run_training
+
+    cfg = TrainConfig(model=model, profile=profile, dataset=dataset, data_dir=data_dir, device=device, seed=seed,
+                      steps=steps, epochs=epochs, out=out, resume=resume, image_size=image_size, limit=limit,
+                      hp={**parse_hp(catalog.get(model).hp(profile), hp_overrides),
+                          "batch_size": batch_size, "lr": lr, "width": width},
+                      command=shlex.join(["ganexport", *sys.argv[1:]]), progress=not quiet)
+    try:
+        run_dir = run_training(cfg)
+    except (data.DatasetError, checkpoint.CheckpointError) as e:
+        raise UserError(str(e)) from None
+    except RuntimeError as e:
+        if "--device" in str(e):
+            raise UserError(str(e)) from None
+        raise
+    click.echo(f"run saved to {run_dir}")
+    for name in ("checkpoint.safetensors", "samples.png", "loss_curve.png", "health.jsonl"):
+        click.echo(f"  {run_dir / name}")
+
+
+@click.command()
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one row per installed photo (name, package, licence, credit, split, size) to this TSV.")
+def photos(manifest):
+    """The real photographs photo2sketch trains on: how many each package gives, which are missing.
+
+    \b
+    Examples:
+      ganexport photos                                   # counts per package, train / held-out split
+      ganexport photos --manifest photos.tsv             # every photo with its source, licence and size
+    """
+    from ganexport.training import photos as collection
+
+    have, missing = collection.available()
+    by_package: dict[str, list[int]] = {}
+    for p in have:
+        by_package.setdefault(p.package, [0, 0])[p.split == "test"] += 1
+    for package, (train, test) in sorted(by_package.items()):
+        click.echo(f"{package:32s} {train + test:4d} photos ({test} held out)")
+    for package, n in sorted(missing.items()):
+        click.echo(f"{package:32s} {n:4d} listed, not installed (make setup unpacks it)")
+    held_out = sum(p.split == "test" for p in have)
+    click.echo(f"{len(have)} photos installed: {len(have) - held_out} for training, {held_out} held out "
+               f"(by photo); list: {collection.SOURCES_FILE.name}")
+    if manifest:
+        collection.write_manifest(collection.manifest(have), manifest)
+        click.echo(f"manifest: {len(have)} photos -> {manifest}")
+
+
+@click.command("train-judge")
+@click.option("--dataset", default="fashion-mnist", type=click.Choice(
+    [n for n, d in catalog.DATASETS.items() if d.num_classes]), help="A labelled dataset.")
+@click.option("--epochs", default=3, type=click.IntRange(min=1))
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Default: the user cache; weights/judge_<dataset>.safetensors to ship it.")
+def train_judge(dataset, epochs, device, out):
+    """Train the small classifier that judges samples (class histograms, later FID features)."""
+    from ganexport.training import data, judge
+    from ganexport.training.loop import resolve_device
+
+    out = Path(out) if out else judge.cache_dir() / f"judge_{dataset}.safetensors"
+    try:
+        _, acc = judge.train_judge(dataset, device=resolve_device(device), epochs=epochs, out=out)
+    except data.DatasetError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"judge for {dataset}: test accuracy {acc:.4f}, saved to {out}")
+
+
+def _metrics_help() -> str:
+    from ganexport.training.eval import METRICS  # torch: only when --help of eval is asked
+
+    return "\n".join(f"  {m.name}: {m.doc}" for m in METRICS.values())
+
+
+class _EvalCommand(click.Command):
+    def format_epilog(self, ctx, formatter):
+        formatter.write("\nMetrics (the name says the protocol):\n" + _metrics_help() + "\n")
+
+
+@click.command("eval", cls=_EvalCommand)
+@click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Model to evaluate, or all.")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None, help=checkpoint_rule())
+@click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Held-out data for a model trained on your own folder (DIR/testA + DIR/testB, or images). "
+                   "Default: the folder the run was trained from, as its checkpoint records.")
+@click.option("--metrics", default=None, help="Comma-separated metric names. Default: every one that applies.")
+@click.option("--n", type=click.IntRange(min=10), default=None,
+              help="Generated images per metric. Default: the protocol's count (10k for FID).")
+@click.option("--seed", default=0, help="Seeds the latents.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, device):
+    """Measure a model's quality; results are appended as JSON lines beside the checkpoint.
+
+    \b
+    Examples:
+      ganexport eval --model all                         # released weights, every metric
+      ganexport eval --model cgan --metrics cgan_acc
+      ganexport eval --model dcgan --checkpoint runs/dcgan/<run-id> --n 2000
+    """
+    from ganexport.training import checkpoint as ckpt_io, data, eval as ev
+    from ganexport.training.loop import resolve_device
+
+    if (checkpoint or data_dir) and model == "all":
+        raise UserError("--checkpoint and --data take one model, not all")
+    names = [m.strip() for m in metrics.split(",")] if metrics else None
+    for name in model_names(model):
+        try:
+            choice = ckpt_io.choose(name, checkpoint, latest_run=latest_run)
+            if choice is None:
+                raise UserError(f"no checkpoint for {name}: no weights/{name}.safetensors and no run in runs/{name}/")
+            click.echo(f"{name}: checkpoint {ckpt_io.shown(choice.path)} ({choice.why})")
+            ev.evaluate(choice.path, names, n=n, seed=seed, device=resolve_device(device), data_dir=data_dir,
+                        log=lambda msg: click.echo(f"  {msg}"))
+        except (ckpt_io.CheckpointError, data.DatasetError, ValueError) as e:
+            raise UserError(str(e)) from None
+        click.echo(f"  -> {ckpt_io.shown(ev.results_path(choice.path))}")
+
+
+@click.command("release")
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--weights", type=click.Path(file_okay=False), default=None, help="Default: the package's weights/.")
+def release_cmd(run, weights):
+    """Publish a training run as released weights: weights/<model>.safetensors in fp16 (under 15 MB).
+
+    \b
+    Then measure it and regenerate its card and the README gallery:
+      ganexport release runs/dcgan/<run-id>
+      ganexport eval --model dcgan
+      ganexport gallery
+    """
+    from ganexport.training import checkpoint as ckpt_io, release
+
+    try:
+        release.release(Path(run), Path(weights) if weights else release.WEIGHTS_DIR)
+    except (ckpt_io.CheckpointError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
+@click.command("gallery")
+@click.option("--weights", type=click.Path(file_okay=False), default=None, help="Default: the package's weights/.")
+@click.option("--readme", type=click.Path(dir_okay=False), default=None, help="Default: README.md beside weights/.")
+def gallery_cmd(weights, readme):
+    """Regenerate the pictures and model cards in weights/ and the README's gallery and metrics table.
+
+    Pictures are drawn from the released weights with a fixed seed; metrics come
+    from weights/<model>.eval.jsonl (run `ganexport eval --model all` first).
+    """
+    from ganexport.training import release
+
+    try:
+        release.gallery(Path(weights) if weights else release.WEIGHTS_DIR, Path(readme) if readme else None,
+                        log=click.echo)
+    except ValueError as e:
+        raise UserError(str(e)) from None
