@@ -20,9 +20,30 @@ SLOW_FIXTURES = {"published"}
 
 
 def pytest_collection_modifyitems(config, items):
+    no_gpu = None
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("gpu"):
+            if no_gpu is None:
+                no_gpu = _why_no_gpu()
+            if no_gpu:
+                item.add_marker(pytest.mark.skip(reason=no_gpu))
+
+
+def _why_no_gpu() -> str | None:
+    """None when CUDA is usable by torch and by ONNX Runtime, else the reason gpu-marked tests skip."""
+    try:
+        import torch
+
+        from ganexport.serving.backends import cuda_usable
+    except ImportError as e:
+        return f"gpu test: {e.name} is not installed"
+    if not torch.cuda.is_available():
+        return "gpu test: no CUDA device is usable here (torch.cuda.is_available() is False)"
+    if not cuda_usable():
+        return "gpu test: ONNX Runtime has no CUDA execution provider here (install onnxruntime-gpu)"
+    return None
 
 
 @pytest.fixture(autouse=True, scope="session")

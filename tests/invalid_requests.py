@@ -31,8 +31,10 @@ class Case:
     def id(self) -> str:
         return f"{self.model}-{self.name}"
 
-    def inputs(self) -> dict[str, np.ndarray]:
-        sig = SIGNATURES[self.model]
+    def inputs(self, sig: catalog.Signature | None = None) -> dict[str, np.ndarray]:
+        """The spoilt request for ``sig``: the signature the model was published with (a tiny test net's
+        latent is narrower than the catalog's default), or the catalog's."""
+        sig = sig or SIGNATURES[self.model]
         return self.spoil(sig, valid_inputs(sig))
 
 
@@ -92,10 +94,31 @@ def _cases_for(model: str, sig: catalog.Signature) -> list[Case]:
             small = sig.min_image_side - 1
             cases.append(Case(model, f"{t.name}_below_min_side",
                               _with(t.name, lambda a, n=small: a[:, :n, :n]), (str(sig.min_image_side),)))
+        if -1 in t.shape and sig.max_image_side:
+            big = sig.max_image_side + 1
+            cases.append(Case(model, f"{t.name}_above_max_side",
+                              _with(t.name, lambda a, n=big: np.zeros((a.shape[0], n, 16, a.shape[-1]), a.dtype)),
+                              (str(sig.max_image_side),)))
         if t.shape and t.shape[-1] in (1, 3) and -1 in t.shape:
             cases.append(Case(model, f"{t.name}_wrong_channels",
                               _with(t.name, lambda a: np.concatenate([a, a[..., :1]], axis=-1)), (t.name,)))
     return cases
+
+
+# What Triton 2.51 itself says when it refuses a request before the model sees it (shape, dtype, missing
+# input, batch size): the table's words are the validator's, which answers everything that passes these.
+TRITON_OWN_CHECKS = ("unexpected shape", "expects '", "missing required input", "must be <=", "byte size mismatch",
+                     "expected 1 inputs",
+                     "expected 2 inputs")
+
+
+def through_api(backend, model: str, inputs: dict[str, np.ndarray]):
+    """The request through the Backend API (sample / translate), as ``infer`` and the demo send it."""
+    sig = backend.metadata(model)
+    if sig.kind == "translate":
+        return backend.translate(model, inputs.get(sig.inputs[0].name))
+    label = inputs.get(sig.inputs[1].name) if len(sig.inputs) > 1 else None
+    return backend.sample(model, inputs.get(sig.inputs[0].name), label)
 
 
 def cases(models: tuple[str, ...] | None = None) -> list[Case]:

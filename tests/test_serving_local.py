@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import invalid_requests
 import numpy as np
 import pytest
 from PIL import Image
@@ -48,37 +49,16 @@ def test_onnxruntime_and_torchscript_backends_agree_for_every_model(published):
             assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, model
 
 
-@pytest.mark.parametrize("case", ["nan", "inf", "label_high", "label_negative", "label_int32", "no_label",
-                                  "wrong_latent", "empty", "too_big_batch"])
-def test_invalid_sampler_requests_are_refused_before_running(published, case):
-    backend = connect("onnxruntime", repository=published[0])
-    sig = backend.metadata("cgan")
-    z = np.zeros((2, *sig.inputs[0].shape), np.float32)
-    label = np.array([[1], [2]], np.int64)
-    if case == "nan":
-        z[0, 0] = np.nan
-    elif case == "inf":
-        z[1, -1] = np.inf
-    elif case == "label_high":
-        label[0, 0] = int(sig.inputs[1].high) + 1
-    elif case == "label_negative":
-        label[0, 0] = -1
-    elif case == "label_int32":
-        label = label.astype(np.int32)
-    elif case == "no_label":
-        label = None
-    elif case == "wrong_latent":
-        z = np.zeros((2, sig.inputs[0].shape[0] + 1), np.float32)
-    elif case == "empty":
-        z, label = z[:0], label[:0]
-    elif case == "too_big_batch":
-        n = sig.max_batch_size + 1
-        z, label = np.zeros((n, *sig.inputs[0].shape), np.float32), np.zeros((n, 1), np.int64)
-    with pytest.raises(InvalidInput) as err:
-        backend.sample("cgan", z, label)
-    assert "\n" not in str(err.value)
-    valid = backend.sample("cgan", np.zeros((1, *sig.inputs[0].shape), np.float32), np.zeros((1, 1), np.int64))
-    assert valid.shape[0] == 1  # and the next valid request works
+@pytest.mark.parametrize("case", invalid_requests.cases(invalid_requests.base_models()), ids=lambda c: c.id)
+def test_every_invalid_request_of_the_shared_table_is_refused_before_running(published, case):
+    with connect("onnxruntime", repository=published[0]) as backend:
+        sig = backend.metadata(case.model)
+        with pytest.raises(InvalidInput) as err:
+            invalid_requests.through_api(backend, case.model, case.inputs(sig))
+        message = str(err.value)
+        assert "\n" not in message and all(w in message for w in case.words), message
+        valid = invalid_requests.through_api(backend, case.model, invalid_requests.valid_inputs(sig, batch=1))
+        assert valid.shape[0] == 1  # and the next valid request works
 
 
 def test_translator_refuses_images_outside_the_size_limits(published):
@@ -181,7 +161,8 @@ def test_infer_samples_a_grid_for_a_class(tmp_path, published):
     r = cli("infer", "--model", "cgan", "--label", "3", "--n", "9", "--repository", str(published[0]),
             "--output", str(out))
     assert r.returncode == 0, r.stderr
-    assert Image.open(out).size[0] > 0
+    width, height = Image.open(out).size
+    assert width == height  # nine square samples in three rows of three
     assert re.search(r"9 samples of \d+x\d+ -> a \d+x\d+ grid in \d+ ms", r.stdout), r.stdout
 
 
