@@ -327,22 +327,28 @@ def square_image(path: Path, size: int) -> np.ndarray:
     return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+SHOWN_UNREADABLE = 3  # skipped files named in the data summary; config.json keeps the same line
+
+
 def _load_folder_images(root: Path, size: int) -> tuple[np.ndarray, str]:
-    """Every readable image under ``root`` as N x size x size x 3; unreadable ones counted."""
+    """Every readable image under ``root`` as N x size x size x 3; unreadable ones named, with the reason."""
     files = _image_files(root)
-    images, bad = [], 0
+    images, bad = [], []
     for path in files:
         try:
             images.append(square_image(path, size))
-        except Exception:  # noqa: BLE001 - any decoder failure (OSError, bomb, bad header): skip, count
-            bad += 1
+        except Exception as e:  # noqa: BLE001 - any decoder failure (OSError, bomb, bad header): skip, say why
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:80]
+            bad.append(f"{path.relative_to(root)}: {reason}")
     if not images:
         what = f"{len(files)} image files, none readable" if files else "no image files"
         raise DatasetError(f"{what} ({', '.join(IMAGE_EXTENSIONS)}) in {root}; "
                            "put images there or pass another --data DIR")
     src = f"{len(images)} images from {root}"
     if bad:
-        src += f" ({bad} unreadable files skipped)"
+        shown = "; ".join(bad[:SHOWN_UNREADABLE]) + (f"; and {len(bad) - SHOWN_UNREADABLE} more"
+                                                     if len(bad) > SHOWN_UNREADABLE else "")
+        src += f" ({len(bad)} unreadable files skipped: {shown})"
     return np.stack(images), src
 
 
