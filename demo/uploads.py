@@ -17,20 +17,15 @@ file by its base name, never by where the server keeps it. Gradio-free.
 
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ganexport.images import MAX_PIXELS, ImageError, to_array
+from ganexport.images import read_image_to_fit
 from ganexport.sketch import pencil_sketch
 
-EXIF_ORIENTATION = 0x0112
-QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
 MATE_NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
 
 
@@ -49,63 +44,14 @@ def display_name(path: str | Path | None) -> str:
     return name or "upload"
 
 
-def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
-    """(w, h) scaled down, aspect ratio kept, so the longer side is at most ``max_side``; unchanged if it fits."""
-    if not max_side or max(w, h) <= max_side:
-        return w, h
-    scale = max_side / max(w, h)
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
 def read_upload(data: bytes, name: str = "upload", channels: int = 3, min_side: int | None = None,
                 max_side: int | None = None) -> tuple[np.ndarray, list[str]]:
     """Decode an uploaded file into uint8 HxWxC that fits the side limits; (image, notes for the page).
 
-    Raises ``ImageError`` (one line, naming ``name``) for what is not a usable image. The sides are
-    checked from the header (EXIF rotation swaps them), before any pixel is decoded; a JPEG much larger
-    than ``max_side`` is decoded at a reduced scale (Pillow's draft mode) rather than in full.
+    The one image reader (``ganexport.images``), in its scale-to-fit form; ``ImageError`` (one line,
+    naming ``name``) for what is not a usable image.
     """
-    notes: list[str] = []
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            stored_w, stored_h = im.size
-            if stored_w * stored_h > MAX_PIXELS:
-                raise ImageError(f"{name}: {stored_w}x{stored_h} is above the {MAX_PIXELS:,}-pixel limit")
-            turned = im.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
-            w, h = (stored_h, stored_w) if turned else (stored_w, stored_h)
-            if min_side and min(w, h) < min_side:
-                raise ImageError(f"{name}: {w}x{h} is too small; both sides must be at least {min_side} pixels")
-            fit_w, fit_h = fit_size(w, h, max_side)
-            if min_side and min(fit_w, fit_h) < min_side:
-                raise ImageError(f"{name}: {w}x{h} is too narrow; scaled to fit the {max_side}-pixel limit it would "
-                                 f"be {fit_w}x{fit_h}, and both sides must be at least {min_side} pixels")
-            if getattr(im, "is_animated", False) and im.format != "MPO":  # a phone's MPO: the first is the photo
-                what = "is animated" if im.format in ANIMATED_FORMATS else "holds several images"
-                notes.append(f"{name} {what} ({getattr(im, 'n_frames', 2)} frames); its first frame is translated.")
-            if (fit_w, fit_h) != (w, h):
-                scale = fit_w / w
-                im.draft(None, (math.ceil(stored_w * scale), math.ceil(stored_h * scale)))  # JPEG only
-            im.load()
-            image = to_array(im, channels)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (JPEG, PNG, WebP, BMP, GIF, TIFF are read)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: too large to decode ({_first_line(e)})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{name}: unreadable or truncated image ({_first_line(e)})") from None
-    if image.shape[:2] != (fit_h, fit_w):
-        picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        image = np.asarray(picture.resize((fit_w, fit_h), Image.LANCZOS), np.uint8).reshape(fit_h, fit_w, -1)
-        notes.append(f"{name}: scaled down from {w}x{h} to {fit_w}x{fit_h} to fit the translator's "
-                     f"{max_side}-pixel limit.")
-    return np.ascontiguousarray(image), notes
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).splitlines()
-    return lines[0] if lines else type(e).__name__
+    return read_image_to_fit(data, channels, min_side, max_side, name=name)
 
 
 def bundled_examples(folder: Path) -> list[Path]:

@@ -10,6 +10,7 @@ too large).
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +40,61 @@ def to_array(im: Image.Image, channels: int = 3) -> np.ndarray:
     return arr[..., None] if channels == 1 else arr
 
 
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
+
+
 def read_image(source: str | Path | bytes, channels: int = 3, min_side: int | None = None,
-               max_side: int | None = None) -> np.ndarray:
-    """Decode a file or bytes into uint8 HxWxC, checking the size limits a model accepts.
+               max_side: int | None = None, *, name: str | None = None) -> np.ndarray:
+    """Decode a file or bytes into uint8 HxWxC, refusing what is outside the size limits a model accepts.
 
     The sides are checked from the header, before any pixel is decoded, so a
     small file that claims 30000x30000 pixels costs nothing; EXIF rotation
     only swaps the sides, so the shorter and longer side are known up front.
     """
-    name = "upload" if isinstance(source, bytes) else str(source)
+    return _read(source, channels, min_side, max_side, fit=False, name=name)[0]
+
+
+def read_image_to_fit(source: str | Path | bytes, channels: int = 3, min_side: int | None = None,
+                      max_side: int | None = None, *, name: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Like ``read_image``, but a photo above ``max_side`` is scaled down to fit (aspect ratio kept) instead of
+    refused, as a page that takes phone photos should; returns (image, notes saying what was done: scaled,
+    first frame of an animation). A JPEG much larger than the limit is decoded at a reduced scale."""
+    return _read(source, channels, min_side, max_side, fit=True, name=name)
+
+
+def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+    """(w, h) scaled down, aspect ratio kept, so the longer side is at most ``max_side``; unchanged if it fits."""
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    scale = max_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _read(source, channels: int, min_side: int | None, max_side: int | None, *, fit: bool,
+          name: str | None) -> tuple[np.ndarray, list[str]]:
+    name = name or ("upload" if isinstance(source, bytes) else str(source))
+    notes: list[str] = []
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            _check_sides(name, im.width, im.height, min_side, max_side)
+            stored_w, stored_h = im.size
+            _check_sides(name, stored_w, stored_h, min_side, None if fit else max_side)  # before reading more
+            w, h = stored_w, stored_h
+            if fit and max_side and max(w, h) > max_side:  # scaled: the sides people see, EXIF-rotated
+                if im.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS:
+                    w, h = stored_h, stored_w
+            fit_w, fit_h = fit_size(w, h, max_side) if fit else (w, h)
+            scaled = (fit_w, fit_h) != (w, h)
+            if min_side and min(fit_w, fit_h) < min_side:
+                raise ImageError(f"{name}: {w}x{h} is too narrow; scaled to fit the {max_side}-pixel limit it would "
+                                 f"be {fit_w}x{fit_h}, and both sides must be at least {min_side} pixels")
+            if fit and getattr(im, "is_animated", False) and im.format != "MPO":  # a phone's MPO: first = photo
+                what = "is animated" if im.format in ANIMATED_FORMATS else "holds several images"
+                notes.append(f"{name} {what} ({getattr(im, 'n_frames', 2)} frames); its first frame is translated.")
+            if scaled:
+                scale = fit_w / w
+                im.draft(None, (math.ceil(stored_w * scale), math.ceil(stored_h * scale)))  # JPEG only
             im.load()
             arr = to_array(im, channels)
     except FileNotFoundError:
@@ -60,13 +104,18 @@ def read_image(source: str | Path | bytes, channels: int = 3, min_side: int | No
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (JPEG, PNG, WebP, BMP, GIF, TIFF are read)") from None
     except Image.DecompressionBombError as e:  # Pillow refuses it in open(), before we see the size
-        limit = f"; the limit is {max_side} pixels per side" if max_side else ""
+        limit = f"; the limit is {max_side} pixels per side" if max_side and not fit else ""
         raise ImageError(f"{name}: too large to decode ({_first_line(e)}){limit}") from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageError):
             raise
         raise ImageError(f"{name}: unreadable or truncated image ({_first_line(e)})") from None
-    return arr
+    if scaled:
+        picture = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        arr = np.asarray(picture.resize((fit_w, fit_h), Image.LANCZOS), np.uint8).reshape(fit_h, fit_w, -1)
+        notes.append(f"{name}: scaled down from {w}x{h} to {fit_w}x{fit_h} to fit the translator's "
+                     f"{max_side}-pixel limit.")
+    return np.ascontiguousarray(arr), notes
 
 
 def _check_sides(name: str, w: int, h: int, min_side: int | None, max_side: int | None) -> None:
