@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser import demo_page, needs_chromium
 from ganexport.serving.backends import connect
 from ganexport.serving.triton_server import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -272,70 +270,58 @@ def test_demo_imports_no_torch():
 # --------------------------------------------------------------------------- a real browser
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium")
+@needs_chromium
 def test_browser_translates_an_upload_and_every_tab_renders(demo, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
     w, h = 640, 427
     src = photo(tmp_path / "upload.png", w, h, seed=5)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # Not "networkidle": the page keeps a heartbeat stream open (Gradio frees a session's state when
-            # it ends), so the network never idles.
-            page.goto(demo, wait_until="load")
-            page.get_by_role("tab").first.wait_for(state="visible", timeout=30_000)
+    with demo_page(demo) as page:
+        def tab(name):
+            page.get_by_role("tab", name=name).click()
 
-            def tab(name):
-                page.get_by_role("tab", name=name).click()
+        def shot(name, output):
+            page.locator(f"#{output} img").first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(ARTIFACTS / f"demo-{name}.png"), full_page=True)
 
-            def shot(name, output):
-                page.locator(f"#{output} img").first.wait_for(state="visible", timeout=60_000)
-                page.wait_for_timeout(300)
-                page.screenshot(path=str(ARTIFACTS / f"demo-{name}.png"), full_page=True)
+        tab("Sample")
+        page.locator("#sample-btn").click()
+        shot("sample", "sample-output")
+        tab("Conditional")
+        page.locator("#all-btn").click()
+        shot("conditional", "all-output")
+        tab("Latent space")
+        page.locator("#manifold-btn").click()
+        page.locator("#point-btn").click()
+        shot("latent", "manifold-output")
 
-            tab("Sample")
-            page.locator("#sample-btn").click()
-            shot("sample", "sample-output")
-            tab("Conditional")
-            page.locator("#all-btn").click()
-            shot("conditional", "all-output")
-            tab("Latent space")
-            page.locator("#manifold-btn").click()
-            page.locator("#point-btn").click()
-            shot("latent", "manifold-output")
+        tab("Translate")
+        page.locator("#translate-input input[type=file]").set_input_files(str(src))
+        page.locator("#translate-input img").first.wait_for(state="visible", timeout=30_000)  # the preview
+        page.locator("#translate-btn").click()
+        out = page.locator("#translate-output img").first
+        out.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=out.element_handle(),
+                               timeout=30_000)
+        size = out.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+        assert tuple(size) == (w, h)
+        body = page.request.get(out.get_attribute("src")).body()
+        (tmp_path / "out.png").write_bytes(body)
+        with Image.open(tmp_path / "out.png") as got, Image.open(src) as sent:
+            assert got.format == "PNG" and got.size == (w, h)
+            assert not np.array_equal(np.asarray(got.convert("RGB")), np.asarray(sent.convert("RGB")))
+        status = page.locator("#translate-status").inner_text()
+        assert "triton-grpc" in status and "ms" in status
+        assert page.locator("#translate-truth").is_visible()  # photo2sketch's filter target, A -> B only
+        shot("translate", "translate-output")
 
-            tab("Translate")
-            page.locator("#translate-input input[type=file]").set_input_files(str(src))
-            page.locator("#translate-input img").first.wait_for(state="visible", timeout=30_000)  # the preview
-            page.locator("#translate-btn").click()
-            out = page.locator("#translate-output img").first
-            out.wait_for(state="visible", timeout=60_000)
-            page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=out.element_handle(),
-                                   timeout=30_000)
-            size = out.evaluate("el => [el.naturalWidth, el.naturalHeight]")
-            assert tuple(size) == (w, h)
-            body = page.request.get(out.get_attribute("src")).body()
-            (tmp_path / "out.png").write_bytes(body)
-            with Image.open(tmp_path / "out.png") as got, Image.open(src) as sent:
-                assert got.format == "PNG" and got.size == (w, h)
-                assert not np.array_equal(np.asarray(got.convert("RGB")), np.asarray(sent.convert("RGB")))
-            status = page.locator("#translate-status").inner_text()
-            assert "triton-grpc" in status and "ms" in status
-            assert page.locator("#translate-truth").is_visible()  # photo2sketch's filter target, A -> B only
-            shot("translate", "translate-output")
-
-            # The other direction on the same upload (deleted from the server once read): no new upload needed.
-            page.get_by_label("sketch -> photo").check()
-            page.locator("#translate-truth").wait_for(state="hidden", timeout=30_000)
-            page.locator("#translate-btn").click()
-            page.wait_for_function("() => document.querySelector('#translate-status').innerText"
-                                   ".includes('sketch -> photo')", timeout=60_000)
-            assert "triton-grpc" in page.locator("#translate-status").inner_text()
-        finally:
-            browser.close()
+        # The other direction on the same upload (deleted from the server once read): no new upload needed.
+        page.get_by_label("sketch -> photo").check()
+        page.locator("#translate-truth").wait_for(state="hidden", timeout=30_000)
+        page.locator("#translate-btn").click()
+        page.wait_for_function("() => document.querySelector('#translate-status').innerText"
+                               ".includes('sketch -> photo')", timeout=60_000)
+        assert "triton-grpc" in page.locator("#translate-status").inner_text()
     for name in ("sample", "conditional", "latent", "translate"):
         assert (ARTIFACTS / f"demo-{name}.png").stat().st_size > 10_000
 

@@ -17,13 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser import demo_page, needs_chromium
 from ganexport import catalog
 from ganexport.serving.triton_server import free_port
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 # What the command line of a training on a user's folder looks like: the page must not show its paths.
 FOLDER_COMMAND = "/home/someone/.venv/bin/ganexport train --model cyclegan --data /home/someone/photos --profile smoke"
 
@@ -175,29 +173,18 @@ def test_a_primary_that_serves_fewer_models_is_not_an_outage(folder_translator, 
     dead.close()
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium")
+@needs_chromium
 def test_the_page_opens_on_the_translate_tab(folder_translator, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     _, url, _ = folder_translator
     src = tmp_path / "mine.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(src)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # Not "networkidle": the page keeps a heartbeat stream open (Gradio frees a session's state when
-            # it ends), so the network never idles.
-            page.goto(url, wait_until="load")
-            page.get_by_role("tab").first.wait_for(state="visible", timeout=30_000)
-            assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == ["Translate"]
-            assert page.get_by_role("tab", name="Translate").get_attribute("aria-selected") == "true"
-            assert "\n" not in page.locator("#startup-errors").inner_text().strip()
-            page.locator("#translate-input input[type=file]").set_input_files(str(src))
-            page.locator("#translate-input img").first.wait_for(state="visible", timeout=30_000)
-            page.locator("#translate-btn").click()
-            page.locator("#translate-output img").first.wait_for(state="visible", timeout=60_000)
-            assert "A -> B" in page.locator("#translate-status").inner_text()
-            assert not page.locator("#translate-truth").is_visible()
-        finally:
-            browser.close()
+    with demo_page(url) as page:
+        assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == ["Translate"]
+        assert page.get_by_role("tab", name="Translate").get_attribute("aria-selected") == "true"
+        assert "\n" not in page.locator("#startup-errors").inner_text().strip()
+        page.locator("#translate-input input[type=file]").set_input_files(str(src))
+        page.locator("#translate-input img").first.wait_for(state="visible", timeout=30_000)
+        page.locator("#translate-btn").click()
+        page.locator("#translate-output img").first.wait_for(state="visible", timeout=60_000)
+        assert "A -> B" in page.locator("#translate-status").inner_text()
+        assert not page.locator("#translate-truth").is_visible()

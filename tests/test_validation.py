@@ -42,19 +42,7 @@ TRANSLATOR = _of(lambda s: _dynamic(s) is not None and s.min_image_side and s.ma
 MULTI = _of(lambda s: len(s.inputs) > 1)
 
 
-def make_inputs(sig: catalog.Signature, batch: int = 2, side: int = 16) -> dict[str, np.ndarray]:
-    """A valid request: in-range values, dynamic sides at ``side``."""
-    rng = np.random.default_rng(0)
-    out = {}
-    for t in sig.inputs:
-        shape = (batch,) + tuple(side if d == -1 else d for d in t.shape)
-        if t.dtype == "FP32":
-            out[t.name] = rng.standard_normal(shape).astype(np.float32)
-        else:
-            lo = int(t.low) if t.low is not None else 0
-            hi = int(t.high) if t.high is not None else 255
-            out[t.name] = rng.integers(lo, hi + 1, shape).astype(t.numpy_dtype)
-    return out
+make_inputs = invalid_requests.valid_inputs  # a valid request: in-range values, dynamic sides at 16
 
 
 def refused(sig, inputs, *fragments: str) -> str:
