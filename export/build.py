@@ -198,11 +198,11 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
     source = {"checkpoint": path.name, "checkpoint_path": _relative_or_none(path), "checkpoint_sha256": sha256(path),
               "command": repository.public_command(ckpt.meta.get("command")), "model": model,
               "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset")}
-    published = []
     with tempfile.TemporaryDirectory(prefix="ganexport-build-") as tmp:
         exported = [export_signature(ckpt, sig, Path(tmp) / sig.name, log)
                     for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp)]
-        # Every signature passed: only now touch the repository.
+        # Every signature passed: only now touch the repository, with every Triton model of ``model`` at once.
+        entries, names = [], []
         for ex in exported:
             for runtime in runtimes:
                 sig = ex.sig.for_runtime(runtime)  # the published name; config and publish take the base
@@ -214,10 +214,17 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
                 files = {MODEL_FILES[runtime]: model_file, PARITY_FILE: report_path}
                 config = repository_config.config_pbtxt(ex.sig, flavor=flavor, runtime=runtime, gpu=gpu,
                                                         tensorrt=tensorrt and runtime == "onnxruntime")
-                version = repository_writer.publish(repo, ex.sig, files, config=config, keep=keep)
-                log(f"{sig.name}: published version {version} in {repo}/{sig.name}/")
-                published.append((sig.name, version))
-    return published
+                entries.append((ex.sig, files, config))
+                names.append(sig.name)
+        try:
+            new_versions = repository_writer.publish_together(repo, entries, keep=keep)
+        except OSError as e:  # a full disk, a read-only folder: one line naming the repository
+            what = f" (writing {Path(e.filename).name})" if e.filename else ""
+            raise repository_writer.PublishError(f"cannot write into {repo}: {e.strerror or e}{what}; "
+                                                 f"every model is as it was") from None
+    for name, version in zip(names, new_versions):
+        log(f"{name}: published version {version} in {repo}/{name}/")
+    return list(zip(names, new_versions))
 
 
 def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, latest_run: bool = False,

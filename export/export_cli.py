@@ -39,6 +39,7 @@ def build(model, checkpoint, latest_run, flavor, repo, gpu, tensorrt, keep):
     """
     from ganexport.export import build as pipeline
     from ganexport.export import onnx_export, parity
+    from ganexport.repository_writer import PublishError
     from ganexport.training import checkpoint as ckpt_mod
 
     if checkpoint and model == "all":
@@ -49,10 +50,12 @@ def build(model, checkpoint, latest_run, flavor, repo, gpu, tensorrt, keep):
     for name in model_names(model):
         try:
             pipeline.build(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), flavor=flavor,
-                           gpu=gpu,
-                           tensorrt=tensorrt, keep=keep, log=click.echo)
-        except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
+                           gpu=gpu, tensorrt=tensorrt, keep=keep, log=click.echo)
+        except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError, PublishError) as e:
             raise UserError(f"build of {name} refused, nothing published: {e}") from None
+        except OSError as e:  # the export's own temporary files: a full /tmp
+            raise UserError(f"build of {name} failed, nothing published: {e.strerror or e}"
+                            + (f" ({e.filename})" if e.filename else "")) from None
 
 
 @click.command()

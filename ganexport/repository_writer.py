@@ -51,21 +51,34 @@ def publish(repo: Path, sig: Signature, files: dict[str, Path], *, config: str, 
     fails, the repository is left as it was and the staging dir is removed;
     versions beyond the newest ``keep`` are pruned only after success.
     """
+    return publish_together(repo, [(sig, files, config)], keep=keep)[0]
+
+
+def publish_together(repo: Path, entries: list[tuple[Signature, dict[str, Path], str]], *,
+                     keep: int = 3) -> list[int]:
+    """Publish several models as one step (a model's ONNX and TorchScript twins, both directions of a
+    translator): every one is staged before any is installed, so a full disk, a read-only folder or any
+    other staging failure leaves all of them at the versions they had. Returns each one's new version."""
     repo = Path(repo)
-    name = _config_name(config)
-    _check_publish_args(sig, name, files, config, keep)
+    names = [_config_name(config) for _, _, config in entries]
+    for (sig, files, config), name in zip(entries, names):
+        _check_publish_args(sig, name, files, config, keep)
     created = _make_dirs(repo)
     try:
-        with _staging_dir(repo) as staging:
-            _stage(staging, sig, files, config)
-            version = _install(repo, name, staging)
+        with contextlib.ExitStack() as stack:
+            stagings = []
+            for sig, files, config in entries:
+                stagings.append(stack.enter_context(_staging_dir(repo)))
+                _stage(stagings[-1], sig, files, config)
+            published = [_install(repo, name, staging) for name, staging in zip(names, stagings)]
     except BaseException:
         for d in reversed(created):
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise
-    _prune(repo, name, keep)
-    return version
+    for name in names:
+        _prune(repo, name, keep)
+    return published
 
 
 def _config_name(config: str) -> str:

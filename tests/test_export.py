@@ -196,3 +196,36 @@ def test_published_autoencoder_decoder_maps_standard_normal_z_onto_its_training_
     assert np.abs(served - on_codes).max() <= 1
     assert np.abs(served - raw).max() > 1
     assert checkpoint.load(tiny_checkpoints["dcgan"]).latent_prior is None  # GANs sample N(0, I) as trained
+
+
+def test_a_full_disk_while_publishing_is_one_line_and_leaves_every_twin_as_it_was(tmp_path, published,
+                                                                                   tiny_checkpoints, monkeypatch):
+    """The disk fills while the second of cyclegan's four Triton models is staged: nothing is installed, so the
+    ONNX and TorchScript twins of both directions stay at the same version."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from ganexport import repository_writer
+    from ganexport.cli import cli
+
+    repo = tmp_path / "repo"
+    shutil.copytree(published[0], repo)
+    before = tree_digest(repo)
+    real_copy, calls = shutil.copy2, []
+
+    def copy_until_full(src, dst, *a, **kw):
+        calls.append(dst)
+        if len(calls) == 5:  # model file, parity.json, model.py per staged version: the second model's parity.json
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_copy(src, dst, *a, **kw)
+
+    monkeypatch.setattr(repository_writer.shutil, "copy2", copy_until_full)
+    result = CliRunner().invoke(cli, ["build", "--model", "cyclegan", "--checkpoint", str(tiny_checkpoints["cyclegan"]),
+                                      "--repository", str(repo)])
+    assert result.exit_code == 2, result.output
+    error = result.stderr.strip()
+    assert len(error.splitlines()) == 1 and "No space left on device" in error and str(repo) in error, error
+    assert "Traceback" not in result.output and ".staging-" not in error
+    assert tree_digest(repo) == before
+    assert not list(tmp_path.glob(".repo.staging-*"))
