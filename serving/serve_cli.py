@@ -77,8 +77,11 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
               help="Also load the *_torchscript twins when --models is not given. Each of their stubs "
                    "imports torch (about 250 MB and a second or more per model), so they are opt-in.")
 @click.option("--timeout", type=float, default=120.0, help="Seconds to wait for every model to load.")
+@click.option("--supervise/--no-supervise", default=True,
+              help="Restart Triton when it dies or a model stops answering its one-image probe (every 5 s), "
+                   "with back-off; give up after 5 restarts in 5 minutes.")
 def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-          triton_bin: Path | None, models: tuple[str, ...], torchscript: bool, timeout: float):
+          triton_bin: Path | None, models: tuple[str, ...], torchscript: bool, timeout: float, supervise: bool):
     """Serve a model repository with Triton until Ctrl+C (or SIGTERM), then stop it cleanly.
 
     Prints the HTTP, gRPC and metrics endpoints and every model with its inputs
@@ -98,7 +101,7 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
         server = TritonServer(repository, models=models or default_models(repository, torchscript), host=host,
                               http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                               triton_bin=triton_bin)
-        _run(server, timeout)
+        _run(server, timeout, supervise)
     except _Stop:
         click.echo("stopped")
     except ServerError as e:
@@ -109,14 +112,23 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
         _restore_signals(previous)
 
 
-def _run(server: TritonServer, timeout: float) -> None:
-    """Start, report, and block until a signal (clean stop) or the server's own exit (an error)."""
+def _run(server: TritonServer, timeout: float, supervise: bool = True) -> None:
+    """Start, report, and block until a signal (clean stop); supervised, a crash or a dead model restarts
+    the server, else the server's own exit is an error."""
     server.check()  # a taken port, an empty repository, an unknown model: one line, before anything is printed
     check_integrity(server.repository, server.model_names())  # changed since `build`: refuse rather than serve
     click.echo(f"starting Triton on {server.repository} ...")
     try:
         server.start(timeout=timeout)
         _report(server)
+        if supervise:
+            from ganexport.serving.supervisor import GaveUp, Supervisor
+
+            try:
+                Supervisor(server, log=click.echo, start_timeout=timeout).run()
+            except GaveUp as e:
+                raise ServerDied(str(e), e.log_tail) from None
+            return
         while server.wait(1.0) is None:
             pass
         died = server.failure(f"tritonserver {exit_text(server.process.returncode)} unexpectedly", plain=False)

@@ -231,6 +231,13 @@ class TritonServer:
         self._remember_shm()
         return self
 
+    def restart(self, timeout: float = 60.0) -> "TritonServer":
+        """Stop what is left (the process group, stubs, /dev/shm, the view) and start again on the same
+        repository, models and ports: what a supervisor does after a crash or a dead stub."""
+        self.stop()
+        self.process, self._stopped = None, False
+        return self.start(timeout)
+
     def _spawn(self, binary: Path) -> None:
         """Own session, so Ctrl-C in a terminal reaches us (we forward it) and killpg reaches the stubs."""
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,160 @@
+"""`ganexport serve` keeps answering when the server or one model's stub is SIGKILLed (what a crafted request
+does to this Triton build), and gives up with one line when the server keeps dying.
+
+Real processes only: the `serve` command, the bundled Triton, its Python stubs, and tritonclient requests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganexport.benchmarks.procfs import descendants
+from ganexport.serving.backends import BackendError, connect
+from ganexport.serving.supervisor import probe_inputs
+from ganexport.serving.triton_server import free_port
+
+pytestmark = pytest.mark.integration
+
+MODELS = ("dcgan", "cyclegan_a2b")
+RECOVERY_S = 30  # the promise: good requests are answered again within this
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+class Serve:
+    """`ganexport serve` in a subprocess, its output collected line by line."""
+
+    def __init__(self, repo: Path):
+        self.http = free_port()
+        cmd = [sys.executable, "-m", "ganexport.cli", "serve", "--repository", str(repo), "--models",
+               ",".join(MODELS), "--http-port", str(self.http), "--grpc-port", str(free_port()),
+               "--metrics-port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = "".join(self.lines)
+            if text in out:
+                return out
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not printed within {timeout} s:\n" + "".join(self.lines))
+
+    def pid_of(self, program: str, needle: str = "") -> int:
+        """The one process of serve running ``program`` (its /proc comm) with ``needle`` in its command line."""
+        found = [p for p in descendants(self.proc.pid) if _comm(p) == program and needle in _cmdline(p)]
+        assert len(found) == 1, f"processes of serve running {program} with {needle!r}: {found}"
+        return found[0]
+
+    def answers(self, model: str) -> bool:
+        try:
+            with connect("triton-http", url=f"127.0.0.1:{self.http}") as b:
+                method, args = probe_inputs(b.metadata(model))
+                return np.asarray(getattr(b, method)(model, *args)).dtype == np.uint8
+        except (BackendError, OSError):
+            return False
+
+    def close(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+def _recovers(serve: Serve, model: str) -> float:
+    """Seconds until ``model`` answers again; fails the test after RECOVERY_S."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < RECOVERY_S:
+        if serve.answers(model):
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise AssertionError(f"{model} did not answer within {RECOVERY_S} s:\n" + "".join(serve.lines))
+
+
+def test_serve_restarts_a_killed_server_and_a_killed_stub(published):
+    serve = Serve(published[0])
+    try:
+        serve.wait_for("Ctrl+C stops the server.", timeout=180)
+        assert all(serve.answers(m) for m in MODELS)
+
+        os.kill(serve.pid_of("tritonserver"), signal.SIGKILL)  # what a deeply nested JSON body does
+        print(f"server SIGKILL: dcgan answered again after {_recovers(serve, 'dcgan'):.1f} s")
+        out = serve.wait_for("Triton is back", timeout=RECOVERY_S)
+        assert "supervisor: tritonserver" in out and "SIGKILL" in out and "restarting Triton" in out, out
+
+        # the translator's Python stub (its comm is cut at 15 characters): what an overflowing shape kills
+        stub = serve.pid_of("triton_python_b", "/cyclegan_a2b/")
+        os.kill(stub, signal.SIGKILL)
+        print(f"stub SIGKILL: cyclegan_a2b answered again after {_recovers(serve, 'cyclegan_a2b'):.1f} s")
+        out = serve.wait_for("cyclegan_a2b stopped answering", timeout=RECOVERY_S)
+        assert "restarts so far: model 1, server 1" in serve.wait_for("model 1, server 1", timeout=RECOVERY_S), out
+        assert serve.answers("dcgan")
+    finally:
+        code = serve.close()
+    print("".join(line for line in serve.lines if "supervisor" in line or "ready in" in line))
+    assert code == 0, "".join(serve.lines)
+    assert not [p for p in descendants(serve.proc.pid)], "processes outlived serve"
+
+
+def test_serve_gives_up_in_one_line_when_the_server_keeps_dying(published, tmp_path):
+    """A server that dies right after every start: back-off, then one line and exit 1, not a loop."""
+    from ganexport.serving.supervisor import GaveUp, Supervisor
+    from ganexport.serving.triton_server import TritonServer
+
+    server = TritonServer(published[0], models=["dcgan"], http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=0)
+    messages = []
+    supervisor = Supervisor(server, log=messages.append, max_restarts=2, window=600, start_timeout=120)
+    killer_stop = threading.Event()
+
+    def kill_each_start():
+        while not killer_stop.is_set():
+            if server.process is not None and server.process.poll() is None and server.ready_seconds:
+                server.ready_seconds = None
+                time.sleep(0.5)
+                os.kill(server.process.pid, signal.SIGKILL)
+            time.sleep(0.2)
+
+    server.start(timeout=120)
+    killer = threading.Thread(target=kill_each_start, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(GaveUp) as err:
+            supervisor.run()
+    finally:
+        killer_stop.set()
+        server.stop()
+    assert "gave up: 2 restarts within 600 s" in str(err.value) and "\n" not in str(err.value)
+    assert sum("restarting Triton" in m for m in messages) == 2, messages
