@@ -161,6 +161,7 @@ def test_whole_photo_protocol_scores_the_filter_perfect_and_a_blank_page_zero():
     assert len(exact["per_photo_f1"]) == 3 and photos.LONG_SIDE == 512
 
 
+@pytest.mark.slow  # translates every held-out photo whole at 512 px
 def test_sketch_f1_512_translates_whole_held_out_photos(tiny_checkpoints, tmp_path):
     from ganexport.training import photos
 

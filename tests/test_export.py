@@ -155,6 +155,7 @@ def test_build_takes_a_run_directory_as_its_checkpoint(tmp_path, tiny_checkpoint
     assert report["source"]["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoints["dcgan"].read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # a whole export and parity run for one config line
 def test_tensorrt_build_accelerates_the_onnx_model_only(tmp_path, tiny_checkpoints):
     repo = tmp_path / "r"
     pipeline.build("dcgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=repo, flavor="native", gpu=True,

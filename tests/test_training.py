@@ -149,6 +149,7 @@ def test_cli_help_shows_defaults():
     assert "[default: quick]" in result.stdout and "smoke" in result.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch: seconds before the first step
 def test_cli_trains_a_smoke_run(tmp_path):
     result = _cli("train", "--model", "vae", "--profile", "smoke", "--dataset", "digits", "--out", str(tmp_path),
                   "--quiet")
@@ -158,6 +159,7 @@ def test_cli_trains_a_smoke_run(tmp_path):
     assert checkpoint.read_meta(runs[0] / "checkpoint.safetensors")["command"].startswith("ganexport train")
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch: seconds before the first step
 def test_cli_hp_override_reaches_the_checkpoint_typed(tmp_path):
     result = _cli("train", "--model", "vae", "--profile", "smoke", "--dataset", "digits", "--out", str(tmp_path),
                   "--quiet", "--hp", "kl_weight=0.25", "--hp", "hidden=24")
