@@ -118,6 +118,7 @@ def test_build_takes_the_run_folder_and_says_so(user):
     assert f"checkpoint {run.relative_to(work)}/checkpoint.safetensors (given with --checkpoint" in first, first
     assert "trained on cyclegan-folder" in first, first
     assert "published version 1" in r.stdout
+    assert "torchvision" not in r.stdout + r.stderr  # the exporter's warnings about operators we never use
     source = json.loads((work / "model_repository" / "cyclegan_a2b" / "1" / "parity.json").read_text())["source"]
     assert source["dataset"] == "cyclegan-folder" and "--data … --image-size 32" in source["command"]
     assert str(work) not in json.dumps(source)  # no folder of this machine in a published file
