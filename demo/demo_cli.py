@@ -55,7 +55,7 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
         check_integrity(repository, served)  # Triton and the in-process fallback both read these files
     except RepositoryError as e:
         raise click.ClickException(str(e)) from None
-    server = None
+    server = supervisor = None
     if backend_kind.startswith("triton") and triton_url is None:
         try:
             server = TritonServer(repository, models=served, http_port=triton_http_port or free_port(),
@@ -64,6 +64,7 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
             raise click.ClickException(str(e)) from None
         triton_url = server.http_url if backend_kind == "triton-http" else server.grpc_url
         click.echo(f"Triton serves {repository} at {server.base_url} (gRPC {server.grpc_url})")
+        supervisor = _supervise(server)
     elif backend_kind.startswith("triton"):
         click.echo(f"Using the Triton server at {triton_url}")
     try:
@@ -76,8 +77,39 @@ def demo(backend_kind, triton_url, repository, host, port, triton_http_port, tri
     except KeyboardInterrupt:
         pass
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         if server is not None:
             server.stop()  # removes the view of the served models it started on
+
+
+def _supervise(server):
+    """Watch the demo's own Triton in a thread, as `ganexport serve` does: a crashed server or a dead model
+    is restarted on the same ports (the page falls back to in-process ONNX Runtime meanwhile, and returns)."""
+    import threading
+
+    from ganexport.serving.supervisor import GaveUp, Supervisor
+
+    supervisor = Supervisor(server, log=lambda line: click.echo(line, err=True), start_timeout=180)
+
+    def watch():
+        try:
+            supervisor.run()
+        except GaveUp as e:
+            click.echo(f"supervisor: {e}; the demo serves from in-process ONNX Runtime from now on", err=True)
+        except Exception as e:  # noqa: BLE001 - a failed restart: say so, the page keeps its fallback
+            click.echo(f"supervisor: Triton could not be restarted ({str(e).splitlines()[0]}); the demo serves "
+                       "from in-process ONNX Runtime from now on", err=True)
+
+    thread = threading.Thread(target=watch, name="triton-supervisor", daemon=True)
+    thread.start()
+
+    class Handle:
+        def stop(self):
+            supervisor.stop()
+            thread.join(timeout=60)
+
+    return Handle()
 
 
 if __name__ == "__main__":

@@ -361,6 +361,22 @@ def test_demo_command_starts_triton_and_the_page_and_ctrl_c_stops_both(published
         _, out, _, status, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
             handle_file(str(src)), "cyclegan_a2b", api_name="/translate")
         assert _size(out) == (640, 427) and f"triton-grpc at 127.0.0.1:{grpc}" in status, status
+
+        # Triton dies under the demo (a crafted request can do that): the demo's supervisor restarts it on the
+        # same ports, and the page is served by Triton again.
+        from ganexport.benchmarks.procfs import descendants
+
+        triton = [p for p in descendants(proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "tritonserver"]
+        assert len(triton) == 1, triton
+        os.kill(triton[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "Triton is back" not in (tmp_path / "demo.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "demo.log").read_text()[-2000:]
+            time.sleep(0.5)
+        _, out, _, status, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            handle_file(str(src)), "cyclegan_a2b", api_name="/translate")
+        assert f"triton-grpc at 127.0.0.1:{grpc}" in status and "fallback" not in status, status
+        assert "supervisor: tritonserver was killed by SIGKILL" in (tmp_path / "demo.log").read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
