@@ -73,16 +73,13 @@ def _relative_or_none(path: Path) -> str | None:
 def built_from(model: str, repo: Path) -> checkpoint.Choice | None:
     """The checkpoint the published ``model`` was built from, found by the SHA-256 its parity.json records
     (at the recorded path, the released weights or any run); None when nothing is published."""
-    spec = catalog.get(model)
-    sources = []
-    for sig in spec.signatures():
-        for runtime in MODEL_FILES:
-            version_dir = repository.latest(repo, sig.for_runtime(runtime).name)
-            if version_dir is not None and (version_dir / PARITY_FILE).is_file():
-                sources.append(repository.read_parity(version_dir).get("source", {}))
-    if not sources:
+    # build publishes every Triton model of ``model`` together, so the first one published says it for all
+    published = (repository.latest(repo, sig.for_runtime(runtime).name)
+                 for sig in catalog.get(model).signatures() for runtime in MODEL_FILES)
+    source = next((repository.read_parity(d).get("source") for d in published
+                   if d is not None and (d / PARITY_FILE).is_file()), None)
+    if source is None:
         return None
-    source = sources[0]
     candidates = [Path(source["checkpoint_path"])] if source.get("checkpoint_path") else []
     candidates += [checkpoint.WEIGHTS_DIR / f"{model}.safetensors",
                    *sorted(checkpoint.RUNS_DIR.glob(f"{model}/*/checkpoint.safetensors"))]
