@@ -20,6 +20,7 @@ import platform
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,7 @@ from ganexport.machine import cpu_model
 from ganexport.training import checkpoint, data, judge, photos
 from ganexport.training.eval import within_class_l1
 from ganexport.training.plots import save_grid, save_loss_curves
+from ganexport.training.weight_average import WeightAverage
 
 Batch = dict[str, torch.Tensor]
 
@@ -285,9 +287,13 @@ def train(cfg: TrainConfig) -> Path:
         for role, net in recipe.nets.items():
             net.load_state_dict(resume_ckpt.state[role])
         start = resume_ckpt.meta["step"]
-        if resume_state:
-            for role, opt in recipe.optimizers.items():
-                opt.load_state_dict(resume_state["optimizers"][role])
+    # the checkpoint holds the averaged served nets; the raw weights the average follows are in train_state
+    average = WeightAverage(recipe.nets, spec.serves.values(), hp["ema_decay"]) if hp.get("ema_decay") else None
+    if resume_state:
+        for role, opt in recipe.optimizers.items():
+            opt.load_state_dict(resume_state["optimizers"][role])
+        for role, state in resume_state.get("raw_nets", {}).items():
+            recipe.nets[role].load_state_dict(state)
     _say(cfg, f"{spec.name}: data: {loaded.source}")
     if resume_ckpt is not None:
         _say(cfg, f"{spec.name}: {run_dir} already finished at step {start} of {hp['steps']}; nothing to train "
@@ -319,6 +325,15 @@ def train(cfg: TrainConfig) -> Path:
     wall0, wall_before = time.time(), (resume_ckpt.meta.get("wall_time_s", 0.0) if resume_ckpt else 0.0)
 
     def checkpoint_now(step: int, logs: dict[str, float]) -> dict[str, Any]:
+        raw_nets = average.raw_state(recipe.nets) if average else {}
+        with (average.in_place(recipe.nets) if average else nullcontext()):
+            health = _save_pictures_and_checkpoint(step, logs)
+        checkpoint.save_train_state(run_dir / "train_state.pt", {
+            "optimizers": {r: o.state_dict() for r, o in recipe.optimizers.items()}, "raw_nets": raw_nets,
+            "batch_rng": batches.generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step})
+        return health
+
+    def _save_pictures_and_checkpoint(step: int, logs: dict[str, float]) -> dict[str, Any]:
         recipe.train_mode(False)
         with torch.no_grad():
             images, nrow = recipe.grid()
@@ -331,9 +346,6 @@ def train(cfg: TrainConfig) -> Path:
         full_meta = {**meta, **recipe.extra_meta(), "step": step, "metrics": {**logs, **health},
                      "wall_time_s": round(wall_before + time.time() - wall0, 1)}
         checkpoint.save(run_dir / "checkpoint.safetensors", recipe.nets, full_meta)
-        checkpoint.save_train_state(run_dir / "train_state.pt", {
-            "optimizers": {r: o.state_dict() for r, o in recipe.optimizers.items()},
-            "batch_rng": batches.generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step})
         return health
 
     if resume_state:  # last, so nothing built above (e.g. the judge's init) shifts the random streams
@@ -351,6 +363,8 @@ def train(cfg: TrainConfig) -> Path:
         for step in bar:
             set_learning_rate(recipe.optimizers.values(), hp["lr"] * lr_factor(step, total, hp.get("lr_decay_start")))
             out = recipe.train_step(batches.draw)
+            if average:
+                average.update(recipe.nets, step)
             for k, v in out.items():
                 window.setdefault(k, []).append(v)
             done = step + 1
