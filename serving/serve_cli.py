@@ -150,6 +150,8 @@ def _report(server: TritonServer) -> None:
     click.echo(f"  HTTP     http://{server.http_url}{bound}")
     click.echo(f"  gRPC     {server.grpc_url}")
     click.echo(f"  metrics  {server.metrics_url or 'off'}")
+    if server.front_door is not None:
+        click.echo(f"  Triton   {server.triton_http_url} (private; clients go through the front door above)")
     click.echo(f"  log      {server.log_path}")
     for model in models:
         _echo_model(model)

@@ -4,10 +4,12 @@ Some failures are defects of the Triton build this project ships, which it canno
 nested tens of thousands of levels deep crashes the whole server, and a request whose declared shape
 overflows kills one model's Python stub, after which every request to that model fails ("Stub process
 ... is not healthy") while /v2/health/ready still says 200. A service survives them by watching: the
-process every second, and every model through a one-image request every ``probe_every`` seconds.
-Either failure restarts the server on the same repository, models and ports (model control stays
-closed to clients), with the cause printed and counted. Restarts back off, and after ``max_restarts``
-within ``window`` seconds the supervisor gives up with one line instead of looping.
+process every second, and every model through a one-image request every ``probe_every`` seconds, or
+at once when the front door (front_door.py) sees a stub's death in an answer. Most such requests no
+longer reach Triton at all: the front door refuses them. Either failure restarts the server on the
+same repository, models and ports (model control stays closed to clients), with the cause printed
+and counted. Restarts back off, and after ``max_restarts`` within ``window`` seconds the supervisor
+gives up with one line instead of looping.
 
     >>> from ganexport.serving.supervisor import Supervisor              # doctest: +SKIP
     >>> Supervisor(server, log=print).run()                               # doctest: +SKIP
@@ -76,17 +78,24 @@ class Supervisor:
             if code is not None:
                 self._restart("server", f"tritonserver {exit_text(code)}")
                 next_probe = time.monotonic() + self.probe_every
-            elif time.monotonic() >= next_probe:
+            elif time.monotonic() >= next_probe or self._suspects():
                 broken = self.unanswered()
                 if broken:
                     self._restart("model", f"{', '.join(broken)} stopped answering")
+                elif self.server.front_door is not None:  # a false alarm: the model answers its probe
+                    self.server.front_door.gate.restarted()
                 next_probe = time.monotonic() + self.probe_every
+
+    def _suspects(self) -> bool:
+        """The front door saw a model's stub die in an answer: probe now rather than at the next interval."""
+        door = self.server.front_door
+        return door is not None and bool(door.gate.suspects)
 
     def unanswered(self) -> list[str]:
         """The served models that fail their one-image probe (a dead stub), with the reason logged."""
         broken = []
         try:
-            backend = connect("triton-http", url=self.server.http_url)
+            backend = connect("triton-http", url=self.server.triton_http_url)
         except BackendError as e:
             self.log(f"supervisor: cannot reach Triton to probe it: {e}")
             return ["(server)"]
@@ -104,6 +113,8 @@ class Supervisor:
 
     def _restart(self, kind: str, cause: str) -> None:
         self.events.count(kind)
+        if self.server.front_door is not None:  # not ready from now until Triton is back, back-off included
+            self.server.front_door.gate.restarting()
         now = time.monotonic()
         recent = [t for t in self.events.restarts if now - t < self.window]
         if len(recent) >= self.max_restarts:

@@ -97,7 +97,7 @@ class TritonServer:
                  http_port: int = DEFAULT_PORTS["http"], grpc_port: int = DEFAULT_PORTS["grpc"],
                  metrics_port: int = DEFAULT_PORTS["metrics"], triton_bin: str | os.PathLike | None = None,
                  log_dir: str | os.PathLike | None = None, log_verbose: int = 0, exit_timeout: int = 5,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), front_door: bool = True):
         self.repository = Path(repository)
         self.chosen = tuple(models) if models is not None else None  # None: every model of the repository
         self.configs = dict(configs or {})  # model -> config.pbtxt text served instead of the published one
@@ -117,6 +117,10 @@ class TritonServer:
         self._stopped = False
         self._warned = False
         self._restricted_key = secrets.token_hex(16)
+        # Clients reach the front door on http_port / grpc_port; Triton listens on private loopback ports.
+        self.front_door_enabled = front_door
+        self.front_door = None  # serving.front_door.FrontDoor while started
+        self._upstream: dict[str, int] | None = None  # Triton's own ports behind the front door
 
     # ---------------------------------------------------------------- addresses
 
@@ -131,6 +135,26 @@ class TritonServer:
     @property
     def base_url(self) -> str:
         return f"http://{self.http_url}"
+
+    @property
+    def _triton_host(self) -> str:
+        return "127.0.0.1" if self.front_door_enabled else self.host
+
+    def _triton_port(self, protocol: str) -> int:
+        if not self.front_door_enabled:
+            return self.http_port if protocol == "http" else self.grpc_port
+        if self._upstream is None:  # chosen once, so a restarted Triton is where the front door looks
+            self._upstream = {"http": free_port("127.0.0.1"), "grpc": free_port("127.0.0.1")}
+        return self._upstream[protocol]
+
+    @property
+    def triton_http_url(self) -> str:
+        """Triton itself, behind the front door: for readiness, introspection and the supervisor's probes."""
+        return hostport(self._triton_host, self._triton_port("http"))
+
+    @property
+    def _triton_base_url(self) -> str:
+        return f"http://{self.triton_http_url}"
 
     @property
     def metrics_url(self) -> str | None:
@@ -168,8 +192,8 @@ class TritonServer:
         """The tritonserver command line; every flag was checked against the 2.51 binary's --help."""
         cmd = [str(binary), "--model-repository", str(self._view),
                "--backend-directory", str(backend_dir),
-               "--http-address", self.host, "--grpc-address", self.host,
-               "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+               "--http-address", self._triton_host, "--grpc-address", self._triton_host,
+               "--http-port", str(self._triton_port("http")), "--grpc-port", str(self._triton_port("grpc")),
                "--model-control-mode", "none", "--strict-readiness", "true",
                "--disable-auto-complete-config", "--pinned-memory-pool-byte-size", "0",
                "--allow-gpu-metrics", "false", "--exit-timeout-secs", str(self.exit_timeout),
@@ -203,7 +227,8 @@ class TritonServer:
         if len(set(ports.values())) < len(ports):
             raise ServerError(f"ports must differ: {', '.join(f'{k} {v}' for k, v in ports.items())}")
         for what, port in ports.items():
-            check_port(self.host, port, what)
+            if self.front_door is None or what == "metrics":  # an open front door holds HTTP and gRPC itself
+                check_port(self.host, port, what)
         return find_tritonserver(self.triton_bin)
 
     def start(self, timeout: float = 60.0) -> "TritonServer":
@@ -224,6 +249,8 @@ class TritonServer:
                 raise ServerError(str(e)) from None
             self._spawn(binary)
             self._wait_ready(timeout)
+            if self.front_door_enabled and self.front_door is None:
+                self._open_front_door()
         except BaseException:
             self.stop()
             raise
@@ -231,12 +258,32 @@ class TritonServer:
         self._remember_shm()
         return self
 
+    def _open_front_door(self) -> None:
+        from ganexport.repository import latest, read_signature
+        from ganexport.serving.front_door import FrontDoor
+
+        signatures = {name: read_signature(latest(self._view, name)) for name in self.model_names()}
+        door = FrontDoor(signatures, upstream_http=hostport("127.0.0.1", self._triton_port("http")),
+                         upstream_grpc=hostport("127.0.0.1", self._triton_port("grpc")))
+        try:
+            door.start(self.host, self.http_port, self.grpc_port)
+        except RuntimeError as e:
+            raise ServerError(str(e)) from None
+        self.front_door = door
+
     def restart(self, timeout: float = 60.0) -> "TritonServer":
         """Stop what is left (the process group, stubs, /dev/shm, the view) and start again on the same
-        repository, models and ports: what a supervisor does after a crash or a dead stub."""
-        self.stop()
+        repository, models and ports: what a supervisor does after a crash or a dead stub. The front
+        door stays open meanwhile and answers not-ready (503 / UNAVAILABLE) until Triton is back."""
+        gate = self.front_door.gate if self.front_door is not None else None
+        if gate is not None:
+            gate.restarting()
+        self._stop_triton()
         self.process, self._stopped = None, False
-        return self.start(timeout)
+        self.start(timeout)
+        if gate is not None:
+            gate.restarted()
+        return self
 
     def _spawn(self, binary: Path) -> None:
         """Own session, so Ctrl-C in a terminal reaches us (we forward it) and killpg reaches the stubs."""
@@ -258,7 +305,7 @@ class TritonServer:
                 next_look = time.monotonic() + 0.5
             if self.process.poll() is not None:
                 raise self.failure(f"tritonserver {exit_text(self.process.returncode)}")
-            if self._http_status("/v2/health/ready") == 200:
+            if self._http_status("/v2/health/ready", self._triton_base_url) == 200:
                 return
             time.sleep(0.1)
         raise self.failure(f"tritonserver was not ready after {timeout:.0f} s", plain=False)
@@ -290,6 +337,12 @@ class TritonServer:
         Close tritonclient HTTP clients first: an idle keep-alive connection
         holds Triton's shutdown for the whole --exit-timeout-secs.
         """
+        if self.front_door is not None:
+            self.front_door.stop()
+            self.front_door = None
+        return self._stop_triton(timeout)
+
+    def _stop_triton(self, timeout: float | None = None) -> int | None:
         code = self.process.returncode if self.process is not None else None
         if self.process is not None and not self._stopped:
             code = self._terminate(self.exit_timeout + 10.0 if timeout is None else timeout)
@@ -341,9 +394,9 @@ class TritonServer:
         if self.process is not None:
             self._shm |= shm_mapped(group_pids(self.process.pid))
 
-    def _http_status(self, path: str) -> int | None:
+    def _http_status(self, path: str, base_url: str | None = None) -> int | None:
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=2) as r:
+            with urllib.request.urlopen((base_url or self.base_url) + path, timeout=2) as r:
                 return r.status
         except urllib.error.HTTPError as e:
             return e.code
@@ -352,7 +405,7 @@ class TritonServer:
 
     def _json(self, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method="POST" if data else "GET")
+        request = urllib.request.Request(self._triton_base_url + path, data=data, method="POST" if data else "GET")
         try:
             with urllib.request.urlopen(request, timeout=10) as r:
                 return json.loads(r.read() or b"null")

@@ -13,6 +13,7 @@ first; the Signature's shapes exclude it (Triton's max_batch_size convention).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -32,12 +33,83 @@ def validate(sig: Signature, inputs: Mapping[str, np.ndarray]) -> None:
     """
     _check_names(sig, inputs)
     for spec in sig.inputs:
+        if not isinstance(inputs[spec.name], np.ndarray):
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} must be a numpy array, "
+                               f"got {type(inputs[spec.name]).__name__}")
         _check_layout(sig, spec, inputs[spec.name])
     _check_same_batch(sig, inputs)
     for spec in sig.inputs:
         _check_image_sides(sig, spec, inputs[spec.name])
     for spec in sig.inputs:
         _check_values(sig, spec, inputs[spec.name])
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a request says about one input before any of its data is read: Triton datatype and shape
+    (batch dim first), and how much data it carries: ``nbytes`` for raw bytes, ``count`` for values."""
+
+    datatype: str
+    shape: tuple[int, ...]
+    nbytes: int | None = None
+    count: int | None = None
+
+
+class _Layout:
+    """A declared tensor with the dtype/shape/ndim an array would have, so the array checks apply to it."""
+
+    def __init__(self, dtype: np.dtype, shape: tuple[int, ...]):
+        self.dtype, self.shape, self.ndim = dtype, shape, len(shape)
+
+
+def validate_declared(sig: Signature, declared: Mapping[str, Declared]) -> None:
+    """Raise ``InvalidInput`` unless the declared names, datatypes and shapes are what ``sig`` accepts and
+    the data carried is exactly what the shape needs.
+
+    For a front door that sees a request before the server allocates anything for it: a declared shape
+    of [100000, 256, 256, 3] in a 120-byte body, a dim of 2^62 whose byte size wraps to 0, or a negative
+    dim is refused here, by arithmetic on the declaration, so it never reaches the server.
+    """
+    _check_names(sig, declared)
+    for spec in sig.inputs:
+        d = declared[spec.name]
+        if d.datatype != spec.dtype:
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} has datatype {d.datatype}, expected {spec.dtype}")
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in d.shape):
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} has shape {list(d.shape)}: "
+                               "dims must be non-negative integers")
+        layout = _Layout(np.dtype(spec.numpy_dtype), tuple(d.shape))
+        _check_layout(sig, spec, layout)
+        _check_image_sides(sig, spec, layout)
+    _check_same_batch(sig, {name: _Layout(None, tuple(d.shape)) for name, d in declared.items()})
+    for spec in sig.inputs:
+        d = declared[spec.name]
+        count = int(np.prod(d.shape, dtype=np.int64))  # the dims are bounded by now: no overflow
+        need = count * np.dtype(spec.numpy_dtype).itemsize
+        if d.nbytes is None and d.count is None:
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} carries no data")
+        if d.nbytes is not None and d.nbytes != need:
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} of shape {list(d.shape)} needs {need} bytes, "
+                               f"the request carries {d.nbytes}")
+        if d.count is not None and d.count != count:
+            raise InvalidInput(f"{sig.name}: input {spec.name!r} of shape {list(d.shape)} needs {count} values, "
+                               f"the request carries {d.count}")
+
+
+def check_json_values(sig: Signature, name: str, values: np.ndarray) -> None:
+    """Values sent as JSON numbers must fit the input's dtype: 300 for a UINT8 input is refused, where a
+    server that converts first would wrap it to 44; and integer inputs take only integers."""
+    spec = sig.input(name)
+    want = np.dtype(spec.numpy_dtype)
+    if values.size == 0 or not np.issubdtype(want, np.integer):
+        return
+    if not (np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_):
+        raise InvalidInput(f"{sig.name}: input {name!r} is {spec.dtype}: its JSON data must be integers")
+    info = np.iinfo(want)
+    lo, hi = values.min(), values.max()
+    if lo < info.min or hi > info.max:
+        raise InvalidInput(f"{sig.name}: input {name!r} is {spec.dtype}: JSON values must lie in "
+                           f"[{info.min}, {info.max}] (min {lo}, max {hi})")
 
 
 def request_bytes_limit(sig: Signature) -> int:
@@ -75,8 +147,6 @@ def _check_names(sig: Signature, inputs: Mapping[str, np.ndarray]) -> None:
 
 def _check_layout(sig: Signature, spec: TensorSpec, arr: np.ndarray) -> None:
     """dtype, rank, fixed dims and batch size of one tensor."""
-    if not isinstance(arr, np.ndarray):
-        raise InvalidInput(f"{sig.name}: input {spec.name!r} must be a numpy array, got {type(arr).__name__}")
     want = np.dtype(spec.numpy_dtype)
     if arr.dtype != want:
         raise InvalidInput(f"{sig.name}: input {spec.name!r} has dtype {arr.dtype}, expected {want} ({spec.dtype})")

@@ -1,0 +1,197 @@
+"""The front door: what clients reach instead of tritonserver itself, so hostile requests stop here.
+
+The Triton build this project ships has defects one small request can trigger: a JSON body nested
+~60,000 levels deep crashes the server, a declared dim of 2^62 (its byte size wraps to 0) or a
+negative dim kills a model's stub, a 120-byte JSON request declaring [100000, 256, 256, 3] makes the
+server allocate ~19 GB, and JSON UINT8 values above 255 wrap silently. It has no request-size flag.
+So Triton listens on private loopback ports, and the front door listens on the public ones: HTTP
+(front_door_http.py) and gRPC (front_door_grpc.py), one asyncio loop in a thread of the process that
+started the server. Every request passes through unchanged unless it breaks a rule here:
+
+- bodies are capped per model at the largest valid request (the signature's max batch and image
+  side; JSON at the longest decimal form of each value), before they are read to the end;
+- JSON is parsed with a depth limit of 1024 levels (orjson's; this Triton is safe at 30,000);
+- an inference request's declared shapes, datatypes and data sizes are checked against the model's
+  signature (validation.validate_declared), and JSON values against the input's dtype;
+- shared-memory inputs are refused (registration is closed anyway), as is streaming inference.
+
+It also keeps readiness honest: while the supervisor restarts Triton, or after a model's stub was
+seen dying (Triton answers "Stub process ... is not healthy" but still says ready), the health and
+model-ready endpoints answer not-ready and that model's requests get a one-line "retry" error.
+
+    >>> door = FrontDoor(signatures, upstream_http="127.0.0.1:41000", upstream_grpc="127.0.0.1:41001")
+    >>> door.start("127.0.0.1", http_port=8000, grpc_port=8001)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ganexport.catalog import Signature
+from ganexport.serving.validation import (
+    Declared, InvalidInput, check_json_values, request_bytes_limit, validate_declared,
+)
+
+JSON_DEPTH_LIMIT = 1024  # orjson's own limit, far below the ~60,000 levels that crash this Triton
+HEADER_ALLOWANCE = 64 * 1024  # an inference request's JSON header: names, shapes, parameters
+OTHER_BODY_LIMIT = 1024 * 1024  # every other POST (repository index, settings ...)
+# The longest JSON text of one value, with the ", " that separates it: 255 -> "255, "; a float's repr,
+# "-1.2345678901234567e-05, "; what tritonclient's json.dumps writes.
+JSON_CHARS_PER_VALUE = {1: 5, 2: 8, 4: 26, 8: 26}
+STUB_DIED = "is not healthy"  # Triton's words when a model's stub process is gone
+
+
+class Refused(Exception):
+    """A request the front door does not pass on; ``status`` is the HTTP status, the message one line."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Gatekeeper:
+    """The rules (caps, declared-request checks) and the health state the two doors share."""
+
+    def __init__(self, signatures: Mapping[str, Signature], on_suspect: Callable[[str], None] | None = None):
+        self.signatures = dict(signatures)
+        self.on_suspect = on_suspect
+        self.suspects: set[str] = set()  # models whose stub was seen dead, until the supervisor restarts them
+        self.down = False  # the supervisor is restarting Triton
+        self.refused = 0  # requests refused here, for the supervisor's summary
+        self._lock = threading.Lock()
+
+    # -- limits ------------------------------------------------------------------------------
+
+    def body_limit(self, model: str | None, binary: bool) -> int:
+        """The most bytes a request body may have: an inference request for ``model`` at the largest valid
+        size (``binary``: header + raw tensors, else all JSON), every other body ``OTHER_BODY_LIMIT``."""
+        sig = self.signatures.get(model or "")
+        if sig is None:
+            return OTHER_BODY_LIMIT
+        if binary:
+            return HEADER_ALLOWANCE + request_bytes_limit(sig)
+        return HEADER_ALLOWANCE + sum(_max_values(sig, spec) * JSON_CHARS_PER_VALUE[_itemsize(spec)]
+                                      for spec in sig.inputs)
+
+    def message_limit(self) -> int:
+        """The largest gRPC message any served model accepts (binary tensors)."""
+        return max([self.body_limit(name, binary=True) for name in self.signatures] + [OTHER_BODY_LIMIT])
+
+    # -- inference requests ------------------------------------------------------------------
+
+    def check_infer(self, model: str, declared: Mapping[str, Declared], json_values: Mapping[str, Any]) -> None:
+        """Refuse (InvalidInput) a request to a served model that does not match its signature, and
+        refuse (503) one to a model being restarted. Unknown models pass: Triton answers 404 itself."""
+        if self.down:
+            raise Refused("Triton is restarting; retry in a few seconds", status=503)
+        if model in self.suspects:
+            raise Refused(f"{model} is being restarted after its process died; retry in a few seconds", 503)
+        sig = self.signatures.get(model)
+        if sig is None:
+            return
+        validate_declared(sig, declared)
+        for name, values in json_values.items():
+            check_json_values(sig, name, values)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def ready(self, model: str | None = None) -> bool:
+        """False while restarting, and for a model (or the server, when any model) seen with a dead stub."""
+        if self.down:
+            return False
+        return not self.suspects if model is None else model not in self.suspects
+
+    def saw_failure(self, model: str | None, text: str) -> None:
+        """An answer from Triton: a dead stub's error marks its model not ready and wakes the supervisor."""
+        if model in self.signatures and STUB_DIED in text and model not in self.suspects:
+            with self._lock:
+                self.suspects.add(model)
+            if self.on_suspect is not None:
+                self.on_suspect(model)
+
+    def restarting(self) -> None:
+        self.down = True
+
+    def restarted(self) -> None:
+        with self._lock:
+            self.suspects.clear()
+        self.down = False
+
+
+def _itemsize(spec) -> int:
+    return np.dtype(spec.numpy_dtype).itemsize
+
+
+def _max_values(sig: Signature, spec) -> int:
+    n = sig.max_batch_size
+    for d in spec.shape:
+        n *= d if d != -1 else (sig.max_image_side or 1)
+    return n
+
+
+def json_data_values(name: str, data: Any) -> np.ndarray:
+    """The values of one input's JSON ``data`` as an array (flat or nested lists of numbers)."""
+    try:
+        values = np.asarray(data)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"input {name!r}: its JSON data is not a regular array of numbers") from None
+    if values.dtype == object or not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
+        raise InvalidInput(f"input {name!r}: its JSON data must be numbers")
+    return values
+
+
+class FrontDoor:
+    """The HTTP and gRPC doors in one asyncio loop on a background thread; ``start`` returns once both listen."""
+
+    def __init__(self, signatures: Mapping[str, Signature], *, upstream_http: str, upstream_grpc: str,
+                 on_suspect: Callable[[str], None] | None = None):
+        self.gate = Gatekeeper(signatures, on_suspect)
+        self.upstream_http, self.upstream_grpc = upstream_http, upstream_grpc
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, host: str, http_port: int, grpc_port: int, timeout: float = 30.0) -> "FrontDoor":
+        self._thread = threading.Thread(target=self._serve, args=(host, http_port, grpc_port),
+                                        name="ganexport-front-door", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError(f"the front door did not start within {timeout:.0f} s")
+        if self._error is not None:
+            raise RuntimeError(f"the front door could not listen on {host}:{http_port}/{grpc_port}: {self._error}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout)
+        self._thread = None
+
+    def _serve(self, host: str, http_port: int, grpc_port: int) -> None:
+        try:
+            asyncio.run(self._main(host, http_port, grpc_port))
+        except BaseException as e:  # reported to start(); after start, the doors log their own errors
+            self._error = e
+            self._started.set()
+
+    async def _main(self, host: str, http_port: int, grpc_port: int) -> None:
+        from ganexport.serving.front_door_grpc import GrpcDoor
+        from ganexport.serving.front_door_http import HttpDoor
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        http = HttpDoor(self.gate, self.upstream_http)
+        grpc_door = GrpcDoor(self.gate, self.upstream_grpc)
+        try:
+            await http.start(host, http_port)
+            await grpc_door.start(host, grpc_port)
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            await grpc_door.stop()
+            await http.stop()

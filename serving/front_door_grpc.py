@@ -1,0 +1,144 @@
+"""The front door's gRPC side (grpc.aio): every method of Triton's GRPCInferenceService passed on as
+bytes, with ModelInfer parsed and checked first and readiness answered from the gate's state.
+
+Messages above the largest valid request are refused by gRPC itself from their length prefix
+(``grpc.max_receive_message_length``), before they are read. Streaming inference (ModelStreamInfer)
+is refused: no model served here is decoupled, and a bidirectional proxy is more surface than use.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The process that runs the front door also forks tritonserver (and restarts it); gRPC's fork handlers
+# are for children that keep using gRPC, which an exec'd server never does, and they log a line per fork.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+from tritonclient.grpc import service_pb2  # noqa: E402
+
+from ganexport.serving.front_door import STUB_DIED, Gatekeeper, Refused  # noqa: E402
+from ganexport.serving.validation import Declared, InvalidInput  # noqa: E402
+
+SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+# Which typed field of InferTensorContents carries each datatype's values when they are not raw bytes.
+CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+                  "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+                  "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+                  "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+          415: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE}
+
+
+class GrpcDoor:
+    def __init__(self, gate: Gatekeeper, upstream: str):
+        self.gate, self.upstream = gate, upstream
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        limit = self.gate.message_limit()
+        self._channel = grpc.aio.insecure_channel(self.upstream, options=[
+            ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
+        self._server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0)])
+        handlers = {m.name: self._handler(m) for m in SERVICE.methods}
+        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)])
+        if self._server.add_insecure_port(f"{host}:{port}") == 0:
+            raise OSError(f"cannot listen on {host}:{port}")
+        await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        if self._channel is not None:
+            await self._channel.close()
+
+    def _handler(self, method):
+        path = f"/{SERVICE.full_name}/{method.name}"
+        if method.client_streaming or method.server_streaming:
+            async def refuse(requests, context):
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                    f"{method.name} is not offered by this server; use ModelInfer")
+            return grpc.stream_stream_rpc_method_handler(refuse)
+        upstream = self._channel_call(path)
+        pre = getattr(self, f"_before_{method.name}", None)
+
+        async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            model = None
+            if pre is not None:
+                try:
+                    answer, model = pre(request)
+                except Refused as e:
+                    self.gate.refused += 1
+                    await context.abort(STATUS.get(e.status, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+                except InvalidInput as e:
+                    self.gate.refused += 1
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                if answer is not None:
+                    return answer
+            metadata = [(k, v) for k, v in context.invocation_metadata() or () if not k.startswith(":")]
+            try:
+                return await upstream(request, metadata=metadata, timeout=context.time_remaining())
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE:  # Triton is gone: say so without its private port
+                    await context.abort(e.code(), "Triton is not answering (it may be restarting; "
+                                                  "retry in a few seconds)")
+                if model is not None and STUB_DIED in (e.details() or ""):
+                    self.gate.saw_failure(model, e.details())
+                await context.abort(e.code(), e.details() or "")
+        return grpc.unary_unary_rpc_method_handler(call)
+
+    def _channel_call(self, path: str):
+        """A bytes-in, bytes-out call of the same method on Triton (bound lazily: the channel opens in start)."""
+        def call(request: bytes, **kw):
+            return self._channel.unary_unary(path)(request, **kw)
+        return call
+
+    # Each _before_<Method> returns (an answer to send instead of asking Triton, or None; the model name).
+
+    def _before_ServerReady(self, request: bytes):
+        return (None if self.gate.ready() else service_pb2.ServerReadyResponse(ready=False).SerializeToString()), None
+
+    def _before_ModelReady(self, request: bytes):
+        name = service_pb2.ModelReadyRequest.FromString(request).name
+        answer = None if self.gate.ready(name) else service_pb2.ModelReadyResponse(ready=False).SerializeToString()
+        return answer, name
+
+    def _before_ModelInfer(self, request: bytes):
+        try:
+            req = service_pb2.ModelInferRequest.FromString(request)
+        except Exception as e:  # protobuf's DecodeError: not a ModelInferRequest at all
+            raise InvalidInput(f"malformed ModelInferRequest: {e}") from None
+        declared, values = infer_declaration(req)
+        self.gate.check_infer(req.model_name, declared, values)
+        return None, req.model_name
+
+
+def infer_declaration(req) -> tuple[dict[str, Declared], dict[str, np.ndarray]]:
+    """What a ModelInferRequest declares per input: raw bytes (``raw_input_contents``, one per input, in
+    order) or typed ``contents``; and the typed values, whose range the gate checks."""
+    raw = list(req.raw_input_contents)
+    if raw and len(raw) != len(req.inputs):
+        raise InvalidInput(f"{len(req.inputs)} inputs but {len(raw)} raw_input_contents")
+    declared, values = {}, {}
+    for i, tensor in enumerate(req.inputs):
+        if tensor.name in declared:
+            raise InvalidInput(f"input {tensor.name!r} appears twice")
+        if "shared_memory_region" in tensor.parameters:
+            raise InvalidInput(f"input {tensor.name!r}: shared-memory inputs are not accepted by this server")
+        shape = tuple(int(d) for d in tensor.shape)
+        if raw:
+            declared[tensor.name] = Declared(tensor.datatype, shape, nbytes=len(raw[i]))
+            continue
+        field = CONTENTS_FIELD.get(tensor.datatype)
+        if field is None or not tensor.HasField("contents"):
+            declared[tensor.name] = Declared(tensor.datatype, shape)
+            continue
+        typed = getattr(tensor.contents, field)
+        if field != "bytes_contents":
+            values[tensor.name] = np.asarray(typed)
+        declared[tensor.name] = Declared(tensor.datatype, shape, count=len(typed))
+    return declared, values

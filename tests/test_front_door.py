@@ -1,0 +1,257 @@
+"""The front door refuses what would crash or exhaust this Triton build, and keeps readiness honest.
+
+The hostile corpus is what took the bundled tritonserver 2.51 down when it faced clients itself: a JSON
+body nested 60,000 levels deep (SIGSEGV of the server), declared dims of 2^62 whose byte size wraps to 0
+and negative dims over gRPC (each killed a model's stub for good), a 120-byte JSON request declaring
+[100000, 256, 256, 3] (19 GB of server RSS), UINT8 JSON values above 255 (wrapped silently), plus a
+compressed body that inflates to 200 MB. Each is sent raw (no client-side checks) to the real server;
+after each the same tritonserver process still runs, a good request is answered, and the server's peak
+RSS (VmHWM) stays under twice its peak at the largest legal request.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganexport.catalog import MAX_IMAGE_SIDE
+from ganexport.repository import latest, read_signature
+from ganexport.serving.front_door import HEADER_ALLOWANCE, Gatekeeper, Refused
+from ganexport.serving.front_door_http import infer_declaration
+from ganexport.serving.validation import Declared, InvalidInput, check_json_values, validate_declared
+
+SAMPLER, TRANSLATOR = "dcgan", "cyclegan_a2b"
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def sigs(published):
+    repo = published[0]
+    return {name: read_signature(latest(repo, name)) for name in (SAMPLER, TRANSLATOR)}
+
+
+# --------------------------------------------------------------------------- the rules, without a server
+
+
+def test_declared_shapes_are_refused_by_arithmetic_before_any_data(sigs):
+    sig = sigs[TRANSLATOR]
+    name = sig.inputs[0].name
+    refused = {
+        "dim of 2^62 with 0 bytes": Declared("UINT8", (1, 2**62, 16, 3), nbytes=0),
+        "negative dims": Declared("UINT8", (1, -8, -8, 3), nbytes=192),
+        "batch of 100000": Declared("UINT8", (100000, 256, 256, 3), count=3),
+        "bytes that do not fill the shape": Declared("UINT8", (1, 16, 16, 3), nbytes=100),
+        "values that do not fill the shape": Declared("UINT8", (1, 16, 16, 3), count=3),
+        "no data at all": Declared("UINT8", (1, 16, 16, 3)),
+        "a float dim": Declared("UINT8", (1, 16.5, 16, 3), nbytes=768),
+    }
+    for why, declared in refused.items():
+        with pytest.raises(InvalidInput):
+            validate_declared(sig, {name: declared})
+            pytest.fail(f"accepted: {why}")
+    validate_declared(sig, {name: Declared("UINT8", (8, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE, 3),
+                                           nbytes=8 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 3)})  # the legal maximum
+
+
+def test_json_values_must_fit_the_dtype(sigs):
+    sig = sigs[TRANSLATOR]
+    name = sig.inputs[0].name
+    for bad in ([300], [511, 0], [-1], [1.5]):
+        with pytest.raises(InvalidInput):
+            check_json_values(sig, name, np.asarray(bad))
+    check_json_values(sig, name, np.asarray([0, 255, 17]))
+
+
+def test_body_limits_are_the_largest_valid_request(sigs):
+    gate = Gatekeeper(sigs)
+    sig = sigs[TRANSLATOR]
+    largest = 8 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 3  # 8 images of 1024x1024x3 uint8 (max batch 8 for tiny nets too)
+    assert sig.max_batch_size == 8 and sig.max_image_side == MAX_IMAGE_SIDE
+    assert gate.body_limit(TRANSLATOR, binary=True) == HEADER_ALLOWANCE + largest
+    assert gate.body_limit(TRANSLATOR, binary=False) == HEADER_ALLOWANCE + 5 * largest  # "255, " per value
+    latent = sigs[SAMPLER].inputs[0].shape[0]
+    assert gate.body_limit(SAMPLER, binary=False) == HEADER_ALLOWANCE + sigs[SAMPLER].max_batch_size * latent * 26
+
+
+def test_an_http_declaration_must_add_up(sigs):
+    header = {"inputs": [{"name": "image", "shape": [1, 8, 8, 3], "datatype": "UINT8",
+                          "parameters": {"binary_data_size": 192}}]}
+    declared, _ = infer_declaration(header, 192)
+    assert declared["image"].nbytes == 192
+    with pytest.raises(InvalidInput, match="add up to 192 bytes"):
+        infer_declaration(header, 0)
+    shm = {"inputs": [{"name": "image", "shape": [1, 8, 8, 3], "datatype": "UINT8",
+                       "parameters": {"shared_memory_region": "x", "shared_memory_byte_size": 192}}]}
+    with pytest.raises(InvalidInput, match="shared-memory"):
+        infer_declaration(shm, 0)
+    with pytest.raises(InvalidInput, match="not a regular array"):
+        infer_declaration({"inputs": [{"name": "image", "shape": [2, 2], "datatype": "UINT8",
+                                       "data": [[1, 2], [3]]}]}, 0)
+
+
+def test_readiness_follows_the_supervisor_and_dead_stubs(sigs):
+    woken = []
+    gate = Gatekeeper(sigs, on_suspect=woken.append)
+    assert gate.ready() and gate.ready(TRANSLATOR)
+    gate.saw_failure(TRANSLATOR, "Failed to process the request(s) for model 'x', message: Stub process "
+                                 "'x_0_0' is not healthy.")
+    assert woken == [TRANSLATOR] and not gate.ready() and not gate.ready(TRANSLATOR) and gate.ready(SAMPLER)
+    with pytest.raises(Refused) as refused:
+        gate.check_infer(TRANSLATOR, {}, {})
+    assert refused.value.status == 503
+    gate.restarting()
+    assert not gate.ready(SAMPLER)
+    gate.restarted()
+    assert gate.ready() and gate.ready(TRANSLATOR)
+
+
+# --------------------------------------------------------------------------- the real server
+
+
+def _post(server, path: str, body: bytes, headers: dict | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(server.base_url + path, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as r:
+            return r.status, r.read(300).decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}").get("error", "")
+
+
+def _binary_request(name: str, shape: list[int], data: bytes) -> tuple[bytes, dict]:
+    header = json.dumps({"inputs": [{"name": name, "shape": shape, "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": len(data)}}]}).encode()
+    return header + data, {"Inference-Header-Content-Length": str(len(header)),
+                           "Content-Type": "application/octet-stream"}
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set of a process in bytes (the kernel's high-water mark, so no polling)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def _answers(server, sigs) -> None:
+    from ganexport.serving.backends import connect
+
+    for protocol, url in (("triton-http", server.http_url), ("triton-grpc", server.grpc_url)):
+        with connect(protocol, url=url) as backend:
+            out = backend.translate(TRANSLATOR, np.full((1, 16, 16, 3), 90, np.uint8))
+            assert out.shape == (1, 16, 16, 3)
+
+
+def _grpc_infer(server, shape, raw: bytes | None = None, uint_values=None):
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name=TRANSLATOR)
+    tensor = request.inputs.add(name="image", datatype="UINT8", shape=shape)
+    if raw is not None:
+        request.raw_input_contents.append(raw)
+    if uint_values is not None:
+        tensor.contents.uint_contents.extend(uint_values)
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        try:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=TIMEOUT)
+        except grpc.RpcError as e:
+            return e.code().name, e.details()
+    return "OK", ""
+
+
+@pytest.mark.integration
+def test_the_hostile_corpus_is_refused_and_the_server_neither_dies_nor_grows(onnx_triton, sigs):
+    server = onnx_triton
+    pid = server.process.pid
+    infer = f"/v2/models/{TRANSLATOR}/infer"
+    largest = np.zeros((8, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE, 3), np.uint8)  # the largest legal request
+    body, headers = _binary_request("image", list(largest.shape), largest.tobytes())
+    status, _ = _post(server, infer, body, headers)
+    assert status == 200
+    legal_peak = _vm_hwm(pid)
+
+    deep = (b'{"inputs":[{"name":"image","shape":[1,8,8,3],"datatype":"UINT8","data":'
+            + b"[" * 60000 + b"]" * 60000 + b"}]}")
+    huge = json.dumps({"inputs": [{"name": "image", "shape": [100000, 256, 256, 3], "datatype": "UINT8",
+                                   "data": [1, 2, 3]}]}).encode()
+    wraps = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 3], "datatype": "UINT8",
+                                    "data": [300] * 96 + [511] * 96}]}).encode()
+    bomb = gzip.compress(b"\0" * (200 * 1024 * 1024), compresslevel=1)
+    http_cases = {
+        "JSON nested 60,000 levels": (deep, {}, 400, "depth limit"),
+        "JSON declaring [100000, 256, 256, 3]": (huge, {}, 400, "above max_batch_size"),
+        "UINT8 JSON values 300 and 511": (wraps, {}, 400, "must lie in [0, 255]"),
+        "binary dim 2^62 with 0 bytes": (*_binary_request("image", [1, 2**62, 16, 3], b""), 400, "maximum side"),
+        "binary negative dims": (*_binary_request("image", [1, -8, -8, 3], b"\0" * 192), 400, "non-negative"),
+        "gzip body inflating to 200 MB": (bomb, {"Content-Encoding": "gzip"}, 413, "limit of"),
+    }
+    for why, (body, headers, want, fragment) in http_cases.items():
+        status, message = _post(server, infer, body, headers)
+        assert (status, fragment in message) == (want, True), f"{why}: {status} {message}"
+        assert server.process.poll() is None and server.process.pid == pid, f"{why}: tritonserver died"
+        _answers(server, sigs)
+
+    grpc_cases = {
+        "dim 2^62 with 0 bytes": (dict(shape=[1, 2**62, 16, 3], raw=b""), "maximum side"),
+        "negative dims": (dict(shape=[1, -8, -8, 3], raw=b"\0" * 192), "non-negative"),
+        "declared [100000, 256, 256, 3]": (dict(shape=[100000, 256, 256, 3], raw=b"\0" * 192), "max_batch_size"),
+        "typed UINT8 values of 300": (dict(shape=[1, 8, 8, 3], uint_values=[300] * 192), "must lie in [0, 255]"),
+    }
+    for why, (kw, fragment) in grpc_cases.items():
+        code, details = _grpc_infer(server, **kw)
+        assert (code, fragment in details) == ("INVALID_ARGUMENT", True), f"gRPC {why}: {code} {details}"
+        assert server.process.poll() is None and server.process.pid == pid, f"gRPC {why}: tritonserver died"
+        _answers(server, sigs)
+
+    peak = _vm_hwm(pid)
+    print(f"\n[front door] tritonserver peak RSS {legal_peak / 2**20:.0f} MiB after the largest legal request, "
+          f"{peak / 2**20:.0f} MiB after {len(http_cases) + len(grpc_cases)} hostile requests")
+    assert peak <= 2 * legal_peak
+    assert server.front_door.gate.refused >= len(http_cases) + len(grpc_cases)
+
+
+@pytest.mark.integration
+def test_a_dead_stub_makes_its_model_not_ready_until_the_server_is_restarted(published, sigs):
+    """Triton keeps answering ready for a model whose stub is gone; the front door does not."""
+    from ganexport.serving.triton_server import TritonServer, free_port
+
+    server = TritonServer(published[0], models=(SAMPLER, TRANSLATOR), http_port=free_port(),
+                          grpc_port=free_port(), metrics_port=0)
+    server.start(timeout=180)
+    try:
+        stubs = [p for p in server.pids()[1:] if TRANSLATOR in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert len(stubs) == 1, stubs
+        os.kill(stubs[0], signal.SIGKILL)
+        time.sleep(0.5)
+        probe = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 3], "datatype": "UINT8",
+                                        "data": [1] * 192}]}).encode()
+        status, message = _post(server, f"/v2/models/{TRANSLATOR}/infer", probe)
+        assert status >= 500 and "not healthy" in message, (status, message)
+        ready = lambda path: _status(server.base_url + path)  # noqa: E731
+        assert ready("/v2/health/ready") == 503 and ready(f"/v2/models/{TRANSLATOR}/ready") == 503
+        assert ready(f"/v2/models/{SAMPLER}/ready") == 200
+        assert _status(f"http://{server.triton_http_url}/v2/health/ready") == 200  # what Triton itself claims
+        status, message = _post(server, f"/v2/models/{TRANSLATOR}/infer", probe)
+        assert status == 503 and "retry" in message, (status, message)
+        server.restart(timeout=180)
+        assert ready("/v2/health/ready") == 200 and ready(f"/v2/models/{TRANSLATOR}/ready") == 200
+        _answers(server, sigs)
+    finally:
+        server.stop()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
