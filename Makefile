@@ -1,7 +1,8 @@
 # The README's commands. `make test` and (soon) `make demo` set everything up from scratch.
 #
 #   make setup   .venv with torch, the package and its test tools; Debian data and photo packages when apt is usable
-#   make test    setup, then the whole test suite
+#   make test    setup, then the whole test suite, then `make install-check`
+#   make install-check  the README's "Install with pip" commands in fresh venvs (tests/install_check.sh)
 #   make test-fast  setup, then the fast tier (under a minute: no Triton, Gradio, browser or long training)
 #   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
@@ -26,7 +27,7 @@ PHOTO_PACKAGES = gcompris-qt-data scratch tuxpaint-data kphotoalbum opencv-doc g
 PHOTO_ROOT ?= /opt/ganexport/photo-packages
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps photo-packages test test-fast demo smoke bench clean
+.PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench clean
 
 setup: system-deps photo-packages $(VENV)/.setup-done
 
@@ -64,21 +65,28 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) install-check
+
+# The wheel as users install it: built, installed into fresh venvs (train + serve, then serve only, no torch),
+# used from an empty directory. Needs only python3 and the package index (pip's cache makes it quick).
+install-check:
+	PYTHON=$(PYTHON) tests/install_check.sh
 
 # For day-to-day work: the markers are explained in tests/conftest.py.
 test-fast: setup
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-# Builds only when the repository holds no model yet; `ganexport build --model all` rebuilds.
+# Builds only when the repository holds no model yet, from the released weights (--train-if-missing: a model
+# without any, e.g. its weights removed, trains the quick profile first); `ganexport build --model all` rebuilds.
 demo: setup
-	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all
+	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all --train-if-missing
 	$(VENV)/bin/ganexport demo
 
 # Every published model on every backend, interleaved; writes benchmarks/results/<hardware>/bench.{json,md,png}.
 # BENCHMARKS.md lists the tuning, perf_analyzer and soak runs (e.g. BENCH_ARGS="--soak --duration 300").
 BENCH_ARGS ?=
 bench: setup
-	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all
+	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all --train-if-missing
 	$(VENV)/bin/ganexport bench --model all --record $(BENCH_ARGS)
 
 smoke: setup
@@ -86,4 +94,4 @@ smoke: setup
 		$(VENV)/bin/ganexport train --model $$m --profile smoke || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info .pytest_cache
+	rm -rf $(VENV) runs build dist *.egg-info .pytest_cache

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import torch
 
-from ganexport import catalog
+from ganexport import catalog, released
 from ganexport import repository, repository_config, repository_writer
 from ganexport.export import onnx_export, parity, torchscript, wrappers
 from ganexport.repository import MODEL_FILES, PARITY_FILE, sha256
@@ -37,23 +37,36 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------- which checkpoint
 
 
+class NoCheckpoint(checkpoint.CheckpointError):
+    """Neither released weights nor a run: the message says how to get one (train, or build's flag)."""
+
+
+def no_checkpoint_message(models: list[str]) -> str:
+    """One line: which models have no checkpoint, where build looked, and the two ways out."""
+    return (f"{released.missing_checkpoint(models, runs=checkpoint.RUNS_DIR)}; train one with "
+            f"`ganexport train --model {models[0]}`, or build with --train-if-missing, which trains the quick "
+            f"profile first")
+
+
 def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, latest_run: bool = False,
                     built_into: Path | None = None, train_if_missing: bool = False,
                     log: Log = print) -> tuple[Path, checkpoint.Checkpoint]:
     """The checkpoint build, export and verify work from, said in one line: the one the repository
     ``built_into`` was built from (``built_from``) unless a path or ``latest_run`` is asked for, else
-    ``checkpoint.choose``'s, else (build only) a quick-profile run trained now.
+    ``checkpoint.choose``'s, else, only when ``train_if_missing`` (build's --train-if-missing), a
+    quick-profile run trained now: minutes of training must never start because weights were not found.
     Refuses a checkpoint of another model."""
     choice = None if checkpoint_path or latest_run or built_into is None else built_from(model, built_into)
     choice = choice or checkpoint.choose(model, checkpoint_path, latest_run=latest_run)
     if choice is None:
         if not train_if_missing:
-            raise checkpoint.CheckpointError(f"no checkpoint for {model}: no weights/{model}.safetensors and no run "
-                                             f"in runs/{model}/ (train one: ganexport train --model {model})")
-        log(f"{model}: no weights/{model}.safetensors and no run in runs/{model}/: training the quick profile first")
+            raise NoCheckpoint(no_checkpoint_message([model]))
+        log(f"{model}: {released.missing_checkpoint(model, runs=checkpoint.RUNS_DIR)}: "
+            f"training the quick profile first (--train-if-missing)")
         from ganexport.training.loop import TrainConfig, train
 
-        run = train(TrainConfig(model=model, profile="quick", command=f"ganexport build --model {model}"))
+        run = train(TrainConfig(model=model, profile="quick", out=str(checkpoint.RUNS_DIR),
+                                command=f"ganexport build --model {model} --train-if-missing"))
         choice = checkpoint.Choice(run / "checkpoint.safetensors", "trained now (quick profile)")
     ckpt = checkpoint.load(choice.path)
     if ckpt.meta["model"] != model:
@@ -81,7 +94,7 @@ def built_from(model: str, repo: Path) -> checkpoint.Choice | None:
     if source is None:
         return None
     candidates = [Path(source["checkpoint_path"])] if source.get("checkpoint_path") else []
-    candidates += [checkpoint.WEIGHTS_DIR / f"{model}.safetensors",
+    candidates += [released.weights_dir() / f"{model}.safetensors",
                    *sorted(checkpoint.RUNS_DIR.glob(f"{model}/*/checkpoint.safetensors"))]
     for path in candidates:
         if path.is_file() and sha256(path) == source.get("checkpoint_sha256"):
@@ -185,13 +198,16 @@ def scrub_torchscript(path: Path) -> None:
 def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool = False,
           repo: Path = Path("model_repository"),
           flavor: str = "embedded", runtimes: tuple[str, ...] = ("onnxruntime", "torchscript"),
-          gpu: bool = False, tensorrt: bool = False, keep: int = 3, log: Log = print) -> list[tuple[str, int]]:
+          gpu: bool = False, tensorrt: bool = False, keep: int = 3, train_if_missing: bool = False,
+          log: Log = print) -> list[tuple[str, int]]:
     """Export, verify and publish every Triton model of ``model``; returns (name, version) pairs.
 
     ``tensorrt`` adds the TensorRT accelerator to the ONNX models' configs (native flavour on GPU only;
-    the TorchScript models never get it).
+    the TorchScript models never get it). ``train_if_missing`` trains the quick profile when there is
+    no checkpoint at all; without it that raises ``NoCheckpoint``.
     """
-    path, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, train_if_missing=True, log=log)
+    path, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, train_if_missing=train_if_missing,
+                                 log=log)
     source = {"checkpoint": path.name, "checkpoint_path": _relative_or_none(path), "checkpoint_sha256": sha256(path),
               "command": repository.public_command(ckpt.meta.get("command")), "model": model,
               "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset")}

@@ -16,8 +16,11 @@ from ganexport.cli_common import LATEST_RUN_HELP, MODEL_OR_ALL, UserError, check
 @click.command()
 @click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Training model to build, or all.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True), default=None,
-              help=checkpoint_rule() + " With neither, build trains the quick profile first.")
+              help=checkpoint_rule() + " With neither, build stops (exit 2) unless --train-if-missing.")
 @click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
+@click.option("--train-if-missing", is_flag=True,
+              help="When a model has neither released weights nor a run, train its quick profile into runs/ "
+                   "first (minutes on CPU) instead of stopping.")
 @click.option("--flavor", default="embedded", type=click.Choice(["embedded", "native"]),
               help="embedded: Python backend (the bundled server); native: onnxruntime_onnx / pytorch_libtorch.")
 @click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False),
@@ -26,7 +29,7 @@ from ganexport.cli_common import LATEST_RUN_HELP, MODEL_OR_ALL, UserError, check
 @click.option("--tensorrt", is_flag=True,
               help="Native flavour on GPU: let Triton's onnxruntime backend run the ONNX models through TensorRT.")
 @click.option("--keep", default=3, type=click.IntRange(min=1), help="How many versions of each model to keep.")
-def build(model, checkpoint, latest_run, flavor, repo, gpu, tensorrt, keep):
+def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, tensorrt, keep):
     """Export to ONNX and TorchScript, prove parity with PyTorch, publish into the Triton repository.
 
     \b
@@ -34,11 +37,13 @@ def build(model, checkpoint, latest_run, flavor, repo, gpu, tensorrt, keep):
       ganexport build --model cyclegan
       ganexport build --model all --flavor native --repository /models
       ganexport build --model cyclegan --flavor native --gpu --tensorrt --repository /models
+      ganexport build --model dcgan --train-if-missing --repository my_repository
     Nothing is published unless every exported model passes parity; a failed build
     exits non-zero, names the model, backend and error, and leaves the repository as it was.
     """
     from ganexport.export import build as pipeline
     from ganexport.export import onnx_export, parity
+    from ganexport.released import ReleasedError
     from ganexport.repository_writer import PublishError
     from ganexport.training import checkpoint as ckpt_mod
 
@@ -47,10 +52,20 @@ def build(model, checkpoint, latest_run, flavor, repo, gpu, tensorrt, keep):
     if tensorrt and (flavor, gpu) != ("native", True):
         raise click.UsageError("--tensorrt needs --flavor native --gpu (TensorRT runs in NVIDIA's Triton "
                                "containers, on GPU instances; the bundled server has no onnxruntime backend)")
-    for name in model_names(model):
+    names = model_names(model)
+    if not (checkpoint or train_if_missing):  # say it before building anything, for every model that has none
+        try:
+            missing = [n for n in names if ckpt_mod.choose(n, latest_run=latest_run) is None]
+        except (ckpt_mod.CheckpointError, ReleasedError) as e:
+            raise UserError(str(e)) from None
+        if missing:
+            raise UserError(pipeline.no_checkpoint_message(missing))
+    for name in names:
         try:
             pipeline.build(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), flavor=flavor,
-                           gpu=gpu, tensorrt=tensorrt, keep=keep, log=click.echo)
+                           gpu=gpu, tensorrt=tensorrt, keep=keep, train_if_missing=train_if_missing, log=click.echo)
+        except pipeline.NoCheckpoint as e:
+            raise UserError(str(e)) from None
         except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError, PublishError) as e:
             raise UserError(f"build of {name} refused, nothing published: {e}") from None
         except OSError as e:  # the export's own temporary files: a full /tmp

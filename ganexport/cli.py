@@ -17,7 +17,7 @@ import importlib
 
 import click
 
-from ganexport import catalog
+from ganexport import __version__, catalog
 from ganexport.cli_common import CONTEXT, UserError
 
 __all__ = ["COMMANDS", "LazyGroup", "UserError", "cli", "main"]
@@ -37,6 +37,7 @@ COMMANDS = {
     "serve": "ganexport.serving.serve_cli:serve",
     "demo": "ganexport.demo.demo_cli:demo",
     "bench": "ganexport.benchmarks.bench_cli:bench",
+    "weights": "ganexport.released_cli:weights",
 }
 
 
@@ -68,12 +69,13 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings=CONTEXT)
-@click.version_option(package_name="ganexport")
+@click.version_option(__version__, prog_name="ganexport")
 def cli():
     """Train compact generative models, export them to ONNX and TorchScript, verify parity,
     and serve them through Triton and ONNX Runtime.
 
-    Start with `ganexport models` to see the catalog, then `ganexport train --model NAME`.
+    Start with `ganexport models` to see the catalog and `ganexport weights` to see the released
+    weights, then `ganexport build --model NAME`.
     """
 
 

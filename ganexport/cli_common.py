@@ -26,8 +26,8 @@ class UserError(click.ClickException):
 
 def checkpoint_rule() -> str:
     # what training.checkpoint.choose does, stated here so that --help does not import torch
-    return ("A checkpoint file or a run folder (runs/<model>/<run-id>). Default: weights/<model>.safetensors "
-            "(the released weights), else the newest runs/<model>/<run-id>.")
+    return ("A checkpoint file or a run folder (runs/<model>/<run-id>). Default: the released weights "
+            "(<model>.safetensors; `ganexport weights` lists them), else the newest runs/<model>/<run-id>.")
 
 
 LATEST_RUN_HELP = "Take the newest runs/<model>/<run-id> even when released weights exist."

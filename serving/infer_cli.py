@@ -6,6 +6,7 @@ the backends are imported inside the command.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from ganexport.cli_common import UserError
 @click.option("--backend", "-b", default="onnxruntime",
               type=click.Choice(["onnxruntime", "torchscript", "triton-http", "triton-grpc"]),
               help="In-process runtime, or a running Triton server.")
-@click.option("--url", default=None, help="Triton endpoint [default: 127.0.0.1:8000 (http) / 127.0.0.1:8001 (grpc)].")
+@click.option("--url", default=None,
+              help="Triton endpoint [default: 127.0.0.1:8000 (http) / 127.0.0.1:8001 (grpc), or the port in "
+                   "$GANEXPORT_HTTP_PORT / $GANEXPORT_GRPC_PORT, as `ganexport serve` takes them].")
 @click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False),
               help="Where in-process backends find published models.")
 @click.option("--seed", default=0, type=int, help="Seeds the latent vectors.")
@@ -49,6 +52,9 @@ def infer(model, backend, url, repo, seed, count, label, input_path, output):
     from ganexport.serving.validation import InvalidInput
 
     output = Path(output or f"{model}.png")
+    if url is None and backend.startswith("triton-"):
+        port = os.environ.get(f"GANEXPORT_{backend.removeprefix('triton-').upper()}_PORT")
+        url = f"127.0.0.1:{port}" if port else None
     try:
         with connect(backend, repository=repo, url=url) as b:
             sig = b.metadata(model)

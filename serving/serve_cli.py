@@ -64,10 +64,13 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
               help="Triton model repository, as `ganexport build` publishes it.")
 @click.option("--host", default=DEFAULT_HOST,
               help="Address to bind. Anything but loopback exposes an unauthenticated server.")
-@click.option("--http-port", type=int, default=DEFAULT_PORTS["http"], help="HTTP/REST port.")
-@click.option("--grpc-port", type=int, default=DEFAULT_PORTS["grpc"], help="gRPC port.")
-@click.option("--metrics-port", type=int, default=DEFAULT_PORTS["metrics"],
-              help="Prometheus metrics port; 0 turns metrics off.")
+# The ports can come from the environment too, so a script or container moves them once for serve and infer.
+@click.option("--http-port", type=int, default=DEFAULT_PORTS["http"], envvar="GANEXPORT_HTTP_PORT", show_envvar=True,
+              help="HTTP/REST port.")
+@click.option("--grpc-port", type=int, default=DEFAULT_PORTS["grpc"], envvar="GANEXPORT_GRPC_PORT", show_envvar=True,
+              help="gRPC port.")
+@click.option("--metrics-port", type=int, default=DEFAULT_PORTS["metrics"], envvar="GANEXPORT_METRICS_PORT",
+              show_envvar=True, help="Prometheus metrics port; 0 turns metrics off.")
 @click.option("--triton-bin", type=click.Path(path_type=Path), default=None,
               help="A tritonserver binary to run instead of the one bundled in nvidia-pytriton.")
 @click.option("--models", multiple=True, callback=_split_models, metavar="NAME,...",

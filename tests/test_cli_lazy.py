@@ -39,15 +39,22 @@ def _modules_after(*args: str) -> tuple[int, list[str], str]:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["build", "--help"], ["train", "--help"], ["serve", "--help"],
-                                  ["infer", "--help"]], ids=" ".join)
+                                  ["infer", "--help"], ["weights", "--help"]], ids=" ".join)
 def test_help_imports_no_heavy_runtime(args):
     code, modules, out = _modules_after(*args)
     assert code == 0 and "Usage: ganexport" in out
     assert not [m for m in modules if m.split(".")[0] in HEAVY]
 
 
+def test_listing_the_released_weights_imports_no_heavy_runtime():
+    """`ganexport weights` answers in a serving-only install, which has no torch."""
+    code, modules, out = _modules_after("weights")
+    assert code == 0 and "cgan.safetensors" in out
+    assert not [m for m in modules if m.split(".")[0] in HEAVY]
+
+
 @pytest.mark.parametrize("command, layer", [("build", "export"), ("train", "training"), ("serve", "serving"),
-                                            ("infer", "serving"), ("models", None)])
+                                            ("infer", "serving"), ("models", None), ("weights", None)])
 def test_a_command_imports_only_its_own_layer(command, layer):
     _, modules, _ = _modules_after(command, "--help")
     layers = {m.split(".")[1] for m in modules if m.startswith("ganexport.") and m.split(".")[1] in LAYERS}

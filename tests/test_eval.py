@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 
 from ganexport import catalog
 from ganexport.cli import cli
+from ganexport.released import weights_dir
 from ganexport.training import checkpoint, eval as ev, release
 
 
@@ -273,7 +274,7 @@ def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, 
 
 @pytest.mark.parametrize("model", list(catalog.MODELS))
 def test_released_weights_are_small_fp16_carded_and_serve_the_catalog_signatures(model):
-    path = release.WEIGHTS_DIR / f"{model}.safetensors"
+    path = weights_dir() / f"{model}.safetensors"
     assert path.is_file(), f"no released weights for {model}"
     assert path.stat().st_size < release.MAX_RELEASE_BYTES
     ckpt = checkpoint.load(path)
@@ -281,7 +282,7 @@ def test_released_weights_are_small_fp16_carded_and_serve_the_catalog_signatures
         {"torch.float16"}
     # the signatures the server and the demo assume (catalog defaults) are the ones these weights export
     assert ckpt.spec.signatures(ckpt.image_shape, ckpt.hp) == ckpt.spec.signatures()
-    card = (release.WEIGHTS_DIR / f"{model}.md").read_text()
+    card = (weights_dir() / f"{model}.md").read_text()
     assert release.display_command(ckpt.meta["command"]) in card and f"{model}.png" in card
     assert "/tmp/" not in card and "/work/" not in card
-    assert (release.WEIGHTS_DIR / f"{model}.png").is_file()
+    assert (weights_dir() / f"{model}.png").is_file()

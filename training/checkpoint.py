@@ -21,11 +21,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
-from ganexport import catalog
+from ganexport import catalog, released
 
 META_KEY = "ganexport"
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-RUNS_DIR = Path("runs")
+RUNS_DIR = Path("runs")  # in the working directory, as `ganexport train --out` writes them
 
 
 class CheckpointError(Exception):
@@ -79,21 +78,23 @@ def newest_run(model: str, runs: Path = RUNS_DIR) -> Path | None:
 
 
 def choose(model: str, given: str | Path | None = None, *, latest_run: bool = False, runs: Path = RUNS_DIR,
-           weights: Path = WEIGHTS_DIR) -> Choice | None:
+           weights: Path | None = None) -> Choice | None:
     """The checkpoint build, export, verify and eval take (their --help states the rule): the one
-    ``given`` (a file or a run folder), else the released weights, else the newest run, with the
-    newest run first when ``latest_run``; None when there is neither."""
+    ``given`` (a file or a run folder), else the released weights (``weights``, default
+    ``released.weights_dir()``), else the newest run, with the newest run first when ``latest_run``;
+    None when there is neither."""
     if given is not None:
         return Choice(resolve(given), "given with --checkpoint")
-    released, run = Path(weights) / f"{model}.safetensors", newest_run(model, runs)
-    released = released if released.is_file() else None
+    weights = released.weights_dir() if weights is None else Path(weights)
+    shipped, run = weights / f"{model}.safetensors", newest_run(model, runs)
+    shipped = shipped if shipped.is_file() else None
     if latest_run and run:
         return Choice(run, "the newest run (--latest-run)")
-    if released:
-        why = "the released weights"
-        return Choice(released, why + (f"; --latest-run takes {shown(run.parent)} instead" if run else ""))
+    if shipped:
+        why = f"the released weights, {released.where(weights)}"
+        return Choice(shipped, why + (f"; --latest-run takes {shown(run.parent)} instead" if run else ""))
     if run:
-        return Choice(run, f"the newest run; no released weights/{model}.safetensors")
+        return Choice(run, f"the newest run; no released {model}.safetensors in {shown(weights)}")
     return None
 
 

@@ -2,15 +2,19 @@
 
 Training uses it to log the class histogram of 1k samples (mode collapse shows
 as missing classes); evaluation will use its penultimate features for FID.
-It is trained once per dataset and cached: ``weights/judge_<dataset>.safetensors``
-when the project ships one, else the user cache (``$GANEXPORT_CACHE`` or
-``~/.cache/ganexport``).
+It is trained once per dataset and cached: ``judge_<dataset>.safetensors`` among
+the released weights when the project ships one (``released.JUDGE_DATASETS``),
+else the user cache (``$GANEXPORT_CACHE`` or ``~/.cache/ganexport``). A shipped
+judge that cannot be found is an error, not a reason to train another: the
+metrics in the model cards were measured with the shipped one.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,11 +22,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ganexport import catalog
+from ganexport import catalog, released
 from ganexport.training import checkpoint, data
 from ganexport.training.nets import Classifier
-
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 def cache_dir() -> Path:
@@ -30,8 +32,19 @@ def cache_dir() -> Path:
 
 
 def _candidates(dataset: str) -> list[Path]:
+    """Where a judge may be: the released weights, the package's own (``$GANEXPORT_WEIGHTS`` may name a folder of
+    your releases without one), then the user cache."""
     name = f"judge_{dataset}.safetensors"
-    return [SHIPPED_DIR / name, cache_dir() / name]
+    folders = [released.weights_dir()]
+    try:
+        folders.append(released.packaged_dir())
+    except released.ReleasedError:
+        pass
+    return [d / name for d in dict.fromkeys(folders)] + [cache_dir() / name]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
@@ -39,29 +52,40 @@ def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
     return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def load_judge(dataset: str, device="cpu", train_if_missing: bool = True) -> Classifier | None:
-    """The judge for ``dataset`` (None when the dataset has no labels).
+def load_judge(dataset: str, device="cpu", train_if_missing: bool = True,
+               log: Callable[[str], None] = _stderr) -> Classifier | None:
+    """The judge for ``dataset`` (None when the dataset has no labels, or it has no judge yet and
+    ``train_if_missing`` is off).
 
+    A dataset whose judge ships (``released.JUDGE_DATASETS``) never trains one: its absence raises
+    ``CheckpointError``. Another dataset's is trained on first use, said in one line, and cached.
     Runs on a forked RNG: whether the judge was cached or trained just now must
     not change the random stream of the training run that asked for it.
     """
     with torch.random.fork_rng(devices=[]):
-        return _load_judge(dataset, device, train_if_missing)
+        return _load_judge(dataset, device, train_if_missing, log)
 
 
-def _load_judge(dataset: str, device, train_if_missing: bool) -> Classifier | None:
+def _load_judge(dataset: str, device, train_if_missing: bool, log: Callable[[str], None]) -> Classifier | None:
     info = catalog.DATASETS[dataset]
     if not info.num_classes:
         return None
-    for path in _candidates(dataset):
+    candidates = _candidates(dataset)
+    for path in candidates:
         if path.is_file():
             meta = checkpoint.read_meta(path)
             net = Classifier(tuple(meta["image_shape"]), meta["num_classes"])
             net.load_state_dict({k.partition(".")[2]: v.float() for k, v in load_file(str(path)).items()})
             return net.to(device).eval()
+    looked = ", ".join(str(p.parent) for p in candidates)
+    if dataset in released.JUDGE_DATASETS:
+        raise checkpoint.CheckpointError(
+            f"no judge for {dataset}: {candidates[0].name} ships with ganexport but is in none of {looked} "
+            f"(reinstall ganexport, or train one: ganexport train-judge --dataset {dataset})")
     if not train_if_missing:
         return None
-    net, _ = train_judge(dataset, device=device, out=_candidates(dataset)[1])
+    log(f"no judge for {dataset} in {looked}: training one now (cached as {candidates[-1]})")
+    net, _ = train_judge(dataset, device=device, out=candidates[-1])
     return net
 
 

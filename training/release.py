@@ -25,11 +25,11 @@ import torch
 
 from ganexport import catalog
 from ganexport.images import grid_image, upscale_for_viewing
+from ganexport.released import weights_dir
 from ganexport.training import checkpoint, eval as metrics, photos
 from ganexport.training.loop import hardware
 from ganexport.training.nets import Classifier, count_parameters
 
-WEIGHTS_DIR = checkpoint.WEIGHTS_DIR
 MAX_RELEASE_BYTES = 15 * 2**20
 GALLERY_START, GALLERY_END = "<!-- gallery:start -->", "<!-- gallery:end -->"
 
@@ -119,8 +119,10 @@ NOTES = {
 # --------------------------------------------------------------------------- release
 
 
-def release(run: Path, weights: Path = WEIGHTS_DIR, log: Callable[[str], None] = print) -> Path:
-    """Copy a run's checkpoint into ``weights/<model>.safetensors`` in fp16, refusing files over 15 MB."""
+def release(run: Path, weights: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Copy a run's checkpoint into ``weights/<model>.safetensors`` (default: ``released.weights_dir()``) in fp16,
+    refusing files over 15 MB."""
+    weights = weights_dir() if weights is None else Path(weights)
     ckpt = checkpoint.load(run)
     model = ckpt.meta["model"]
     nets = {role: ckpt.build(role) for role in ckpt.state}
@@ -237,8 +239,9 @@ def sketch_to_photo_picture(ctx: metrics.Context, n: int = 4, side: int = 320):
 # --------------------------------------------------------------------------- cards and README
 
 
-def released(weights: Path = WEIGHTS_DIR) -> dict[str, Path]:
+def released(weights: Path | None = None) -> dict[str, Path]:
     """Released model checkpoints by model name, in catalog order."""
+    weights = weights_dir() if weights is None else Path(weights)
     return {m: weights / f"{m}.safetensors" for m in catalog.MODELS if (weights / f"{m}.safetensors").is_file()}
 
 
@@ -370,11 +373,17 @@ def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
     return "\n".join(out)
 
 
-def gallery(weights: Path = WEIGHTS_DIR, readme: Path | None = None, log: Callable[[str], None] = print) -> list[Path]:
-    """Regenerate every released model's picture and card, and the README's gallery section."""
+def gallery(weights: Path | None = None, readme: Path | None = None,
+            log: Callable[[str], None] = print) -> list[Path]:
+    """Regenerate every released model's picture and card, and the README's gallery section (default: the
+    README.md beside ``weights``, which only a checkout has)."""
+    weights = weights_dir() if weights is None else Path(weights)
     models = released(weights)
     if not models:
         raise ValueError(f"no released weights in {weights}; release a run first: ganexport release RUN_DIR")
+    readme = readme or weights.parent / "README.md"
+    if not readme.is_file():
+        raise ValueError(f"no {readme} to draw the gallery into (an installed package has none); pass --readme")
     written, pictures = [], {}
     for model, path in models.items():
         pic = weights / f"{model}.png"
@@ -391,7 +400,6 @@ def gallery(weights: Path = WEIGHTS_DIR, readme: Path | None = None, log: Callab
         card_path = judge_file.with_suffix(".md")
         card_path.write_text(judge_card(judge_file))
         written.append(card_path)
-    readme = readme or weights.parent / "README.md"
     text = readme.read_text()
     section = readme_section(models, pictures)
     if GALLERY_START in text and GALLERY_END in text:

@@ -14,6 +14,7 @@ import click
 
 from ganexport import catalog
 from ganexport.cli_common import LATEST_RUN_HELP, MODEL_OR_ALL, UserError, checkpoint_rule, model_names
+from ganexport.released import missing_checkpoint
 
 
 def parse_hp(profile_hp: dict, items: tuple[str, ...]) -> dict:
@@ -186,7 +187,7 @@ def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, device):
         try:
             choice = ckpt_io.choose(name, checkpoint, latest_run=latest_run)
             if choice is None:
-                raise UserError(f"no checkpoint for {name}: no weights/{name}.safetensors and no run in runs/{name}/")
+                raise UserError(f"{missing_checkpoint(name)} (train one: ganexport train --model {name})")
             click.echo(f"{name}: checkpoint {ckpt_io.shown(choice.path)} ({choice.why})")
             ev.evaluate(choice.path, names, n=n, seed=seed, device=resolve_device(device), data_dir=data_dir,
                         log=lambda msg: click.echo(f"  {msg}"))
@@ -197,7 +198,8 @@ def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, device):
 
 @click.command("release")
 @click.argument("run", type=click.Path(exists=True))
-@click.option("--weights", type=click.Path(file_okay=False), default=None, help="Default: the package's weights/.")
+@click.option("--weights", type=click.Path(file_okay=False), default=None,
+              help="Default: the released weights (`ganexport weights` says where; $GANEXPORT_WEIGHTS moves them).")
 def release_cmd(run, weights):
     """Publish a training run as released weights: weights/<model>.safetensors in fp16 (under 15 MB).
 
@@ -210,13 +212,14 @@ def release_cmd(run, weights):
     from ganexport.training import checkpoint as ckpt_io, release
 
     try:
-        release.release(Path(run), Path(weights) if weights else release.WEIGHTS_DIR)
+        release.release(Path(run), Path(weights) if weights else None)
     except (ckpt_io.CheckpointError, ValueError) as e:
         raise UserError(str(e)) from None
 
 
 @click.command("gallery")
-@click.option("--weights", type=click.Path(file_okay=False), default=None, help="Default: the package's weights/.")
+@click.option("--weights", type=click.Path(file_okay=False), default=None,
+              help="Default: the released weights (`ganexport weights` says where; $GANEXPORT_WEIGHTS moves them).")
 @click.option("--readme", type=click.Path(dir_okay=False), default=None, help="Default: README.md beside weights/.")
 def gallery_cmd(weights, readme):
     """Regenerate the pictures and model cards in weights/ and the README's gallery and metrics table.
@@ -227,7 +230,7 @@ def gallery_cmd(weights, readme):
     from ganexport.training import release
 
     try:
-        release.gallery(Path(weights) if weights else release.WEIGHTS_DIR, Path(readme) if readme else None,
+        release.gallery(Path(weights) if weights else None, Path(readme) if readme else None,
                         log=click.echo)
     except ValueError as e:
         raise UserError(str(e)) from None
