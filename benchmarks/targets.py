@@ -28,14 +28,14 @@ from ganexport import catalog
 from ganexport.benchmarks.hardware import repo_relative
 from ganexport.repository import CONFIG_FILE, PYTHON_MODEL_FILE, latest, read_parity, read_signature, sha256
 from ganexport.repository_config import config_pbtxt
-from ganexport.serving import backends
+from ganexport.serving import backends, ort_session
 from ganexport.serving.backends import Backend, BackendError
 
 KINDS = ("eager", "torchscript", "onnxruntime", "triton-http", "triton-grpc")
 _BOOL = lambda v: v.lower() in ("1", "true", "on", "yes")  # noqa: E731
 TRITON_KNOBS = {"dynamic_batching": _BOOL, "max_queue_delay_us": int, "instances": int}
 ORT_KNOBS = {"intra_op_threads": int, "inter_op_threads": int, "graph_optimization": str, "execution_mode": str,
-             "allow_spinning": _BOOL}
+             "allow_spinning": _BOOL, "arena_release_s": float}
 
 
 class BenchError(RuntimeError):
@@ -66,8 +66,8 @@ class Variant:
                 raise ValueError(f"variant {label}: {item!r} is not KNOB=VALUE with KNOB one of "
                                  f"{', '.join([*TRITON_KNOBS, *ORT_KNOBS])}")
             knobs[key] = convert(value)
-        for key, table in (("graph_optimization", backends.GRAPH_OPTIMIZATION),
-                           ("execution_mode", backends.EXECUTION_MODE)):
+        for key, table in (("graph_optimization", ort_session.GRAPH_OPTIMIZATION),
+                           ("execution_mode", ort_session.EXECUTION_MODE)):
             if key in knobs and knobs[key] not in table:
                 raise ValueError(f"variant {label}: {key} must be one of {', '.join(table)}")
         return cls(label, knobs)
@@ -100,6 +100,9 @@ def variant_configs(repository: Path, models: list[str], variant: Variant) -> di
         if variant.ort_options and model_py.is_file() and "ort_options" not in model_py.read_text():
             raise BenchError(f"{name}: its published {PYTHON_MODEL_FILE} predates ONNX Runtime session options; "
                              "rebuild it (ganexport build) to compare them")
+        if "arena_release_s" in variant.ort_options and model_py.is_file() and "OrtSession" not in model_py.read_text():
+            raise BenchError(f"{name}: its published {PYTHON_MODEL_FILE} predates the idle arena release; "
+                             "rebuild it (ganexport build) to compare arena_release_s")
         gpu = "KIND_GPU" in (repository / name / CONFIG_FILE).read_text()
         triton = {k: v for k, v in variant.knobs.items() if k in TRITON_KNOBS}
         configs[name] = config_pbtxt(sig, runtime=runtime, gpu=gpu, ort_options=variant.ort_options, **triton)

@@ -69,7 +69,7 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     instance still collects the requests that queue meanwhile, and a lone request
     is not held back: 1 ms of delay doubled dcgan's p50 at one client). ``ganexport
     bench --variant`` rewrites them to compare alternatives.
-    ``ort_options`` (``serving.backends.session_options`` keywords) become
+    ``ort_options`` (``serving.backends.ORT_OPTIONS`` knobs) become
     ``ort_<knob>`` parameters that the embedded model.py reads.
 
     Raises ValueError for combinations Triton would reject or silently ignore:

@@ -30,6 +30,9 @@ import numpy as np
 
 from ganexport import catalog
 from ganexport.repository import MODEL_FILES, latest, read_signature
+from ganexport.serving.ort_session import (  # noqa: F401  (re-exported: older published model.py copies)
+    DEFAULT_ORT_OPTIONS, ORT_OPTIONS, OrtSession, session_options,
+)
 from ganexport.serving.validation import InvalidInput, validate
 
 BACKENDS = ("onnxruntime", "torchscript", "triton-http", "triton-grpc")
@@ -110,53 +113,6 @@ def cuda_usable() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers() and os.path.exists("/dev/nvidiactl")
 
 
-# ONNX Runtime session knobs, as `ganexport bench --variant` and the Triton config's `ort_*`
-# parameters name them. Unset knobs keep ONNX Runtime's defaults (BENCHMARKS.md: what each bought).
-GRAPH_OPTIMIZATION = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-                      "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-EXECUTION_MODE = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
-ORT_OPTIONS = ("intra_op_threads", "inter_op_threads", "graph_optimization", "execution_mode", "allow_spinning")
-# Idle pool threads that busy-wait steal the cores other models, the Triton server and its clients need:
-# without spinning, ONNX Runtime ran 1.4-3x faster on the shared 2-core machine (BENCHMARKS.md, tuning-ort).
-DEFAULT_ORT_OPTIONS = {"allow_spinning": False}
-
-
-def session_options(intra_op_threads: int | str | None = None, inter_op_threads: int | str | None = None,
-                    graph_optimization: str | None = None, execution_mode: str | None = None,
-                    allow_spinning: bool | str | None = None):
-    """An ``ort.SessionOptions`` from plain values (strings too: they come from config.pbtxt).
-
-    0 or None threads means ONNX Runtime's default (one per physical core).
-    ``allow_spinning`` false stops idle pool threads from busy-waiting, which
-    matters when the cores are shared (other stubs, other processes).
-    Errors are quiet (severity 3): a CPU machine has nothing to warn about.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if intra_op_threads and int(intra_op_threads) > 0:
-        options.intra_op_num_threads = int(intra_op_threads)
-    if inter_op_threads and int(inter_op_threads) > 0:
-        options.inter_op_num_threads = int(inter_op_threads)
-    if graph_optimization:
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                                   _choice(GRAPH_OPTIMIZATION, graph_optimization))
-    if execution_mode:
-        options.execution_mode = getattr(ort.ExecutionMode, _choice(EXECUTION_MODE, execution_mode))
-    if allow_spinning is not None:
-        spin = "1" if str(allow_spinning).lower() in ("1", "true", "on", "yes") else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    return options
-
-
-def _choice(table: dict[str, str], value: str) -> str:
-    if value not in table:
-        raise ValueError(f"unknown value {value!r}; choose one of {', '.join(table)}")
-    return table[value]
-
-
 class LocalBackend(_Base):
     """The newest published version of each model, run in this process."""
 
@@ -167,6 +123,7 @@ class LocalBackend(_Base):
                             **({"intra_op_threads": threads} if threads else {})}
         self.name = runtime
         self._loaded: dict[str, tuple[catalog.Signature, object]] = {}
+        self._sessions: list[OrtSession] = []
 
     def _version_dir(self, model: str) -> Path:
         name = catalog.RUNTIME_SUFFIX[self.runtime]
@@ -182,17 +139,16 @@ class LocalBackend(_Base):
             sig = read_signature(vdir)
             try:
                 model_file = vdir / MODEL_FILES[self.runtime]
-                runner = self._onnx(model_file) if self.runtime == "onnxruntime" else self._ts(model_file)
+                runner = self._onnx(model_file, sig) if self.runtime == "onnxruntime" else self._ts(model_file)
             except Exception as e:  # a corrupt file fails in many ways; say which file
                 raise BackendError(f"{vdir}: model file does not load: {str(e).splitlines()[0][:200]}") from None
             self._loaded[model] = (sig, runner)
         return self._loaded[model]
 
-    def _onnx(self, path: Path):
-        import onnxruntime as ort
-
+    def _onnx(self, path: Path, sig: catalog.Signature):
         providers = (["CUDAExecutionProvider"] if cuda_usable() else []) + ["CPUExecutionProvider"]
-        session = ort.InferenceSession(str(path), session_options(**self.ort_options), providers=providers)
+        session = OrtSession(path, sig, self.ort_options, providers)
+        self._sessions.append(session)
         self.providers = session.get_providers()
         return lambda inputs: session.run(None, inputs)[0]
 
@@ -214,6 +170,10 @@ class LocalBackend(_Base):
 
     def _run(self, model, sig, inputs):
         return self._load(model)[1](inputs)
+
+    def close(self) -> None:
+        for session in self._sessions:
+            session.close()
 
 
 # --------------------------------------------------------------------------- Triton
@@ -311,7 +271,7 @@ def connect(kind: str, *, repository: str | Path = "model_repository", url: str 
             timeout: float = 30.0, ort_options: dict | None = None) -> Backend:
     """A backend by name: onnxruntime | torchscript (in-process) | triton-http | triton-grpc.
 
-    ``ort_options`` (``session_options`` keywords) tune the in-process ONNX Runtime session."""
+    ``ort_options`` (ORT_OPTIONS knobs) tune the in-process ONNX Runtime session."""
     if kind in ("onnxruntime", "torchscript"):
         return LocalBackend(repository, runtime=kind, ort_options=ort_options)
     if kind in ("triton-http", "triton-grpc"):

@@ -68,16 +68,17 @@ class TritonPythonModel:
     def _load_onnx(self, path: Path, gpu: bool, device: int, ort_options: dict[str, str]) -> None:
         """CUDA EP only on a GPU instance with a CUDA-enabled build: asking for it elsewhere spams errors.
         ``ort_options`` are the config's ``ort_*`` parameters (threads, graph optimisation, execution mode,
-        spinning), over the defaults that serving/backends.py keeps for every in-process session too."""
+        spinning, arena release), over the defaults that serving/ort_session.py keeps for every in-process
+        session too; the session (ort_session.OrtSession) gives its CPU arena back once the model is idle,
+        so a burst of large images does not leave the stub holding its peak."""
         import onnxruntime as ort
 
-        from ganexport.serving.backends import DEFAULT_ORT_OPTIONS, session_options
+        from ganexport.serving.ort_session import OrtSession
 
         providers: list = ["CPUExecutionProvider"]
         if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
-        options = session_options(**{**DEFAULT_ORT_OPTIONS, **ort_options})
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = OrtSession(path, self.sig, ort_options, providers)
         self.provider = self.session.get_providers()[0]
         self.run = self._run_onnx
 
@@ -146,3 +147,6 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         _log(f"{self.sig.name}: unloading")
+        session = getattr(self, "session", None)  # an ONNX model that loaded: stop its arena release
+        if session is not None:
+            session.close()
