@@ -105,6 +105,7 @@ def read_parity(version_dir: Path) -> dict:
 
 
 HIDDEN_PATH = "…"
+SHELL_OPERATORS = ("&&", ";", "||")
 
 
 def _path_like(token: str) -> bool:
@@ -122,16 +123,21 @@ def public_command(command: str | None) -> str:
         tokens = shlex.split(command)
     except ValueError:  # an unbalanced quote: still show the words
         tokens = command.split()
-    shown = []
-    for i, token in enumerate(tokens):
-        if i == 0:
+    shown, program = [], True
+    for token in tokens:
+        if token in SHELL_OPERATORS:  # a recipe of several commands: each starts with its program
+            shown.append(token)
+            program = True
+            continue
+        if program:
+            program = False
             shown.append(PurePosixPath(token.replace("\\", "/")).name or token)
             continue
         flag, eq, value = token.partition("=") if token.startswith("-") else ("", "", token)
         if _path_like(value):
             token = f"{flag}{eq}{HIDDEN_PATH}"
         shown.append(token)
-    return " ".join(t if t.endswith(HIDDEN_PATH) else shlex.quote(t) for t in shown)
+    return " ".join(t if t.endswith(HIDDEN_PATH) or t in SHELL_OPERATORS else shlex.quote(t) for t in shown)
 
 
 def sha256(path: Path) -> str:

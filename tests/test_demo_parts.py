@@ -134,6 +134,8 @@ def test_the_training_record_comes_from_the_newest_numeric_version(tmp_path):
     ("ganexport train --model cyclegan '--data=/srv/data/pics' --out=runs/x --profile quick",
      "ganexport train --model cyclegan --data=… --out=… --profile quick"),
     ("ganexport build --model cgan", "ganexport build --model cgan"),
+    ("/v/bin/ganexport train --model cyclegan --steps 5 && /v/bin/ganexport train --resume runs/cyclegan/r --steps 9",
+     "ganexport train --model cyclegan --steps 5 && ganexport train --resume … --steps 9"),  # a resumed run's recipe
     ("", ""),
 ])
 def test_a_published_command_shows_no_path_of_the_training_machine(command, shown):

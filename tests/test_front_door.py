@@ -12,6 +12,7 @@ RSS (VmHWM) stays under twice its peak at the largest legal request.
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import os
 import signal
@@ -255,3 +256,25 @@ def _status(url: str) -> int:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+@pytest.mark.integration
+def test_responses_are_compressed_only_for_clients_that_ask(onnx_triton):
+    """The front door adds no Accept-Encoding of its own: Triton would gzip every image it returns."""
+    body, binary = _binary_request("image", [1, 64, 64, 3], bytes(64 * 64 * 3))
+    header = json.loads(body[:int(binary["Inference-Header-Content-Length"])])
+    header["outputs"] = [{"name": "translated", "parameters": {"binary_data": True}}]
+    head = json.dumps(header).encode()
+    body = head + bytes(64 * 64 * 3)
+    for asked, expected in ((None, None), ("gzip", "gzip")):
+        # http.client, not urllib: urllib always sends "Accept-Encoding: identity", tritonclient sends none
+        connection = http.client.HTTPConnection(onnx_triton.http_url, timeout=TIMEOUT)
+        connection.putrequest("POST", f"/v2/models/{TRANSLATOR}/infer", skip_accept_encoding=True)
+        for key, value in {"Inference-Header-Content-Length": str(len(head)), "Content-Length": str(len(body)),
+                           **({"Accept-Encoding": asked} if asked else {})}.items():
+            connection.putheader(key, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        assert response.status == 200 and response.getheader("Content-Encoding") == expected, (asked, response.headers)

@@ -265,3 +265,13 @@ def test_health_warns_of_mode_collapse_inside_classes():
     assert any("inside classes" in w for w in health_warnings({}, 10, 10, class_variety=0.3))
     assert not health_warnings({}, 10, 10, class_variety=0.9)
     assert not health_warnings({}, 10, 10)
+
+
+def test_a_resumed_run_records_both_commands(tmp_path):
+    first = train(TrainConfig(model="dcgan", profile="smoke", dataset=SMOKE_DATA["dcgan"], out=str(tmp_path),
+                              limit=64, progress=False, steps=2, command="ganexport train --model dcgan --steps 2"))
+    train(TrainConfig(model="dcgan", resume=str(first), steps=4, progress=False,
+                      command=f"ganexport train --model dcgan --resume {first} --steps 4"))
+    meta = checkpoint.read_meta(first / "checkpoint.safetensors")
+    assert meta["command"] == ("ganexport train --model dcgan --steps 2 && "
+                               f"ganexport train --model dcgan --resume {first} --steps 4")

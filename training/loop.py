@@ -309,7 +309,7 @@ def train(cfg: TrainConfig) -> Path:
         "data_source": loaded.source, "train_images": len(batches), "image_shape": list(image_shape),
         "class_names": list(catalog.DATASETS[dataset].class_names), "profile": profile, "hparams": hp,
         "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size,
-        "command": cfg.command or shlex.join(sys.argv),
+        "command": _command(cfg, resume_ckpt),
         "device": str(device), "hardware": hardware(),
         "versions": _versions(),
     }
@@ -387,6 +387,16 @@ def train(cfg: TrainConfig) -> Path:
         checkpoint_now(total, logs)
     save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
     return run_dir
+
+
+def _command(cfg: TrainConfig, resumed: checkpoint.Checkpoint | None) -> str:
+    """How the run was made: this command, after the one that started it when it was resumed (so a
+    checkpoint trained in two parts still says its whole recipe)."""
+    current = cfg.command or shlex.join(sys.argv)
+    before = resumed.meta.get("command") if resumed is not None else None
+    if not before or before == current or before.endswith(" && " + current):
+        return before or current
+    return f"{before} && {current}"
 
 
 def _say(cfg: TrainConfig, message: str) -> None:
