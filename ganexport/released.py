@@ -11,13 +11,13 @@ release --weights DIR``), or an empty one to see what a command does without any
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ganexport import catalog
+from ganexport.repository import sha256
 
 ENV = "GANEXPORT_WEIGHTS"
 PACKAGE = "ganexport.weights"
@@ -73,14 +73,6 @@ class ReleasedFile:
     size: int
     sha256: str
     card: Path | None
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _entry(name: str, path: Path) -> ReleasedFile:
