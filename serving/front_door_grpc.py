@@ -83,7 +83,7 @@ class GrpcDoor:
             try:
                 return await upstream(request, metadata=metadata, timeout=context.time_remaining())
             except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE:  # Triton is gone: say so without its private port
+                if _unreachable(e):  # Triton is gone: say so without its private port
                     await context.abort(e.code(), "Triton is not answering (it may be restarting; "
                                                   "retry in a few seconds)")
                 if model is not None and STUB_DIED in (e.details() or ""):
@@ -115,6 +115,15 @@ class GrpcDoor:
         declared, values = infer_declaration(req)
         self.gate.check_infer(req.model_name, declared, values)
         return None, req.model_name
+
+
+# gRPC's own words when the connection to Triton fails; Triton answers UNAVAILABLE itself too (model
+# control and shared memory refused), and those answers pass on as they are.
+UNREACHABLE = ("failed to connect", "Socket closed", "Connection reset", "Broken pipe", "Connection refused")
+
+
+def _unreachable(error: grpc.aio.AioRpcError) -> bool:
+    return error.code() == grpc.StatusCode.UNAVAILABLE and any(w in (error.details() or "") for w in UNREACHABLE)
 
 
 def infer_declaration(req) -> tuple[dict[str, Declared], dict[str, np.ndarray]]:
