@@ -33,7 +33,7 @@ import numpy as np
 
 from ganexport.catalog import Signature
 from ganexport.serving.validation import (
-    Declared, InvalidInput, check_json_values, request_bytes_limit, validate_declared,
+    Declared, InvalidInput, check_json_values, max_values, request_bytes_limit, validate_declared,
 )
 
 JSON_DEPTH_LIMIT = 1024  # orjson's own limit, far below the ~60,000 levels that crash this Triton
@@ -74,7 +74,7 @@ class Gatekeeper:
             return OTHER_BODY_LIMIT
         if binary:
             return HEADER_ALLOWANCE + request_bytes_limit(sig)
-        return HEADER_ALLOWANCE + sum(_max_values(sig, spec) * JSON_CHARS_PER_VALUE[_itemsize(spec)]
+        return HEADER_ALLOWANCE + sum(max_values(sig, spec) * JSON_CHARS_PER_VALUE[np.dtype(spec.numpy_dtype).itemsize]
                                       for spec in sig.inputs)
 
     def message_limit(self) -> int:
@@ -120,17 +120,6 @@ class Gatekeeper:
         with self._lock:
             self.suspects.clear()
         self.down = False
-
-
-def _itemsize(spec) -> int:
-    return np.dtype(spec.numpy_dtype).itemsize
-
-
-def _max_values(sig: Signature, spec) -> int:
-    n = sig.max_batch_size
-    for d in spec.shape:
-        n *= d if d != -1 else (sig.max_image_side or 1)
-    return n
 
 
 def json_data_values(name: str, data: Any) -> np.ndarray:

@@ -63,7 +63,7 @@ class GrpcDoor:
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED,
                                     f"{method.name} is not offered by this server; use ModelInfer")
             return grpc.stream_stream_rpc_method_handler(refuse)
-        upstream = self._channel_call(path)
+        upstream = self._channel.unary_unary(path)  # bytes in, bytes out: the same method on Triton
         pre = getattr(self, f"_before_{method.name}", None)
 
         async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -90,12 +90,6 @@ class GrpcDoor:
                     self.gate.saw_failure(model, e.details())
                 await context.abort(e.code(), e.details() or "")
         return grpc.unary_unary_rpc_method_handler(call)
-
-    def _channel_call(self, path: str):
-        """A bytes-in, bytes-out call of the same method on Triton (bound lazily: the channel opens in start)."""
-        def call(request: bytes, **kw):
-            return self._channel.unary_unary(path)(request, **kw)
-        return call
 
     # Each _before_<Method> returns (an answer to send instead of asking Triton, or None; the model name).
 

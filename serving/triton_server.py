@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ganexport.repository import RepositoryError, make_view, select_models
+from ganexport.repository import RepositoryError, latest, make_view, read_signature, select_models
 from ganexport.serving.addresses import DEFAULT_HOST, check_port, exposure_warning, free_port, hostport
 from ganexport.serving.process_group import group_pids, send_signal, shm_mapped, suppress_gone, wait_group_gone
 from ganexport.serving.triton_binary import find_tritonserver, make_backend_dir, server_env, server_root
@@ -259,7 +259,6 @@ class TritonServer:
         return self
 
     def _open_front_door(self) -> None:
-        from ganexport.repository import latest, read_signature
         from ganexport.serving.front_door import FrontDoor
 
         signatures = {name: read_signature(latest(self._view, name)) for name in self.model_names()}

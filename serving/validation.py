@@ -112,19 +112,18 @@ def check_json_values(sig: Signature, name: str, values: np.ndarray) -> None:
                            f"[{info.min}, {info.max}] (min {lo}, max {hi})")
 
 
-def request_bytes_limit(sig: Signature) -> int:
-    """Largest valid request in bytes: a bound for HTTP/gRPC message sizes.
+def max_values(sig: Signature, spec: TensorSpec) -> int:
+    """How many values the largest valid request carries for one input: the batch at
+    ``sig.max_batch_size``, dynamic dims at ``sig.max_image_side`` (or 1 when the signature sets none)."""
+    n = sig.max_batch_size
+    for d in spec.shape:
+        n *= d if d != -1 else (sig.max_image_side or 1)
+    return n
 
-    Dynamic dims count at ``sig.max_image_side`` (or 1 when the signature sets
-    no limit), and the batch at ``sig.max_batch_size``.
-    """
-    total = 0
-    for spec in sig.inputs:
-        elems = sig.max_batch_size
-        for d in spec.shape:
-            elems *= d if d != -1 else (sig.max_image_side or 1)
-        total += elems * np.dtype(spec.numpy_dtype).itemsize
-    return total
+
+def request_bytes_limit(sig: Signature) -> int:
+    """Largest valid request in bytes (``max_values`` of each input): a bound for HTTP/gRPC message sizes."""
+    return sum(max_values(sig, spec) * np.dtype(spec.numpy_dtype).itemsize for spec in sig.inputs)
 
 
 # --------------------------------------------------------------------------- checks
