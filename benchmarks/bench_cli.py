@@ -95,6 +95,8 @@ def triton_names(model: str, repository: Path) -> tuple[list[str], list[str]]:
               help="Client threads sending requests at once.")
 @click.option("--size", "sizes", default="256", callback=_ints, metavar="PX,...",
               help="Image sides for translators (cyclegan_a2b/b2a); samplers have a fixed output shape.")
+@click.option("--steps", "steps", default="25", callback=_ints, metavar="N,...",
+              help="Sampler steps per request for diffusion models (ddpm), each a scenario.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds measured per backend and scenario [default: 1.5]; with --soak, the soak length "
                    "[default: 300].")
@@ -129,7 +131,7 @@ def triton_names(model: str, repository: Path) -> tuple[list[str], list[str]]:
 @click.option("--target", default="triton-grpc", type=click.Choice(SOAK_TARGETS),
               help="--soak: the Triton server, or the Gradio demo's queue (through gradio_client).")
 @click.option("--demo-url", default=None, help="--soak --target demo: a running demo; default: start one.")
-def bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup, repository, checkpoints,
+def bench(model, kinds, batches, concurrencies, sizes, steps, duration, rounds, warmup, repository, checkpoints,
           triton_url, triton_grpc_url, variants, perf_analyzer, out, record, name, soak, target, demo_url):
     """Latency (p50/p90/p99) and throughput of every serving path, side by side, in one run.
 
@@ -137,6 +139,7 @@ def bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup,
     Examples:
       ganexport bench                                    # every published model, every backend
       ganexport bench --model cyclegan_a2b --size 256,512 --batch 1 --backends onnxruntime,triton-grpc
+      ganexport bench --model ddpm --steps 10,25,50,100 --batch 1,64 --concurrency 1
       ganexport bench --model dcgan --backends triton-grpc --concurrency 8 \\
                       --variant nobatch:dynamic_batching=false --variant delay1ms:max_queue_delay_us=1000
       ganexport bench --model dcgan,cyclegan_a2b --batch 1 --concurrency 1 --backends triton-grpc --perf-analyzer
@@ -168,7 +171,7 @@ def bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup,
         if doc["errors"]:
             sys.exit(1)
         return
-    doc = run_bench(model, kinds, batches, concurrencies, sizes, duration or 1.5, rounds,
+    doc = run_bench(model, kinds, batches, concurrencies, sizes, steps, duration or 1.5, rounds,
                     0.5 if warmup is None else warmup, repository,
                     checkpoints, triton_url, triton_grpc_url, variants, perf_analyzer, hw, command)
     from ganexport.benchmarks import report
@@ -179,7 +182,7 @@ def bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup,
     click.echo(f"wrote {', '.join(map(str, paths))}")
 
 
-def run_bench(model, kinds, batches, concurrencies, sizes, duration, rounds, warmup, repository, checkpoints,
+def run_bench(model, kinds, batches, concurrencies, sizes, steps, duration, rounds, warmup, repository, checkpoints,
               triton_url, triton_grpc_url, variants, perf_analyzer, hw, command) -> dict:
     """Set up every row, measure, add ratios and figures: the document report.write() stores."""
     from ganexport.benchmarks import report, runner
@@ -201,7 +204,7 @@ def run_bench(model, kinds, batches, concurrencies, sizes, duration, rounds, war
                     fleet.eager.metadata(m)
             first = fleet.targets[0].slots(1)[0]
             signatures = {m: first.executor.submit(first.backend.metadata, m).result() for m in names}
-            plan, skipped = runner.scenarios(signatures, batches, concurrencies, sizes)
+            plan, skipped = runner.scenarios(signatures, batches, concurrencies, sizes, steps)
             for note in skipped:
                 click.echo(f"skipped: {note}")
             results = runner.measure(fleet.targets, signatures, plan, duration=duration, rounds=rounds,
@@ -214,7 +217,7 @@ def run_bench(model, kinds, batches, concurrencies, sizes, duration, rounds, war
     results = report.add_ratios(results)
     return {"title": "ganexport bench", "started": started, "command": command, "hardware": hw,
             "settings": {"duration": duration, "rounds": rounds, "warmup": warmup, "backends": kinds,
-                         "batches": batches, "concurrencies": concurrencies, "sizes": sizes,
+                         "batches": batches, "concurrencies": concurrencies, "sizes": sizes, "steps": steps,
                          "variants": {v.label: v.knobs for v in variants}},
             "models": {m: {"signature": signatures[m].to_dict(), "eager_source": sources.get(m)} for m in names},
             "notes": notes + [f"skipped: {s}" for s in skipped], "results": results,

@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-SCENARIO_KEYS = ("model", "size", "batch", "concurrency")
+SCENARIO_KEYS = ("model", "size", "steps", "batch", "concurrency")
 
 
 def scenario_key(row: dict) -> tuple:
@@ -45,14 +45,21 @@ def figures(rows: list[dict]) -> list[dict]:
     by = {(scenario_key(r), r["backend"]): r for r in rows}
     out = []
 
-    def get(model, size, batch, conc, backend):
-        return by.get(((model, size, batch, conc), backend))
+    def get(model, size, batch, conc, backend, steps=None):
+        return by.get(((model, size, steps, batch, conc), backend))
 
     grpc, ort = get("cyclegan_a2b", 256, 1, 1, "triton-grpc"), get("cyclegan_a2b", 256, 1, 1, "onnxruntime")
     if grpc and ort and grpc["p50_ms"] and ort["p50_ms"]:
         ratio = grpc["p50_ms"] / ort["p50_ms"]
         out.append({"figure": "cyclegan_a2b 256x256 batch 1: Triton gRPC p50 / in-process ONNX Runtime p50",
                     "target": "<= 1.15", "value": round(ratio, 3), "met": ratio <= 1.15})
+    for r in rows:  # a diffusion model's 25-step sample of 64 images through Triton against the in-process sampler
+        ort = by.get((scenario_key(r), "onnxruntime"))
+        if (r.get("steps") == 25 and r["batch"] == 64 and r["concurrency"] == 1 and r["kind"].startswith("triton")
+                and not r["variant"] and ort and ort["p50_ms"] and r["p50_ms"]):
+            ratio = r["p50_ms"] / ort["p50_ms"]
+            out.append({"figure": f"{r['model']} 25 steps batch 64: {r['backend']} p50 / in-process ONNX Runtime p50",
+                        "target": "<= 1.2", "value": round(ratio, 3), "met": ratio <= 1.2})
     for r in rows:  # every dcgan row at 8 clients with batching off, against each batching-on row that
         # differs from it only in the batching knobs (the published queue delay, or a variant's)
         if r["model"] != "dcgan" or r["concurrency"] != 8 or (r["variant"] or {}).get("dynamic_batching") is not False:
@@ -125,11 +132,12 @@ def markdown(doc: dict, png: str | None) -> str:
         lines += ["", "| figure | target | measured | met |", "|---|---|---|---|"]
         lines += [f"| {f['figure']} | {f['target']} | {_n(f['value'])} | {'yes' if f['met'] else '**no**'} |"
                   for f in doc["figures"]]
-    lines += ["", "| model | size | batch | clients | backend | p50 ms | p90 ms | p99 ms | images/s "
+    lines += ["", "| model | size | steps | batch | clients | backend | p50 ms | p90 ms | p99 ms | images/s "
                   "| throughput vs eager | requests | errors |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['size'] or '-'} | {r['batch']} | {r['concurrency']} | {r['backend']} "
+        lines.append(f"| {r['model']} | {r['size'] or '-'} | {r.get('steps') or '-'} | {r['batch']} "
+                     f"| {r['concurrency']} | {r['backend']} "
                      f"| {_n(r['p50_ms'])} | {_n(r['p90_ms'])} | {_n(r['p99_ms'])} | {_n(r['images_per_s'])} "
                      f"| {_n(r.get('throughput_vs_eager'))} | {r['requests']} | {r['errors'] or ''} |")
     errors = [r for r in rows if r["errors"]]
@@ -139,7 +147,8 @@ def markdown(doc: dict, png: str | None) -> str:
 
 
 def plot_png(doc: dict, path: Path) -> None:
-    """One row of two panels per model (and image size): throughput and p50 latency, one bar per backend."""
+    """One row of two panels per model (and image size): throughput and p50 latency, one bar per backend,
+    one group per batch, clients and (diffusion models) sampler steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,14 +164,15 @@ def plot_png(doc: dict, path: Path) -> None:
     width = 0.8 / len(backends)
     for (model, size), ax_row in zip(groups, axes):
         members = groups[(model, size)]
-        cases = list(dict.fromkeys((r["batch"], r["concurrency"]) for r in members))
+        cases = list(dict.fromkeys((r["batch"], r["concurrency"], r.get("steps")) for r in members))
         for ax, key, unit in ((ax_row[0], "images_per_s", "images/s"), (ax_row[1], "p50_ms", "p50 ms")):
             for i, b in enumerate(backends):
-                vals = [next((r[key] for r in members if r["backend"] == b and (r["batch"], r["concurrency"]) == c),
+                vals = [next((r[key] for r in members
+                              if r["backend"] == b and (r["batch"], r["concurrency"], r.get("steps")) == c),
                              None) or 0 for c in cases]
                 ax.bar([x + i * width for x in range(len(cases))], vals, width, label=b, color=colors[b])
             ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cases))])
-            ax.set_xticklabels([f"b{b} x{c}" for b, c in cases], fontsize=8)
+            ax.set_xticklabels([f"b{b} x{c}" + (f" {n} steps" if n else "") for b, c, n in cases], fontsize=8)
             ax.set_yscale("log")
             ax.set_ylabel(unit)
             ax.set_title(f"{model}{f' {size}x{size}' if size else ''}: {unit}", fontsize=9)

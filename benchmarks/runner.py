@@ -28,27 +28,36 @@ from ganexport.benchmarks.targets import Slot
 
 @dataclass(frozen=True)
 class Scenario:
-    """One line group of the table: a model at a batch size, concurrency and (translators) image side."""
+    """One line group of the table: a model at a batch size, concurrency, (translators) image side and
+    (diffusion models) sampler steps."""
 
     model: str
-    kind: str  # "sample" | "translate"
+    kind: str  # "sample" | "translate" | "diffuse"
     batch: int
     concurrency: int
     size: int | None = None  # translators only; samplers have a fixed output shape
+    steps: int | None = None  # diffusion models only: DDIM steps per request
 
     @property
     def label(self) -> str:
         size = f" {self.size}x{self.size}" if self.size else ""
-        return f"{self.model}{size} batch {self.batch} x{self.concurrency} clients"
+        steps = f" {self.steps} steps" if self.steps else ""
+        return f"{self.model}{size}{steps} batch {self.batch} x{self.concurrency} clients"
+
+
+# Diffusion requests are benched with guidance on (every step runs the denoiser on twice the batch), as the
+# demo and the model card sample them.
+BENCH_GUIDANCE = 2.0
 
 
 def scenarios(signatures: dict[str, catalog.Signature], batches: list[int], concurrencies: list[int],
-              sizes: list[int]) -> tuple[list[Scenario], list[str]]:
+              sizes: list[int], steps: list[int] | None = None) -> tuple[list[Scenario], list[str]]:
     """Every combination the signatures allow, and a note for each one skipped (batch > max, side > max)."""
     found, skipped = [], []
     for model, sig in signatures.items():
         model_sizes = sizes if sig.kind == "translate" else [None]
-        for size in model_sizes:
+        model_steps = (steps or [25]) if sig.kind == "diffuse" else [None]
+        for size, n_steps in ((a, b) for a in model_sizes for b in model_steps):
             if size is not None and not (sig.min_image_side or 0) <= size <= (sig.max_image_side or size):
                 skipped.append(f"{model} {size}x{size}: outside {sig.min_image_side}..{sig.max_image_side}")
                 continue
@@ -57,7 +66,7 @@ def scenarios(signatures: dict[str, catalog.Signature], batches: list[int], conc
                     skipped.append(f"{model}{f' {size}x{size}' if size else ''} batch {batch}: "
                                    f"above its max batch {sig.max_batch_size}")
                     continue
-                found += [Scenario(model, sig.kind, batch, c, size) for c in concurrencies]
+                found += [Scenario(model, sig.kind, batch, c, size, n_steps) for c in concurrencies]
     return found, skipped
 
 
@@ -68,6 +77,10 @@ def request(sig: catalog.Signature, sc: Scenario, seed: int) -> Callable[[Backen
         channels = sig.inputs[0].shape[-1]
         images = rng.integers(0, 256, (sc.batch, sc.size, sc.size, channels), dtype=np.uint8)
         return lambda b: b.translate(sc.model, images)
+    if sc.kind == "diffuse":
+        noise = rng.standard_normal((sc.batch, *sig.input("noise").shape)).astype(np.float32)
+        label = (np.arange(sc.batch) % sig.diffusion["null_label"]).astype(np.int64)
+        return lambda b: b.diffuse(sc.model, noise, label, sc.steps, guidance=BENCH_GUIDANCE)
     z = rng.standard_normal((sc.batch, *sig.inputs[0].shape)).astype(np.float32)
     label = None
     if len(sig.inputs) > 1:

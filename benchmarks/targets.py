@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from ganexport import catalog
+from ganexport import catalog, diffusion
 from ganexport.benchmarks.hardware import repo_relative
 from ganexport.repository import CONFIG_FILE, PYTHON_MODEL_FILE, latest, read_parity, read_signature, sha256
 from ganexport.repository_config import config_pbtxt
@@ -173,6 +173,10 @@ class EagerBackend(backends._Base):
     def _run(self, model, sig, inputs):
         torch = self.torch
         module = self._load(model)[1]
+        if sig.diffusion is not None:  # the module is the denoiser: the served sampler loop runs around it
+            from ganexport.training.unet import numpy_eps_fn
+
+            return diffusion.run_signature(sig, numpy_eps_fn(module), inputs)[0]
         with torch.inference_mode():
             args = [torch.from_numpy(np.ascontiguousarray(inputs[t.name])).to(self.device) for t in sig.inputs]
             return module(*args).cpu().numpy()

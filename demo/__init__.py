@@ -1,1 +1,1 @@
-"""The Gradio demo: sampling, conditional generation, the 2-D latent space and photo translation."""
+"""The Gradio demo: sampling, conditional generation, the 2-D latent space, diffusion and photo translation."""

@@ -1,5 +1,5 @@
-"""The Gradio demo: one tab per kind of published model; sample, ask for a class, walk a 2-D latent
-space, translate a photo.
+"""The Gradio demo: one tab per kind of published model; sample, ask for a class (a GAN and a diffusion
+model side by side), walk a 2-D latent space, watch a diffusion model denoise, translate a photo.
 
 The tabs and their models come from what the backend serves and from each
 model's signature (tabs.py), the event handlers are plain methods (handlers.py);
@@ -34,8 +34,9 @@ import gradio as gr  # noqa: E402
 
 from ganexport import catalog  # noqa: E402
 from ganexport.demo.backend import DemoError, FallbackBackend, one_line  # noqa: E402
-from ganexport.demo.handlers import MAX_COUNT, MAX_FRAMES, MAX_GRID, MAX_ROWS, Handlers  # noqa: E402
-from ganexport.demo.tabs import DemoModel, DemoPlan, discover  # noqa: E402
+from ganexport.demo.handlers import (DEFAULT_STEPS, MAX_COUNT, MAX_DIFFUSION_COUNT, MAX_FRAMES, MAX_GRID,  # noqa: E402
+                                     MAX_ROWS, NOTHING_BESIDE, Handlers, class_defaults, sampler_limits)
+from ganexport.demo.tabs import NO_CLASS, DemoModel, DemoPlan, discover  # noqa: E402
 from ganexport.demo.uploads import bundled_examples  # noqa: E402
 from ganexport.images import ImageError  # noqa: E402
 from ganexport.serving.backends import Backend, BackendError, InvalidInput, connect  # noqa: E402
@@ -145,34 +146,97 @@ def _sample_tab(page: _Page) -> None:
 
 def _conditional_tab(page: _Page, app: gr.Blocks) -> None:
     served = page.plan.tab("conditional")
-    # Every model's classes, so an API call for any of them passes Gradio's check; the handler checks the
-    # model's own, and the page narrows the list to the chosen model's.
+    # Every model's classes (and every model beside), so an API call for any of them passes Gradio's check;
+    # the handler checks the model's own, and the page narrows the lists to the chosen model's.
     all_names = list(dict.fromkeys(name for m in served for name in m.class_names))
+    first = served[0].name
+
+    def first_beside(model: str) -> str:
+        return page.plan.first_partner(model) or NOTHING_BESIDE
 
     def classes_of(model: str):
         names = page.plan.get(model, "conditional").class_names
-        return gr.update(choices=names, value=names[0])
+        return (gr.update(choices=names, value=names[0]),
+                gr.update(choices=[NOTHING_BESIDE, *page.plan.partners(model)], value=first_beside(model)),
+                gr.update(label=f"{model}: one class, several seeds"))
+
+    def beside_shown(beside: str):
+        return gr.update(visible=beside != NOTHING_BESIDE, label=f"{beside}, same class and seeds")
 
     with gr.Tab("Conditional", id="conditional", elem_id="tab-conditional"):
         gr.Markdown(_listing(served))
         with gr.Row():
-            model = gr.Dropdown([m.name for m in served], value=served[0].name, label="model")
+            model = gr.Dropdown([m.name for m in served], value=first, label="model")
+            beside = gr.Dropdown([NOTHING_BESIDE, *(m.name for m in served)], value=first_beside(first),
+                                 label="beside it (same class, same seeds)", elem_id="beside-model")
             class_name = gr.Dropdown(all_names, value=served[0].class_names[0], label="class")
             seed = gr.Number(0, precision=0, minimum=0, label="seed")
             count = gr.Slider(1, 32, value=8, step=1, label="seeds")
-        model.change(classes_of, [model], [class_name], api_name=False)
-        if len(served) > 1:
-            app.load(classes_of, [model], [class_name], api_name=False)
+        if any(m.signature.kind == "diffuse" for m in served):
+            gr.Markdown(f"A diffusion model draws a class here with {DEFAULT_STEPS} DDIM steps at its own guidance "
+                        "scale; the Diffusion tab has its sampler settings.")
         button = gr.Button("Generate this class", variant="primary", elem_id="class-btn")
-        image = gr.Image(format="png", label="one class, several seeds", type="pil", elem_id="class-output")
-        status = gr.Markdown(elem_id="class-status")
-        page.wire(button.click, page.h.conditional, [class_name, seed, count, model], [image, status], "conditional")
         with gr.Row():
-            rows = gr.Slider(1, MAX_ROWS, value=3, step=1, label="rows (one latent each)")
+            with gr.Column():
+                image = gr.Image(format="png", label=f"{first}: one class, several seeds", type="pil",
+                                 elem_id="class-output")
+                status = gr.Markdown(elem_id="class-status")
+            with gr.Column():
+                shown = first_beside(first)
+                other = gr.Image(format="png", label=f"{shown}, same class and seeds", type="pil",
+                                 elem_id="beside-output", visible=shown != NOTHING_BESIDE)
+                other_status = gr.Markdown(elem_id="beside-status")
+        model.change(classes_of, [model], [class_name, beside, image], api_name=False)
+        if len(served) > 1:
+            app.load(classes_of, [model], [class_name, beside, image], api_name=False)
+        beside.change(beside_shown, [beside], [other], api_name=False)
+        page.wire(button.click, page.h.conditional, [class_name, seed, count, model], [image, status], "conditional")
+        page.wire(button.click, page.h.beside, [class_name, seed, count, beside], [other, other_status],
+                  "conditional_beside")
+        with gr.Row():
+            rows = gr.Slider(1, MAX_ROWS, value=3, step=1, label="rows (one seed each)")
         button = gr.Button("Every class side by side", elem_id="all-btn")
         image = gr.Image(format="png", label="every class", type="pil", elem_id="all-output")
         status = gr.Markdown(elem_id="all-status")
         page.wire(button.click, page.h.all_classes, [seed, rows, model], [image, status], "all_classes")
+
+
+def _diffusion_tab(page: _Page) -> None:
+    served = page.plan.tab("diffusion")
+    first = served[0]
+    # The widest ranges of the models offered; the handler holds each request to its model's own.
+    limits = [sampler_limits(m) for m in served]
+    low_steps, high_steps = min(x[0] for x in limits), max(x[1] for x in limits)
+    low_g, high_g = min(x[2] for x in limits), max(x[3] for x in limits)
+    all_names = list(dict.fromkeys([*(name for m in served for name in m.class_names), NO_CLASS]))
+
+    def classes_of(model: str):
+        chosen = page.plan.get(model, "diffusion")
+        names = [*chosen.class_names, NO_CLASS]
+        return gr.update(choices=names, value=names[0]), gr.update(value=class_defaults(chosen)[1])
+
+    with gr.Tab("Diffusion", id="diffusion", elem_id="tab-diffusion"):
+        gr.Markdown(_listing(served) + "\n\nThe sampler starts from seeded noise and removes it step by step. "
+                    "More steps give cleaner images and take longer; guidance above 1 pushes each image towards "
+                    "its class (0 ignores the class); ancestral sampling adds fresh noise at every step.")
+        with gr.Row():
+            model = gr.Dropdown([m.name for m in served], value=first.name, label="model")
+            class_name = gr.Dropdown(all_names, value=[*first.class_names, NO_CLASS][0], label="class")
+            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+            count = gr.Slider(1, MAX_DIFFUSION_COUNT, value=8, step=1, label="count")
+        with gr.Row():
+            steps = gr.Slider(low_steps, high_steps, value=class_defaults(first)[0], step=1, label="steps")
+            guidance = gr.Slider(low_g, high_g, value=class_defaults(first)[1], step=0.1, label="guidance")
+            ancestral = gr.Checkbox(False, label="ancestral (eta 1)")
+        if len(served) > 1:
+            model.change(classes_of, [model], [class_name, guidance], api_name=False)
+        button = gr.Button("Denoise", variant="primary", elem_id="diffusion-btn")
+        image = gr.Image(format="png", label="samples", type="pil", elem_id="diffusion-output")
+        frames = gr.Image(format="png", label="denoising trajectory of the first sample (noise -> image)",
+                          type="pil", elem_id="diffusion-trajectory")
+        status = gr.Markdown(elem_id="diffusion-status")
+        page.wire(button.click, page.h.diffusion, [class_name, steps, guidance, seed, count, model, ancestral],
+                  [image, frames, status], "diffusion")
 
 
 def _latent_tab(page: _Page) -> None:
@@ -283,6 +347,8 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
                     _conditional_tab(page, app)
                 elif tab == "latent":
                     _latent_tab(page)
+                elif tab == "diffusion":
+                    _diffusion_tab(page)
                 else:
                     examples_at = Path(examples_dir or Path(os.environ["GRADIO_TEMP_DIR"]) / "examples")
                     _translate_tab(page, bundled_examples(examples_at))

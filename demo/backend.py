@@ -6,6 +6,9 @@ Gradio-free, so the handlers and the tab plan can be tested without a page.
     >>> fb = FallbackBackend(lambda: connect("triton-grpc"), lambda: connect("onnxruntime"), "triton-grpc")
     >>> fb.call("sample", "dcgan", z).line()                                # doctest: +SKIP
     'Served by **triton-grpc at 127.0.0.1:8001** in 0.7 ms.'
+
+Any Backend method goes through ``call`` by name (sample, translate, diffuse, metadata), with the same
+fallback; ``sample_batched`` and ``diffuse_batched`` split a request by the model's max batch size.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Served:
     backend: str
     ms: float
     note: str = ""
+    trajectory: Any = None  # a diffusion model's snapshots, uint8 [N, frames, H, W, C], when asked for
 
     def line(self) -> str:
         text = f"Served by **{self.backend}** in {self.ms:.1f} ms."
@@ -175,3 +179,23 @@ def sample_batched(backend: FallbackBackend, model: str, sig: catalog.Signature,
         parts.append(last.images)
         total_ms += last.ms
     return Served(np.concatenate(parts), last.backend, total_ms, last.note)
+
+
+def diffuse_batched(backend: FallbackBackend, model: str, sig: catalog.Signature, noise: np.ndarray,
+                    label: np.ndarray | None, steps: int, guidance: float, eta: float,
+                    trajectory: bool = False) -> Served:
+    """``backend.diffuse`` split by the model's max batch size: every chunk runs the same steps, guidance and eta.
+    The images (and, with ``trajectory``, the snapshots) are concatenated; the time is the sum."""
+    images, frames, total_ms, last = [], [], 0.0, None
+    step = max(1, sig.max_batch_size)
+    for i in range(0, len(noise), step):
+        chunk = None if label is None else label[i:i + step]
+        last = backend.call("diffuse", model, noise[i:i + step], chunk, steps, guidance=guidance, eta=eta,
+                            trajectory=trajectory)
+        out = last.images
+        images.append(out[0] if trajectory else out)
+        if trajectory:
+            frames.append(out[1])
+        total_ms += last.ms
+    return Served(np.concatenate(images), last.backend, total_ms, last.note,
+                  np.concatenate(frames) if trajectory else None)

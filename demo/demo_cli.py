@@ -32,7 +32,8 @@ KINDS = tuple(k for k in BACKENDS if k != "torchscript")
 @click.option("--triton-grpc-port", default=8001, type=click.IntRange(0, 65535),
               help="gRPC port of the Triton the demo starts (0: any free port).")
 def demo(backend_kind, triton_url, repository, host, port, triton_http_port, triton_grpc_port):
-    """The Gradio demo: sample, pick a class, explore a 2-D latent space, translate a photo."""
+    """The Gradio demo: sample, pick a class, explore a 2-D latent space, denoise with a diffusion model, translate
+    a photo."""
     import signal
 
     from ganexport.repository import RepositoryError, check_integrity, default_models

@@ -3,12 +3,15 @@
 Nothing here names a model or a family. A Triton model of the catalog gets a
 tab when the backend serves it, and its served Signature says which:
 
-| tab          | the signature                                                      |
-|--------------|--------------------------------------------------------------------|
-| Sample       | kind "sample", one latent input                                    |
-| Latent space | kind "sample", one latent input of shape (2,)                      |
-| Conditional  | kind "sample", a latent and a label input (an integer with a range) |
-| Translate    | kind "translate", one uint8 image input                            |
+| tab          | the signature                                                                  |
+|--------------|--------------------------------------------------------------------------------|
+| Sample       | kind "sample", one latent input                                                |
+| Latent space | kind "sample", one latent input of shape (2,)                                  |
+| Conditional  | kind "sample", a latent and a label input (an integer with a range); or kind   |
+|              | "diffuse" with a label input, so a GAN and a diffusion model meet on one class |
+| Diffusion    | kind "diffuse": image-shaped noise, the sampler settings steps, guidance and   |
+|              | eta, a label input optional                                                    |
+| Translate    | kind "translate", one uint8 image input                                        |
 
 What each model was trained on comes from the training record published with
 it (``parity.json``'s ``source``: dataset, step, command), so a translator
@@ -31,7 +34,14 @@ from ganexport import catalog
 from ganexport import repository as repository_format
 from ganexport.demo.backend import DemoError
 
-TABS = {"sample": "Sample", "conditional": "Conditional", "latent": "Latent space", "translate": "Translate"}
+TABS = {"sample": "Sample", "conditional": "Conditional", "latent": "Latent space", "diffusion": "Diffusion",
+        "translate": "Translate"}
+# The sampler settings a "diffuse" signature takes beside its noise and label: the Diffusion tab's widgets.
+SAMPLER_SETTINGS = ("steps", "guidance", "eta")
+# What the class dropdown of the Diffusion tab calls the label "no class" (the signature's null_label).
+NO_CLASS = "no class (unconditional)"
+# Without a default in the signature: a guidance scale that visibly helps a small model draw its class.
+DEFAULT_GUIDANCE = 2.0
 
 # The dataset whose domain B is made by ganexport.sketch.pencil_sketch. Only a translator trained on it, into
 # that domain, has an exact target to show beside its output; any other training data has none.
@@ -47,9 +57,40 @@ def latent_input(sig: catalog.Signature) -> catalog.TensorSpec | None:
     return first if first is not None and first.dtype == "FP32" and len(first.shape) == 1 else None
 
 
+def noise_input(sig: catalog.Signature) -> catalog.TensorSpec | None:
+    """The noise a diffusion sampler starts from: its first input, float, shaped like the image it makes."""
+    first = sig.inputs[0] if sig.inputs else None
+    image = sig.outputs[0].shape if sig.outputs else None
+    return first if first is not None and first.dtype == "FP32" and first.shape == image else None
+
+
 def label_input(sig: catalog.Signature) -> catalog.TensorSpec | None:
-    """The class a conditional sampler is asked for: an integer input after the latent, with a value range."""
-    return next((t for t in sig.inputs[1:] if t.dtype.startswith("INT") and t.high is not None), None)
+    """The class a conditional model is asked for: an integer input after the first, with a value range; for
+    a diffusion model, the one whose range ends at its "no class" index (steps is an integer with a range too)."""
+    labels = [t for t in sig.inputs[1:] if t.dtype.startswith("INT") and t.high is not None]
+    if sig.kind == "diffuse":
+        null = (sig.diffusion or {}).get("null_label")
+        labels = [t for t in labels if null is not None and t.high == null]
+    return labels[0] if labels else None
+
+
+def sampler_settings(sig: catalog.Signature) -> dict[str, catalog.TensorSpec] | None:
+    """{setting: its input} when a "diffuse" signature takes every one of SAMPLER_SETTINGS, each a single
+    number with a range (what a slider needs); None otherwise."""
+    named = {t.name: t for t in sig.inputs}
+    found = {s: named[s] for s in SAMPLER_SETTINGS if s in named and named[s].shape == (1,)
+             and named[s].low is not None and named[s].high is not None}
+    return found if len(found) == len(SAMPLER_SETTINGS) else None
+
+
+def _diffusion_tabs(sig: catalog.Signature) -> tuple[str, ...]:
+    """Diffusion for a sampler the tab has widgets for; Conditional too when it takes a class."""
+    if noise_input(sig) is None or sampler_settings(sig) is None or sig.diffusion is None:
+        return ()
+    label = label_input(sig)
+    if len(sig.inputs) != 1 + len(SAMPLER_SETTINGS) + (label is not None):
+        return ()
+    return ("conditional", "diffusion") if label is not None else ("diffusion",)
 
 
 def tabs_for(sig: catalog.Signature) -> tuple[str, ...]:
@@ -57,6 +98,8 @@ def tabs_for(sig: catalog.Signature) -> tuple[str, ...]:
     if sig.kind == "translate":
         image = sig.inputs[0] if len(sig.inputs) == 1 else None
         return ("translate",) if image is not None and image.dtype == "UINT8" and len(image.shape) == 3 else ()
+    if sig.kind == "diffuse":
+        return _diffusion_tabs(sig)
     if sig.kind != "sample" or latent_input(sig) is None:
         return ()
     if len(sig.inputs) == 1:
@@ -123,7 +166,7 @@ class DemoModel:
             return str(self.source["dataset"])
         default = catalog.DATASETS.get(self.spec.dataset)
         shape = tuple(self.signature.outputs[0].shape)
-        if self.signature.kind == "sample" and default is not None and shape != default.image_shape:
+        if self.signature.kind in ("sample", "diffuse") and default is not None and shape != default.image_shape:
             same = [d.name for d in catalog.DATASETS.values() if d.image_shape == shape and not d.paired]
             if len(same) == 1:
                 return same[0]
@@ -134,14 +177,34 @@ class DemoModel:
         return catalog.DATASETS.get(self.dataset_name)
 
     @property
+    def null_label(self) -> int | None:
+        """The label that asks a diffusion model for no class (the top of its label range); None for a sampler."""
+        return None if label_input(self.signature) is None else (self.signature.diffusion or {}).get("null_label")
+
+    @property
     def class_names(self) -> list[str]:
-        """The label input's classes by name where the training data names that many, else by index."""
+        """The label input's classes (not "no class") by name where the training data names that many, else by
+        index."""
         label = label_input(self.signature)
         if label is None:
             return []
-        n = int(label.high) + 1
+        n = int(label.high) + (0 if self.null_label is not None else 1)
         names = self.dataset.class_names if self.dataset is not None else ()
         return list(names) if len(names) == n else [str(i) for i in range(n)]
+
+    def setting(self, name: str) -> catalog.TensorSpec:
+        """One of a diffusion model's SAMPLER_SETTINGS inputs (steps, guidance, eta), with its range."""
+        return (sampler_settings(self.signature) or {})[name]
+
+    @property
+    def default_guidance(self) -> float:
+        """The guidance scale the model is meant to be sampled at: the signature's where it says one, else the
+        catalog's (the scale training's grids use), else DEFAULT_GUIDANCE."""
+        said = (self.signature.diffusion or {}).get("guidance")
+        if said is None:  # the profile the catalog's signatures are written for, as in ModelSpec.signatures
+            hp = self.spec.hparams.get("full") or next(iter(self.spec.hparams.values()), {})
+            said = hp.get("guidance", DEFAULT_GUIDANCE)
+        return float(said)
 
     @property
     def _ends(self) -> tuple[str, str] | None:
@@ -207,6 +270,19 @@ class DemoPlan:
             names = ", ".join(m.name for m in self.tab(tab)) or "none is published"
             raise DemoError(f"{model!r} is not offered in the {TABS[tab]} tab; choose one of: {names}")
         return served
+
+    def partners(self, model: str) -> list[str]:
+        """The other Conditional models that know the same classes as ``model``: those can be shown beside it."""
+        first = self.get(model, "conditional")
+        return [m.name for m in self.tab("conditional") if m.name != model and m.class_names == first.class_names]
+
+    def first_partner(self, model: str) -> str | None:
+        """What the Conditional tab shows beside ``model`` at first: a partner of the other kind (a diffusion
+        model beside a GAN, a GAN beside a diffusion model), else any partner; None when it has none."""
+        kind = self.models[model].signature.kind
+        partners = self.partners(model)
+        other = [p for p in partners if self.models[p].signature.kind != kind]
+        return (other or partners or [None])[0]
 
     def missing_line(self) -> str:
         """One short line about what the catalog has and this demo does not show; "" when nothing is missing."""

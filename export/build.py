@@ -118,7 +118,8 @@ class Exported:
 
 
 def example_inputs(sig: catalog.Signature) -> tuple[torch.Tensor, ...]:
-    """Tracing inputs: batch 2 and, for translators, an odd non-square size, so nothing looks static."""
+    """Tracing inputs of the exported file's signature (``wrappers.exported_signature``): batch 2 and, for
+    translators, an odd non-square size, so nothing looks static."""
     case = parity.parity_inputs(sig)[0]
     if sig.kind == "translate":
         c = sig.inputs[0].shape[-1]
@@ -128,25 +129,40 @@ def example_inputs(sig: catalog.Signature) -> tuple[torch.Tensor, ...]:
 
 def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdir: Path,
                      log: Log = print) -> Exported:
-    """Wrap, export both formats, reload, and check parity (raises ParityError/ExportError)."""
+    """Wrap, export both formats, reload, and check parity (raises ParityError/ExportError).
+
+    The files compute ``wrappers.exported_signature(sig)`` (a diffusion model's denoiser), while the
+    Exported keeps ``sig``: what is published beside them (signature.json, config.pbtxt) and served.
+    """
     wrapper = wrappers.wrap(ckpt.build(sig.net), sig, ckpt.latent_prior)
-    example = example_inputs(sig)
+    file_sig = wrappers.exported_signature(sig)
+    example = example_inputs(file_sig)
     workdir.mkdir(parents=True, exist_ok=True)
-    onnx_path, float_path = workdir / MODEL_FILES["onnxruntime"], workdir / "float.onnx"
-    ts_path = workdir / MODEL_FILES["torchscript"]
-    log(f"{sig.name}: exporting ONNX (opset {onnx_export.DEFAULT_OPSET}) and TorchScript")
-    onnx_export.export_onnx(wrapper, sig, example, onnx_path)
-    onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
-    torchscript.export_torchscript(wrapper, sig, example, ts_path)
+    onnx_path, ts_path = workdir / MODEL_FILES["onnxruntime"], workdir / MODEL_FILES["torchscript"]
+    float_path = None if sig.diffusion is not None else workdir / "float.onnx"  # a denoiser's output is the float
+    log(f"{sig.name}: exporting ONNX (opset {onnx_export.DEFAULT_OPSET}) and TorchScript"
+        + (f" of its denoiser ({', '.join(t.name for t in file_sig.inputs)} -> eps)" if file_sig is not sig else ""))
+    onnx_export.export_onnx(wrapper, file_sig, example, onnx_path)
+    if float_path is not None:
+        onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
+    torchscript.export_torchscript(wrapper, file_sig, example, ts_path)
     scrub_onnx(onnx_path)  # before parity, so the files checked are the files published
     scrub_torchscript(ts_path)
     ts_module = torchscript.load(ts_path)
     report = parity.check_parity(sig, wrapper, onnx_path, float_path, ts_module)
     for backend, r in report["backends"].items():
         log(f"{sig.name}: parity {backend}: max abs {r['max_abs_error']:.2e}, uint8 levels "
-            f"{r['max_uint8_levels']} -> {'pass' if r['passed'] else 'FAIL'}")
+            f"{r['max_uint8_levels']}{_sampler_levels(r)} -> {'pass' if r['passed'] else 'FAIL'}")
     parity.raise_on_failure(report)
     return Exported(sig, {"onnxruntime": onnx_path, "torchscript": ts_path}, report)
+
+
+def _sampler_levels(backend_report: dict[str, Any]) -> str:
+    """' (sampler: 10 steps 0, 50 steps 1)': a diffusion model's image difference by step count."""
+    sampler = backend_report.get("sampler")
+    if not sampler:
+        return ""
+    return " (sampler: " + ", ".join(f"{steps} steps {r['max_uint8_levels']}" for steps, r in sampler.items()) + ")"
 
 
 # --------------------------------------------------------------------------- nothing of this machine in artifacts
@@ -204,8 +220,10 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
 
     ``tensorrt`` adds the TensorRT accelerator to the ONNX models' configs (native flavour on GPU only;
     the TorchScript models never get it). ``train_if_missing`` trains the quick profile when there is
-    no checkpoint at all; without it that raises ``NoCheckpoint``.
+    no checkpoint at all; without it that raises ``NoCheckpoint``. A model that ``flavor`` cannot
+    serve (a diffusion model in the native flavour) is refused before anything is loaded or exported.
     """
+    refuse_flavor(model, flavor)
     path, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, train_if_missing=train_if_missing,
                                  log=log)
     source = {"checkpoint": path.name, "checkpoint_path": _relative_or_none(path), "checkpoint_sha256": sha256(path),
@@ -240,6 +258,14 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
     return list(zip(names, new_versions))
 
 
+def refuse_flavor(model: str, flavor: str) -> None:
+    """PublishError (one line) when ``model`` publishes a Triton model that ``flavor`` has no form for."""
+    for sig in catalog.get(model).signatures():
+        refusal = repository_config.flavor_refusal(sig, flavor)
+        if refusal:
+            raise repository_writer.PublishError(refusal)
+
+
 def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, latest_run: bool = False,
                  log: Log = print) -> list[Path]:
     """ONNX + TorchScript + parity.json per signature under ``out/<name>/``, without publishing."""
@@ -271,7 +297,8 @@ def verify(model: str, *, checkpoint_path: Path | None = None, latest_run: bool 
 
     Checks every published file against its version's SHA256SUMS (names a file changed on
     disk), then runs the published file on the parity inputs and compares its
-    uint8 images with the eager model (names the error size).
+    uint8 images with the eager model (names the error size); a diffusion model's
+    denoiser is compared as the build did, alone and through the sampler.
     """
     _, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, built_into=repo, log=log)
     problems, checked = [], []
@@ -298,9 +325,11 @@ def _verify_version(sig: catalog.Signature, runtime: str, model_file: Path, wrap
         return [f"{sig.name}: {model_file.name} is missing"]
     problems = [f"{sig.name}: {p}" for p in repository.integrity_problems(model_file.parent)]
     try:
-        run = _runner(runtime, model_file)
+        run = _runner(runtime, model_file) if sig.diffusion is None else _denoiser_runner(sig, runtime, model_file)
     except Exception as e:  # a corrupt file fails to load in many ways
         return problems + [f"{sig.name}: {model_file.name} does not load: {str(e).splitlines()[0][:200]}"]
+    if sig.diffusion is not None:
+        return problems + _verify_diffusion(sig, runtime, run, wrapper)
     worst = 0
     for case in parity.parity_inputs(sig):
         with torch.no_grad():
@@ -313,6 +342,28 @@ def _verify_version(sig: catalog.Signature, runtime: str, model_file: Path, wrap
     if worst > parity.MAX_LEVELS:
         problems.append(f"{sig.name}: published {runtime} output differs from PyTorch by up to {worst} levels")
     return problems
+
+
+def _verify_diffusion(sig: catalog.Signature, runtime: str, run: parity.Run, denoiser: torch.nn.Module) -> list[str]:
+    """The published denoiser against the PyTorch one under the build's gates: every denoiser case, then the
+    sampler's shortest walk on a few rows (a changed file shows in the denoiser first; the build's longer
+    walks measured the loop itself, which verify does not need to repeat)."""
+    walk = ((min(parity.SAMPLER_STEPS), parity.SAMPLER_ROWS),)
+    try:
+        comparisons, _, _ = parity.compare_diffusion(sig, denoiser, {runtime: run}, walks=walk)
+    except Exception as e:
+        return [f"{sig.name}: the published denoiser fails to run: {str(e).splitlines()[0][:200]}"]
+    c = comparisons[runtime]
+    if not c.failures:
+        return []
+    return [f"{sig.name}: published {runtime} denoiser differs from PyTorch (max abs {c.max_abs:.2e}, sampler "
+            f"{c.max_levels} levels): {c.failures[0]}"]
+
+
+def _denoiser_runner(sig: catalog.Signature, runtime: str, model_file: Path) -> parity.Run:
+    if runtime == "onnxruntime":
+        return parity.onnx_run(model_file, sig.denoiser())
+    return parity.torch_run(torchscript.load(model_file), sig.denoiser())
 
 
 def _runner(runtime: str, model_file: Path):

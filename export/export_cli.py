@@ -52,7 +52,15 @@ def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, te
     if tensorrt and (flavor, gpu) != ("native", True):
         raise click.UsageError("--tensorrt needs --flavor native --gpu (TensorRT runs in NVIDIA's Triton "
                                "containers, on GPU instances; the bundled server has no onnxruntime backend)")
-    names = model_names(model)
+    names = []
+    for name in model_names(model):  # `--model all` builds what the flavour can publish, and says what it skips
+        refusal = _flavor_refusal(name, flavor)
+        if refusal and model != "all":
+            raise UserError(f"build of {name} refused, nothing published: {refusal}")
+        if refusal:
+            click.echo(f"skipped: {refusal}")
+        else:
+            names.append(name)
     if not (checkpoint or train_if_missing):  # say it before building anything, for every model that has none
         try:
             missing = [n for n in names if ckpt_mod.choose(n, latest_run=latest_run) is None]
@@ -71,6 +79,13 @@ def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, te
         except OSError as e:  # the export's own temporary files: a full /tmp
             raise UserError(f"build of {name} failed, nothing published: {e.strerror or e}"
                             + (f" ({e.filename})" if e.filename else "")) from None
+
+
+def _flavor_refusal(model: str, flavor: str) -> str | None:
+    from ganexport import catalog, repository_config
+
+    return next(filter(None, (repository_config.flavor_refusal(sig, flavor)
+                              for sig in catalog.get(model).signatures())), None)
 
 
 @click.command()

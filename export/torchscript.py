@@ -3,7 +3,9 @@
 Samplers are traced (no shape-dependent control flow); translators are
 scripted, because their pad-to-a-multiple-of-4 depends on the input size and
 a trace would freeze the pad amounts of the example image. Both keep the
-wrapper's ``float_forward`` as a second method, which parity compares.
+wrapper's ``float_forward`` as a second method, which parity compares. A
+diffusion model's denoiser (signature kind "denoise") is traced with its
+forward alone: its output is already the float parity compares.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ def export_torchscript(wrapper: nn.Module, sig: catalog.Signature, example: tupl
         if isinstance(wrapper, Translator):
             scripted = torch.jit.script(wrapper.eval())
         else:
-            scripted = torch.jit.trace_module(wrapper.eval(), {"forward": example, "float_forward": example})
+            methods = {"forward": example}
+            if sig.kind != "denoise":
+                methods["float_forward"] = example
+            scripted = torch.jit.trace_module(wrapper.eval(), methods)
         torch.jit.save(scripted, str(path))
         return load(path)
 

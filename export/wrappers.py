@@ -9,6 +9,12 @@ the output has exactly the input's height and width.
 Each wrapper also exposes ``float_forward``: the same computation stopped
 before the uint8 rounding, which parity compares at atol 1e-4 (comparing
 uint8 alone would hide errors under the rounding step).
+
+A "diffuse" model is the exception: its file holds one step of its sampler, the
+denoiser (``training.unet.NHWCDenoiser``, NHWC float in and out, named by
+``sig.denoiser()``), because the loop around it (ganexport.diffusion) runs in
+numpy wherever the model is served. Its output is already the float that parity
+compares, so it has no uint8 twin and no ``float_forward``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ganexport import catalog
 from ganexport.training.nets import TRANSLATE_MULTIPLE as MULTIPLE
 from ganexport.training.nets import to_uint8  # noqa: F401  (re-exported: the graph's rounding rule)
 from ganexport.training.nets import translator_input
+from ganexport.training.unet import NHWCDenoiser
 
 
 class Sampler(nn.Module):
@@ -80,10 +87,22 @@ class Translator(nn.Module):
 
 def wrap(net: nn.Module, sig: catalog.Signature,
          prior: tuple[list[float], list[float]] | None = None) -> nn.Module:
-    """The wrapper a signature calls for; ``prior`` (a sampler's latent mean and std) is baked in."""
+    """The wrapper a signature calls for; ``prior`` (a sampler's latent mean and std) is baked in.
+    A "diffuse" signature gets its denoiser, what its exported files compute (``exported_signature``)."""
+    if sig.diffusion is not None:
+        return NHWCDenoiser(net.eval()).eval()
     if sig.kind == "translate":
         return Translator(net)
     return (ConditionalSampler if len(sig.inputs) == 2 else Sampler)(net, prior)
+
+
+def exported_signature(sig: catalog.Signature) -> catalog.Signature:
+    """The signature of the exported files themselves: a diffuse model's denoiser, else ``sig``.
+
+    Export names ONNX tensors, dynamic axes and tracing inputs from this, so the denoiser's names and
+    its doubled max batch (guidance) come from ``sig.denoiser()`` and are typed nowhere else.
+    """
+    return sig.denoiser() if sig.diffusion is not None else sig
 
 
 class FloatView(nn.Module):

@@ -100,7 +100,11 @@ class Signature:
 
     ``net`` names the module of the training model that it serves (e.g. the
     generator, the VAE decoder, CycleGAN's A->B generator); ``kind`` is
-    "sample" (latent -> image) or "translate" (image -> image), its ModelSpec's kind.
+    "sample" (latent -> image), "translate" (image -> image) or "diffuse" (noise and
+    sampler settings -> image), its ModelSpec's kind. A "diffuse" model's file holds
+    only its denoiser (``denoiser()`` is that file's signature, kind "denoise"); the
+    sampling loop (ganexport.diffusion) runs around it, and ``diffusion`` carries what
+    the loop needs: the training ``timesteps``, the ``null_label`` and the trajectory's ``frames``.
     """
 
     name: str
@@ -112,9 +116,30 @@ class Signature:
     max_image_side: int | None = None  # translators: largest accepted H or W
     min_image_side: int | None = None
     description: str = ""
+    diffusion: Mapping[str, int] | None = None
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+    def denoiser(self) -> "Signature":
+        """What a "diffuse" model's exported file computes, one step's noise estimate:
+        x (noisy image, NHWC float), t (timestep index), label (the class, or ``null_label``) -> eps."""
+        if self.diffusion is None:
+            raise ValueError(f"{self.name}: a {self.kind} model has no denoiser")
+        image = self.outputs[0].shape
+        d = self.diffusion
+        return Signature(
+            name=f"{self.name}_denoiser", kind="denoise", net=self.net,
+            inputs=(TensorSpec("x", "FP32", image, doc="noisy image x_t, NHWC float"),
+                    TensorSpec("t", "FP32", (1,), 0, d["timesteps"] - 1, "timestep index"),
+                    TensorSpec("label", "INT64", (1,), 0, d["null_label"], self.input("label").doc)),
+            outputs=(TensorSpec("eps", "FP32", image, doc="the noise the denoiser sees in x"),),
+            max_batch_size=2 * self.max_batch_size,  # classifier-free guidance doubles each batch
+            description=f"{self.name}'s denoiser: one step of its sampler",
+        )
 
     def for_runtime(self, runtime: str) -> "Signature":
         """The same signature under the name it is published with for ``runtime``."""
@@ -130,6 +155,10 @@ class Signature:
         return cls(**{**d, "inputs": tensors(d["inputs"]), "outputs": tensors(d["outputs"])})
 
 
+# Trajectory snapshots a diffusion model returns on request, whatever its number of steps.
+TRAJECTORY_FRAMES = 10
+
+
 # Every Triton model is published once per runtime: `<name>` runs the ONNX file
 # through ONNX Runtime, `<name>_torchscript` runs the TorchScript file.
 RUNTIME_SUFFIX = {"onnxruntime": "", "torchscript": "_torchscript"}
@@ -141,7 +170,8 @@ MAX_IMAGE_SIDE = 1024
 
 # --------------------------------------------------------------------------- models
 
-KINDS = ("sample", "translate")  # what a model does: ModelSpec.kind, and Signature.kind of what it publishes
+# what a model does: ModelSpec.kind, and Signature.kind of what it publishes
+KINDS = ("sample", "translate", "diffuse")
 
 
 @dataclass(frozen=True)
@@ -160,12 +190,13 @@ class ModelSpec:
     hparams: Mapping[str, Mapping[str, Any]]  # profile -> hyper-parameters
     serves: Mapping[str, str] = field(default_factory=dict)  # triton suffix -> net role
     # What the model does, and so the kind of every Triton model it publishes: "sample" (latent z, and a label
-    # when conditional -> image) or "translate" (image -> image of the same size).
+    # when conditional -> image), "translate" (image -> image of the same size) or "diffuse" (initial noise,
+    # label and sampler settings -> image, by a denoiser run over several steps).
     kind: str = "sample"
     # Trained on two unpaired image domains A and B (a DatasetInfo with paired=True), translating both ways with
     # the nets g_ab and g_ba: its data, metrics and pictures go A->B and B->A.
     two_domains: bool = False
-    conditional: bool = False  # a sampler that also takes a class label
+    conditional: bool = False  # a sampler (or a diffusion model) that also takes a class label
     # Hyper-parameters added after checkpoints were written, with the value those checkpoints were trained
     # with, so an older checkpoint rebuilds (and resumes) the nets it holds, not today's default.
     hp_before: Mapping[str, Any] = field(default_factory=dict)
@@ -175,13 +206,19 @@ class ModelSpec:
             raise ValueError(f"{self.name}: kind {self.kind!r}, expected one of {KINDS}")
         if self.two_domains and self.kind != "translate":
             raise ValueError(f"{self.name}: two_domains is for translators (kind 'translate')")
-        if self.conditional and self.kind != "sample":
-            raise ValueError(f"{self.name}: conditional is for samplers (kind 'sample')")
+        if self.conditional and self.kind == "translate":
+            raise ValueError(f"{self.name}: conditional is for samplers and diffusion models")
+
+    @property
+    def samples_unconditionally(self) -> bool:
+        """Draws images with no class asked for: an unconditional sampler, or a diffusion model (classifier-free
+        guidance trains its "no class" estimate beside the conditional one)."""
+        return self.kind == "diffuse" or (self.kind == "sample" and not self.conditional)
 
     def class_judged(self, dataset: str) -> bool:
         """Whether the judge can sort this model's output into ``dataset``'s classes: a sampler trained on
         labelled images. Then training logs class histograms and eval runs the class and FID metrics."""
-        return self.kind == "sample" and DATASETS[dataset].num_classes > 0
+        return self.kind in ("sample", "diffuse") and DATASETS[dataset].num_classes > 0
 
     # -- hyper-parameters -------------------------------------------------
 
@@ -229,6 +266,9 @@ class ModelSpec:
                     description=self.description,
                 ))
                 continue
+            if self.kind == "diffuse":
+                sigs.append(self._diffusion_signature(name, role, image_out, hp))
+                continue
             inputs = [TensorSpec("z", "FP32", (hp["latent_dim"],),
                                  doc="latent vector drawn from N(0, I), finite values")]
             if self.conditional:
@@ -239,6 +279,26 @@ class ModelSpec:
                 max_batch_size=hp.get("serve_max_batch", 64), description=self.description,
             ))
         return sigs
+
+    def _diffusion_signature(self, name: str, role: str, image_out: TensorSpec, hp: Mapping[str, Any]) -> Signature:
+        n = DATASETS[self.dataset].num_classes or hp.get("num_classes", 10)
+        h, w, c = image_out.shape
+        return Signature(
+            name=name, kind=self.kind, net=role,
+            inputs=(
+                TensorSpec("noise", "FP32", image_out.shape, doc="initial noise x_T drawn from N(0, I), finite values"),
+                TensorSpec("label", "INT64", (1,), 0, n, f"class index 0..{n - 1}, or {n} for no class"),
+                TensorSpec("steps", "INT32", (1,), 1, hp["timesteps"], f"sampler steps, 1..{hp['timesteps']}"),
+                TensorSpec("guidance", "FP32", (1,), 0, 20,
+                           "classifier-free guidance scale, 0..20: 1 = the plain conditional model, 0 = unconditional"),
+                TensorSpec("eta", "FP32", (1,), 0, 1, "0 = deterministic DDIM, 1 = ancestral DDPM noise"),
+            ),
+            outputs=(image_out,
+                     TensorSpec("trajectory", "UINT8", (TRAJECTORY_FRAMES, h, w, c), 0, 255,
+                                f"the image after {TRAJECTORY_FRAMES} evenly spaced steps, the last one final")),
+            max_batch_size=hp.get("serve_max_batch", 64), description=self.description,
+            diffusion={"timesteps": hp["timesteps"], "null_label": n, "frames": TRAJECTORY_FRAMES},
+        )
 
 
 def _nets(**roles: str) -> dict[str, str]:
@@ -343,6 +403,28 @@ MODELS: dict[str, ModelSpec] = {
             # upsample: the generators' upsampling, "transpose" (the paper's) or "resize" (nearest + conv)
             # ema_decay: the served generators are an exponential moving average of their weights (0 = off)
             hp_before=dict(d_norm="instance", tone_weight=0.0, upsample="transpose", ema_decay=0.0),
+        ),
+        ModelSpec(
+            name="ddpm", family="ddpm", dataset="fashion-mnist",
+            description="DDPM: a small UNet learns to remove noise, class-conditional with classifier-free guidance; "
+                        "sampled by DDIM (eta 0) or ancestral DDPM (eta 1) in a loop around the exported denoiser",
+            nets={"denoiser": "ganexport.training.unet:ddpm_unet"},
+            # timesteps: the forward process's length (cosine schedule); label_dropout: how often a label is
+            # replaced by "no class" in training (what guidance needs); grid_steps / health_steps: DDIM steps of
+            # the sample grids and the class health check; guidance: the scale grids, health and the demo use;
+            # prediction: what the UNet outputs, "v" or "eps" (training/unet.py says why v)
+            hparams=_with({
+                "smoke": dict(steps=4, batch_size=16, width=8, lr=1e-3, sample_every=2, log_every=1,
+                              grid_steps=4, health_steps=2),
+                "quick": dict(steps=12000, batch_size=64, width=32, lr=5e-4, sample_every=1000, log_every=50,
+                              grid_steps=25, health_steps=10),
+                "full": dict(steps=60000, batch_size=128, width=64, lr=2e-4, sample_every=5000, log_every=100,
+                             grid_steps=50, health_steps=25),
+            }, **{p: dict(timesteps=1000, num_classes=10, label_dropout=0.1, attention=True, guidance=2.0,
+                          prediction="v", ema_decay=0.0 if p == "smoke" else 0.999) for p in PROFILES}),
+            serves={"": "denoiser"},
+            kind="diffuse", conditional=True,
+            hp_before=dict(prediction="eps"),
         ),
     )
 }

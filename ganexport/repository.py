@@ -14,6 +14,9 @@ every version subdirectory of a model as one version)::
           SHA256SUMS                   CHECKSUM_FILE: every file above with its sha256 (`sha256sum -c SHA256SUMS`)
       cyclegan_a2b_torchscript/        the same net as TorchScript: MODEL_FILES["torchscript"]
         ...
+      ddpm/                            a diffusion model: model.onnx is its denoiser, model.py runs the sampler
+        warmup/steps.raw               WARMUP_DIR: warm-up data of inputs whose range leaves out zero
+        ...
 
 export/ writes this format through ganexport.repository_writer; serving, the demo and the
 benchmarks read it through this module, so a file name or the version rule exists once.
@@ -41,6 +44,7 @@ SIGNATURE_FILE = "signature.json"
 PARITY_FILE = "parity.json"
 PYTHON_MODEL_FILE = "model.py"
 CHECKSUM_FILE = "SHA256SUMS"
+WARMUP_DIR = "warmup"  # Triton reads a config's model_warmup input_data_file from <model>/warmup/
 VIEW_PREFIX = "ganexport-triton-view-"  # temp dirs of make_view(): <prefix><pid>-<random>
 
 _VERSION = re.compile(r"[1-9][0-9]*")

@@ -9,7 +9,7 @@ Two flavours are written from the same Signature:
 - ``native``: ``platform: "onnxruntime_onnx"`` (optionally with the TensorRT
   accelerator) or ``platform: "pytorch_libtorch"`` for NVIDIA's Triton
   containers. libtorch names tensors ``<name>__<index>``; ``libtorch_names``
-  gives clients the mapping.
+  gives clients the mapping. A "diffuse" model has no native form: see ``flavor_refusal``.
 
 The build writes these configs through ganexport.repository_writer.publish, and
 ``ganexport bench --variant`` rewrites them with other serving knobs. File names
@@ -19,12 +19,15 @@ come from ganexport.repository. Only the catalog and the standard library are im
 from __future__ import annotations
 
 import json
+import math
+import struct
 from typing import Mapping
 
 from ganexport.catalog import Signature, TensorSpec
 from ganexport.repository import MODEL_FILES, RUNTIMES
 
 FLAVORS = ("embedded", "native")
+STRUCT_CODES = {"FP32": "f", "INT32": "i", "INT64": "q", "UINT8": "B"}  # warm-up files: little-endian raw data
 NATIVE_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
 
 # Warm-up images use this side, clamped into the signature's [min, max] side.
@@ -55,6 +58,22 @@ def libtorch_names(sig: Signature) -> dict[str, str]:
     return names
 
 
+def flavor_refusal(sig: Signature, flavor: str) -> str | None:
+    """Why ``sig`` cannot be published in ``flavor`` (one line), or None when it can.
+
+    A "diffuse" model's file is its denoiser, one step of the sampler; the loop of 10 to 1000 steps
+    around it (ganexport.diffusion) runs in the Python backend's model.py. A native
+    ``onnxruntime_onnx`` or ``pytorch_libtorch`` model could only serve that one step, so a client
+    would get noise estimates where the signature promises images. Refusing is the honest option:
+    publishing the bare denoiser natively would need a loop on every client (or a BLS model in
+    the Python backend, which is the embedded flavour anyway).
+    """
+    if flavor == "native" and sig.diffusion is not None:
+        return (f"{sig.name}: a diffusion model has no native flavour: its sampling loop runs in the Python "
+                f"backend around the exported denoiser; publish it with --flavor embedded")
+    return None
+
+
 # --------------------------------------------------------------------------- config.pbtxt
 
 
@@ -73,10 +92,14 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     ``ort_<knob>`` parameters that the embedded model.py reads.
 
     Raises ValueError for combinations Triton would reject or silently ignore:
-    TensorRT exists only for native ONNX models on GPU instances.
+    TensorRT exists only for native ONNX models on GPU instances; a diffusion model
+    exists only in the embedded flavour (``flavor_refusal``).
     """
     _check_choice("flavor", flavor, FLAVORS)
     _check_choice("runtime", runtime, RUNTIMES)
+    refusal = flavor_refusal(sig, flavor)
+    if refusal:
+        raise ValueError(refusal)
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
     ort_options = {k: v for k, v in (ort_options or {}).items() if v is not None}
@@ -108,9 +131,7 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     parts.append(_parameters(params))
     if tensorrt:
         parts.append(_tensorrt_block())
-    warmup = _warmup(sig, rename)
-    if warmup:
-        parts.append(warmup)
+    parts.append(_warmup(sig, rename))
     return "\n".join(parts) + "\n"
 
 
@@ -167,18 +188,46 @@ def warmup_shape(sig: Signature, spec: TensorSpec) -> tuple[int, ...]:
     return tuple(side if d == -1 else d for d in spec.shape)
 
 
-def _warmup(sig: Signature, rename: Mapping[str, str]) -> str:
-    """One zero-filled batch-1 request so the first real request does not pay for loading.
+def warmup_value(spec: TensorSpec) -> float:
+    """What a warm-up request sends for an input: 0, or the in-range value nearest it (diffusion steps: 1)."""
+    if spec.low is not None and spec.low > 0:
+        return spec.low
+    if spec.high is not None and spec.high < 0:
+        return spec.high
+    return 0
 
-    zero_data, not random_data: random INT64 labels fall outside the label range
-    and fail validation, which fails the model load. Where zero itself is out of
-    an input's range there is no warm-up at all.
+
+def warmup_file(spec: TensorSpec) -> str:
+    """The file, under the model's ``repository.WARMUP_DIR``, that holds an input's non-zero warm-up data."""
+    return f"{spec.name}.raw"
+
+
+def warmup_files(sig: Signature) -> dict[str, bytes]:
+    """The raw warm-up data (row-major, batch 1) of every input whose range leaves out zero, by file name:
+    what the model directory's ``repository.WARMUP_DIR`` must hold for the config's ``input_data_file`` entries."""
+    files = {}
+    for t in sig.inputs:
+        value = warmup_value(t)
+        if value != 0:
+            count, code = math.prod(warmup_shape(sig, t)), STRUCT_CODES[t.dtype]
+            files[warmup_file(t)] = struct.pack(f"<{count}{code}", *[value if code == "f" else int(value)] * count)
+    return files
+
+
+def _warmup(sig: Signature, rename: Mapping[str, str]) -> str:
+    """One batch-1 request of the least work, so the first real request does not pay for loading.
+
+    Zeros where zero is valid (zero_data, not random_data: random INT64 labels fall outside the label
+    range and fail validation, which fails the model load); an input whose range leaves out zero (a
+    diffusion model's steps, 1..1000) reads its nearest valid value from a file that
+    ganexport.repository_writer writes under the model's ``repository.WARMUP_DIR`` (Triton's rule for input_data_file).
     """
-    if any((t.low is not None and t.low > 0) or (t.high is not None and t.high < 0) for t in sig.inputs):
-        return ""
+    files = warmup_files(sig)
     inputs = "\n".join(
         f'    inputs {{ key: "{rename.get(t.name, t.name)}" value: {{ data_type: TYPE_{t.dtype} '
-        f"dims: {_dims(warmup_shape(sig, t))} zero_data: true }} }}"
+        f"dims: {_dims(warmup_shape(sig, t))} "
+        + (f'input_data_file: "{warmup_file(t)}"' if warmup_file(t) in files else "zero_data: true") + " } }"
         for t in sig.inputs
     )
-    return f'model_warmup [\n  {{\n    name: "zeros_batch1"\n    batch_size: 1\n{inputs}\n  }}\n]'
+    name = "least_batch1" if files else "zeros_batch1"
+    return f'model_warmup [\n  {{\n    name: "{name}"\n    batch_size: 1\n{inputs}\n  }}\n]'

@@ -3,8 +3,8 @@
 ``publish`` stages everything in a hidden directory beside the repository (not
 inside it: Triton does not skip hidden subdirectories, it would try to load the
 staging dir as a model), then moves it in with one ``os.rename`` per directory
-and ``os.replace`` for the config. File names, the version rule, signature.json
-and SHA256SUMS come from ganexport.repository; the config text from
+and ``os.replace`` for the config (and the warm-up data files it names). File names,
+the version rule, signature.json and SHA256SUMS come from ganexport.repository; the config text from
 ganexport.repository_config. No torch, no tritonclient at import time (the
 config is parsed with Triton's schema only when tritonclient is installed).
 """
@@ -24,10 +24,10 @@ from typing import Iterator, Mapping
 
 from ganexport.catalog import Signature
 from ganexport.repository import (
-    CHECKSUM_FILE, CONFIG_FILE, MODEL_FILES, PYTHON_MODEL_FILE, RUNTIMES, SIGNATURE_FILE, sweep_stale, versions,
-    write_checksums, write_signature,
+    CHECKSUM_FILE, CONFIG_FILE, MODEL_FILES, PYTHON_MODEL_FILE, RUNTIMES, SIGNATURE_FILE, WARMUP_DIR, sweep_stale,
+    versions, write_checksums, write_signature,
 )
-from ganexport.repository_config import NATIVE_PLATFORMS, model_name
+from ganexport.repository_config import NATIVE_PLATFORMS, model_name, warmup_files
 
 
 class PublishError(RuntimeError):
@@ -116,7 +116,20 @@ def _check_publish_args(sig: Signature, name: str, files: Mapping[str, Path], co
     needed = _required_model_file(config)
     if needed not in files:
         raise PublishError(f"{name}: the config loads {needed!r} but files has only {sorted(files)}")
+    _warmup_data(sig, name, config)
     _check_config(config)
+
+
+def _warmup_data(sig: Signature, name: str, config: str) -> dict[str, bytes]:
+    """The warm-up data files the config reads (``input_data_file``), from the signature: Triton fails the
+    model load when one is missing, so a config naming a file the signature does not make is refused."""
+    wanted = re.findall(r'input_data_file:\s*"([^"]+)"', config)
+    made = warmup_files(sig)
+    unknown = sorted(set(wanted) - set(made))
+    if unknown:
+        raise PublishError(f"{name}: the config's warm-up reads {', '.join(unknown)}, which {sig.name}'s "
+                           f"signature does not make")
+    return {f: made[f] for f in wanted}
 
 
 def _make_dirs(repo: Path) -> list[Path]:
@@ -155,6 +168,11 @@ def _stage(staging: Path, sig: Signature, files: Mapping[str, Path], config: str
     write_checksums(version_dir)
     (staging / "model").mkdir()
     (staging / "model" / CONFIG_FILE).write_text(config)
+    warmup = _warmup_data(sig, _config_name(config), config)
+    if warmup:
+        (staging / "model" / WARMUP_DIR).mkdir()
+        for fname, data in warmup.items():
+            (staging / "model" / WARMUP_DIR / fname).write_bytes(data)
 
 
 def _check_config(config: str) -> None:
@@ -197,10 +215,17 @@ def _unstage_back(staging: Path, version: int) -> None:
 
 
 def _install_version(model_dir: Path, staging: Path, version: int) -> None:
-    """rename the version dir in, then replace the config; undo the rename if that fails."""
+    """rename the version dir in, then the warm-up data, then replace the config; undo the rename if that
+    fails. Warm-up files are derived from the signature alone, so one replaced before a failure holds the
+    same bytes as the one it replaced unless the signature changed, and then only the new config reads it."""
     target = model_dir / str(version)
     os.rename(staging / "version", target)
     try:
+        warmup = staging / "model" / WARMUP_DIR
+        if warmup.is_dir():
+            (model_dir / WARMUP_DIR).mkdir(exist_ok=True)
+            for f in warmup.iterdir():
+                os.replace(f, model_dir / WARMUP_DIR / f.name)
         os.replace(staging / "model" / CONFIG_FILE, model_dir / CONFIG_FILE)
     except BaseException:
         os.rename(target, staging / "version")

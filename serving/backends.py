@@ -5,6 +5,7 @@ use only this, so the same call gets the same images in-process or through Trito
     >>> backend = connect("triton-grpc", url="127.0.0.1:8001")        # doctest: +SKIP
     >>> images = backend.sample("cgan", z, label=labels)               # doctest: +SKIP
     >>> sketch = backend.translate("cyclegan_a2b", photo[None])[0]     # doctest: +SKIP
+    >>> images = backend.diffuse("ddpm", noise, label=7, steps=25, guidance=2.0)  # doctest: +SKIP
 
 | kind          | runs                                      | model names               |
 |---------------|-------------------------------------------|---------------------------|
@@ -16,6 +17,10 @@ use only this, so the same call gets the same images in-process or through Trito
 Every implementation validates a request against the model's signature
 before it runs (the server does too), so bad input fails the same way,
 with a one-line ``InvalidInput``.
+
+A "diffuse" model's file is its denoiser: in-process, the sampler loop
+(ganexport.diffusion.run_signature) runs here around it; through Triton, the
+server's model.py runs the same loop, so one request returns finished images.
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ from typing import Protocol
 
 import numpy as np
 
-from ganexport import catalog
+from ganexport import catalog, diffusion
 from ganexport.repository import MODEL_FILES, latest, read_signature
 from ganexport.serving.ort_session import (  # noqa: F401  (re-exported: older published model.py copies)
     DEFAULT_ORT_OPTIONS, ORT_OPTIONS, OrtSession, session_options,
 )
-from ganexport.serving.validation import InvalidInput, validate
+from ganexport.serving.validation import InvalidInput, diffusion_request, validate
 
 BACKENDS = ("onnxruntime", "torchscript", "triton-http", "triton-grpc")
 DEFAULT_URLS = {"triton-http": "127.0.0.1:8000", "triton-grpc": "127.0.0.1:8001"}
@@ -52,7 +57,14 @@ class Backend(Protocol):
 
     def translate(self, model: str, images: np.ndarray) -> np.ndarray: ...
 
+    def diffuse(self, model: str, noise: np.ndarray, label, steps, guidance=1.0, eta=0.0,
+                trajectory: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
+
     def close(self) -> None: ...
+
+
+# The Backend method that serves each kind of model, for the error that names the right one.
+METHODS = {"sample": "sample()", "translate": "translate()", "diffuse": "diffuse()"}
 
 
 class _Base:
@@ -66,11 +78,23 @@ class _Base:
     def _run(self, model: str, sig: catalog.Signature, inputs: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def _run_outputs(self, model: str, sig: catalog.Signature, inputs: dict[str, np.ndarray],
+                     outputs: list[str]) -> list[np.ndarray]:
+        """The named outputs of one validated request; a backend that returns only the first output
+        (``_run``) serves nothing more."""
+        if outputs != [sig.outputs[0].name]:
+            raise BackendError(f"{model}: the {self.name} backend returns only {sig.outputs[0].name!r}")
+        return [self._run(model, sig, inputs)]
+
+    def _signature_of_kind(self, model: str, kind: str) -> catalog.Signature:
+        sig = self.metadata(model)
+        if sig.kind != kind:
+            raise InvalidInput(f"{model}: a {sig.kind} model; use {METHODS.get(sig.kind, sig.kind)}")
+        return sig
+
     def sample(self, model: str, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
         """Latents (and labels, for conditional models) -> uint8 images N x H x W x C."""
-        sig = self.metadata(model)
-        if sig.kind != "sample":
-            raise InvalidInput(f"{model}: a {sig.kind} model; use translate()")
+        sig = self._signature_of_kind(model, "sample")
         inputs = {sig.inputs[0].name: np.asarray(z)}
         if len(sig.inputs) > 1:
             if label is None:
@@ -83,10 +107,25 @@ class _Base:
 
     def translate(self, model: str, images: np.ndarray) -> np.ndarray:
         """uint8 images N x H x W x C -> uint8 images of the same shape."""
-        sig = self.metadata(model)
-        if sig.kind != "translate":
-            raise InvalidInput(f"{model}: a {sig.kind} model; use sample()")
+        sig = self._signature_of_kind(model, "translate")
         return self._checked_run(model, sig, {sig.inputs[0].name: np.asarray(images)})
+
+    def diffuse(self, model: str, noise: np.ndarray, label, steps, guidance=1.0, eta=0.0,
+                trajectory: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Initial noise float32 N x H x W x C -> uint8 images N x H x W x C, by the model's sampler.
+
+        ``label`` is [N] or [N, 1] int64 (or one int for every row; None is "no class"); ``steps``,
+        ``guidance`` and ``eta`` are one value for every row, or [N] / [N, 1] arrays (int32, float32)
+        for a value per row. eta 0 is deterministic: the same noise gives the same images on every
+        backend. ``trajectory`` also returns the snapshots uint8 N x frames x H x W x C (the last is the
+        image); only then is it asked of the server, since it is ``frames`` times the images' size.
+        """
+        sig = self._signature_of_kind(model, "diffuse")
+        inputs = diffusion_request(sig, noise, label, steps, guidance, eta)
+        validate(sig, inputs)
+        names = [t.name for t in sig.outputs][:2 if trajectory else 1]
+        outs = self._run_outputs(model, sig, inputs, names)
+        return (outs[0], outs[1]) if trajectory else outs[0]
 
     def _checked_run(self, model: str, sig: catalog.Signature, inputs: dict[str, np.ndarray]) -> np.ndarray:
         validate(sig, inputs)
@@ -134,15 +173,21 @@ class LocalBackend(_Base):
         return version
 
     def _load(self, model: str):
+        """(signature, run): ``run(inputs) -> every output, in the signature's order``. A diffusion model's
+        file is its denoiser, so its run is the sampler loop around the file."""
         if model not in self._loaded:
             vdir = self._version_dir(model)
             sig = read_signature(vdir)
+            file_sig = sig.denoiser() if sig.diffusion is not None else sig
             try:
                 model_file = vdir / MODEL_FILES[self.runtime]
-                runner = self._onnx(model_file, sig) if self.runtime == "onnxruntime" else self._ts(model_file)
+                load = self._onnx if self.runtime == "onnxruntime" else self._ts
+                run = load(model_file, file_sig)
             except Exception as e:  # a corrupt file fails in many ways; say which file
                 raise BackendError(f"{vdir}: model file does not load: {str(e).splitlines()[0][:200]}") from None
-            self._loaded[model] = (sig, runner)
+            if sig.diffusion is not None:
+                run = _sampler(sig, run)
+            self._loaded[model] = (sig, run)
         return self._loaded[model]
 
     def _onnx(self, path: Path, sig: catalog.Signature):
@@ -150,9 +195,9 @@ class LocalBackend(_Base):
         session = OrtSession(path, sig, self.ort_options, providers)
         self._sessions.append(session)
         self.providers = session.get_providers()
-        return lambda inputs: session.run(None, inputs)[0]
+        return lambda inputs: session.run(None, inputs)
 
-    def _ts(self, path: Path):
+    def _ts(self, path: Path, sig: catalog.Signature):
         import torch  # lazily: serving must not need torch unless TorchScript is asked for
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,8 +205,9 @@ class LocalBackend(_Base):
 
         def run(inputs):
             with torch.inference_mode():
-                args = [torch.from_numpy(np.ascontiguousarray(v)).to(device) for v in inputs.values()]
-                return module(*args).cpu().numpy()
+                args = [torch.from_numpy(np.ascontiguousarray(inputs[t.name])).to(device) for t in sig.inputs]
+                out = module(*args)
+            return [o.cpu().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
         return run
 
@@ -169,11 +215,21 @@ class LocalBackend(_Base):
         return self._load(model)[0]
 
     def _run(self, model, sig, inputs):
-        return self._load(model)[1](inputs)
+        return self._load(model)[1](inputs)[0]
+
+    def _run_outputs(self, model, sig, inputs, outputs):
+        everything = dict(zip((t.name for t in sig.outputs), self._load(model)[1](inputs)))
+        return [everything[name] for name in outputs]
 
     def close(self) -> None:
         for session in self._sessions:
             session.close()
+
+
+def _sampler(sig: catalog.Signature, denoiser_run):
+    """A diffusion model's run: its sampler loop around the denoiser file's ``run(feeds) -> [eps]``."""
+    eps = diffusion.denoiser_eps_fn(sig, denoiser_run)
+    return lambda inputs: diffusion.run_signature(sig, eps, inputs)
 
 
 # --------------------------------------------------------------------------- Triton
@@ -249,6 +305,10 @@ class TritonBackend(_Base):
         return self._signatures[model]
 
     def _run(self, model, sig, inputs):
+        return self._run_outputs(model, sig, inputs, [sig.outputs[0].name])[0]
+
+    def _run_outputs(self, model, sig, inputs, outputs):
+        """One request asking for ``outputs`` only: Triton sends back just those."""
         from tritonclient.utils import np_to_triton_dtype
 
         request = []
@@ -257,11 +317,10 @@ class TritonBackend(_Base):
             tensor = self._module.InferInput(t.name, list(value.shape), np_to_triton_dtype(value.dtype))
             tensor.set_data_from_numpy(value)
             request.append(tensor)
-        out = sig.outputs[0].name
         kw = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         result = self._call(model, self._client.infer, model, request,
-                            outputs=[self._module.InferRequestedOutput(out)], **kw)
-        return result.as_numpy(out)
+                            outputs=[self._module.InferRequestedOutput(name) for name in outputs], **kw)
+        return [result.as_numpy(name) for name in outputs]
 
     def close(self) -> None:
         self._client.close()

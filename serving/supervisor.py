@@ -49,6 +49,8 @@ def probe_inputs(sig) -> tuple[str, tuple]:
         side = max(sig.min_image_side or 1, 8)
         channels = sig.inputs[0].shape[-1]
         return "translate", (np.full((1, side, side, channels), 128, np.uint8),)
+    if sig.kind == "diffuse":  # one step, "no class": a diffusion model's least work
+        return "diffuse", (np.zeros((1, *sig.inputs[0].shape), np.float32), None, 1)
     z = np.zeros((1, *sig.inputs[0].shape), np.float32)
     label = np.zeros((1,), np.int64) if len(sig.inputs) > 1 else None
     return "sample", (z, label)

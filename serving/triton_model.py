@@ -8,6 +8,11 @@ on its own, so one bad request gets a clear INVALID_ARG error while the rest of
 the dynamic batch is answered; valid requests with the same non-batch shapes
 (translator images differ in size) run as ONE runtime call and are split back.
 
+A "diffuse" model's file is its denoiser (``sig.denoiser()`` names its tensors): the session
+runs that, and each group runs the sampler loop (ganexport.diffusion.run_signature) around it,
+so one request returns finished images. Requests merged by the dynamic batcher may ask for
+different steps, guidance or eta: run_signature walks each distinct setting's rows together.
+
 The stub runs this file with the interpreter that started Triton (serving/triton_binary.py
 puts its bin first on PATH), so ganexport imports here as anywhere: file names come from
 ganexport.repository like everywhere else. No torch at module level: a stub that imports
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ganexport import diffusion
 from ganexport.repository import MODEL_FILES, read_signature
 from ganexport.serving.validation import InvalidInput, validate
 
@@ -50,6 +56,7 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         self.sig = read_signature(version_dir)
+        self.file_sig = self.sig.denoiser() if self.sig.diffusion is not None else self.sig  # what the file computes
         self.runtime = params.get("runtime", "onnxruntime")
         model_file = version_dir / (params.get("model_file") or MODEL_FILES.get(self.runtime, ""))
         gpu = args.get("model_instance_kind") == "GPU"
@@ -61,6 +68,10 @@ class TritonPythonModel:
             self._load_torchscript(model_file, gpu, device)
         else:
             raise ValueError(f"{config['name']}: unknown runtime parameter {self.runtime!r}")
+        self.compute = self.run
+        if self.sig.diffusion is not None:
+            eps = diffusion.denoiser_eps_fn(self.sig, self.run)
+            self.compute = lambda feeds: diffusion.run_signature(self.sig, eps, feeds)
         _log(f"{config['name']} version {args['model_version']}: {self.runtime} on {self.provider} "
              f"({model_file.name}, max batch {self.sig.max_batch_size}"
              + "".join(f", {k} {v}" for k, v in ort_options.items()) + ")")
@@ -78,7 +89,7 @@ class TritonPythonModel:
         providers: list = ["CPUExecutionProvider"]
         if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
-        self.session = OrtSession(path, self.sig, ort_options, providers)
+        self.session = OrtSession(path, self.file_sig, ort_options, providers)
         self.provider = self.session.get_providers()[0]
         self.run = self._run_onnx
 
@@ -92,11 +103,11 @@ class TritonPythonModel:
         self.run = self._run_torchscript
 
     def _run_onnx(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run([t.name for t in self.sig.outputs], feeds)
+        return self.session.run([t.name for t in self.file_sig.outputs], feeds)
 
     def _run_torchscript(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self.torch
-        args = [torch.from_numpy(feeds[t.name]).to(self.device) for t in self.sig.inputs]
+        args = [torch.from_numpy(feeds[t.name]).to(self.device) for t in self.file_sig.inputs]
         with torch.inference_mode():
             out = self.module(*args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
@@ -132,7 +143,7 @@ class TritonPythonModel:
         """One runtime call for the whole group, then split the outputs back by batch size."""
         feeds = {t.name: np.concatenate([inp[t.name] for _, inp in members]) for t in self.sig.inputs}
         try:
-            outputs = self.run(feeds)
+            outputs = self.compute(feeds)
         except Exception as e:  # a runtime failure answers every member, never crashes the stub
             for i, _ in members:
                 responses[i] = _error(f"{self.sig.name}: {self.runtime} failed: {e}", invalid=False)

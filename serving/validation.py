@@ -112,6 +112,41 @@ def check_json_values(sig: Signature, name: str, values: np.ndarray) -> None:
                            f"[{info.min}, {info.max}] (min {lo}, max {hi})")
 
 
+def diffusion_request(sig: Signature, noise: np.ndarray, label, steps, guidance, eta) -> dict[str, np.ndarray]:
+    """The inputs of a "diffuse" request from what a caller hands ``Backend.diffuse``, not yet validated.
+
+    Arrays pass as they are (``validate`` then holds them to the signature's dtypes, as it holds
+    ``sample``'s), but a label or setting of shape [N] becomes [N, 1]. A scalar setting (steps 25,
+    guidance 2.0) is the same for every row; a scalar label too, and None is the "no class" label.
+    A scalar is range-checked before it takes the input's dtype, so 2**40 steps is refused, not wrapped.
+    """
+    noise = np.asarray(noise)
+    n = noise.shape[0] if noise.ndim else 1
+    names = [t.name for t in sig.inputs]
+    label = sig.diffusion["null_label"] if label is None else label
+    given = dict(zip(names, (noise, label, steps, guidance, eta)))
+    return {name: value if name == names[0] else _column(sig, sig.input(name), value, n)
+            for name, value in given.items()}
+
+
+def _column(sig: Signature, spec: TensorSpec, value, n: int) -> np.ndarray:
+    """One [N, 1] input from a scalar (broadcast, range-checked, cast) or an array ([N] -> [N, 1])."""
+    arr = np.asarray(value)
+    if arr.ndim == 1 and spec.shape == (1,):
+        return arr[:, None]
+    if arr.ndim:
+        return arr
+    want = np.dtype(spec.numpy_dtype)
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} must be a number, got {value!r}")
+    if np.issubdtype(want, np.integer) and not (np.issubdtype(arr.dtype, np.integer) or float(arr).is_integer()):
+        raise InvalidInput(f"{sig.name}: input {spec.name!r} must be an integer, got {value!r}")
+    column = np.full((n, *spec.shape), arr, np.float64 if np.issubdtype(arr.dtype, np.floating) else np.int64)
+    if column.size:  # an empty batch is validate()'s to refuse
+        _check_values(sig, spec, column)
+    return column.astype(want)
+
+
 def max_values(sig: Signature, spec: TensorSpec) -> int:
     """How many values the largest valid request carries for one input: the batch at
     ``sig.max_batch_size``, dynamic dims at ``sig.max_image_side`` (or 1 when the signature sets none)."""

@@ -74,15 +74,40 @@ def tiny_checkpoints(tmp_path_factory, _private_cache):
             for m in catalog.MODELS}
 
 
+def _diffusion_models() -> list[str]:
+    return [name for name, spec in catalog.MODELS.items() if spec.kind == "diffuse"]
+
+
 @pytest.fixture(scope="session")
-def published(tmp_path_factory, tiny_checkpoints):
-    """(repository, {model: [(triton name, version), ...]}): every model built once, on tiny nets."""
+def diffusion_published(tmp_path_factory, tiny_checkpoints):
+    """(repository, {model: [(triton name, version), ...]}) of the diffusion models alone, on tiny nets: what
+    the fast tier's diffusion tests serve, and what ``published`` takes its diffusion models from."""
+    from ganexport.export import build as pipeline
+
+    repo = tmp_path_factory.mktemp("diffusion-published") / "repo"
+    versions = {m: pipeline.build(m, checkpoint_path=tiny_checkpoints[m], repo=repo, log=lambda msg: None)
+                for m in _diffusion_models()}
+    return repo, versions
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory, tiny_checkpoints, diffusion_published):
+    """(repository, {model: [(triton name, version), ...]}): every model built once, on tiny nets
+    (the diffusion models copied from ``diffusion_published``, built there)."""
+    import shutil
+
     from ganexport.export import build as pipeline
 
     # Tests that change files work on a copy (shutil.copytree).
     repo = tmp_path_factory.mktemp("published") / "repo"
-    versions = {m: pipeline.build(m, checkpoint_path=ckpt, repo=repo, log=lambda msg: None)
-                for m, ckpt in tiny_checkpoints.items()}
+    versions = {}
+    for m, ckpt in tiny_checkpoints.items():
+        if m in diffusion_published[1]:
+            for name, _ in diffusion_published[1][m]:
+                shutil.copytree(diffusion_published[0] / name, repo / name)
+            versions[m] = diffusion_published[1][m]
+        else:
+            versions[m] = pipeline.build(m, checkpoint_path=ckpt, repo=repo, log=lambda msg: None)
     return repo, versions
 
 

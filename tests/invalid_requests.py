@@ -38,17 +38,24 @@ class Case:
         return self.spoil(sig, valid_inputs(sig))
 
 
+# Integer inputs take values from the bottom of their range, at most this many: a class label's whole
+# range, but a diffusion model's first few steps (of 1..1000), so its valid requests answer quickly.
+SMALL_RANGE = 16
+
+
 def valid_inputs(sig: catalog.Signature, batch: int = 2, side: int = 16) -> dict[str, np.ndarray]:
     """A request with in-range values and dynamic sides at ``side`` (valid for the default side)."""
     rng = np.random.default_rng(0)
     out = {}
     for t in sig.inputs:
         shape = (batch,) + tuple(side if d == -1 else d for d in t.shape)
-        if t.dtype == "FP32":
+        if t.dtype == "FP32" and t.low is not None:  # a setting with a range (guidance, eta)
+            out[t.name] = rng.uniform(t.low, t.high, shape).astype(np.float32)
+        elif t.dtype == "FP32":
             out[t.name] = rng.standard_normal(shape).astype(np.float32)
         else:
             lo = int(t.low) if t.low is not None else 0
-            hi = int(t.high) if t.high is not None else 255
+            hi = min(int(t.high) if t.high is not None else 255, lo + SMALL_RANGE - 1)
             out[t.name] = rng.integers(lo, hi + 1, shape).astype(t.numpy_dtype)
     return out
 
@@ -64,6 +71,14 @@ def _set(index, value):
         arr[index] = value
         return arr
     return make
+
+
+# An integer input sent as the other integer width: a client's easiest mistake (numpy's default is int64).
+INTEGER_TWINS = {"INT64": "INT32", "INT32": "INT64"}
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def _cases_for(model: str, sig: catalog.Signature) -> list[Case]:
@@ -82,13 +97,17 @@ def _cases_for(model: str, sig: catalog.Signature) -> list[Case]:
             if -1 not in t.shape:
                 cases.append(Case(model, f"{t.name}_wrong_size",
                                   _with(t.name, lambda a: np.concatenate([a, a[:, :1]], axis=1)), (t.name,)))
-        if t.dtype == "INT64" and t.low is not None:
+        if t.dtype in INTEGER_TWINS and t.low is not None:
             cases.append(Case(model, f"{t.name}_above_range", _with(t.name, _set((0, 0), int(t.high) + 1)),
                               (t.name, str(int(t.high)))))
             cases.append(Case(model, f"{t.name}_below_range", _with(t.name, _set((0, 0), int(t.low) - 1)),
                               (t.name,)))
-            cases.append(Case(model, f"{t.name}_int32", _with(t.name, lambda a: a.astype(np.int32)),
-                              (t.name, "INT64")))
+            twin = INTEGER_TWINS[t.dtype]
+            cases.append(Case(model, f"{t.name}_{twin.lower()}", _with(t.name, lambda a, d=twin: a.astype(d.lower())),
+                              (t.name, t.dtype)))
+        if t.dtype == "FP32" and t.high is not None:
+            cases.append(Case(model, f"{t.name}_above_range", _with(t.name, _set((0, 0), t.high + 1)),
+                              (t.name, _num(t.high))))
         if -1 in t.shape and sig.min_image_side:
             small = sig.min_image_side - 1
             cases.append(Case(model, f"{t.name}_below_min_side",
@@ -116,6 +135,8 @@ def through_api(backend, model: str, inputs: dict[str, np.ndarray]):
     sig = backend.metadata(model)
     if sig.kind == "translate":
         return backend.translate(model, inputs.get(sig.inputs[0].name))
+    if sig.kind == "diffuse":
+        return backend.diffuse(model, *(inputs.get(t.name) for t in sig.inputs))
     label = inputs.get(sig.inputs[1].name) if len(sig.inputs) > 1 else None
     return backend.sample(model, inputs.get(sig.inputs[0].name), label)
 

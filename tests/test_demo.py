@@ -103,6 +103,40 @@ def test_grid_sizes_follow_the_request(client):
     assert ww > 6 * w1 and hw == h1  # one row of 8 frames
 
 
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"))
+
+
+def test_diffusion_returns_a_grid_and_the_first_samples_trajectory(demo_app, client):
+    """4 samples of class 3 in one row, and seed 0's 10 snapshots in another; its last snapshot is its sample."""
+    from ganexport.images import upscale_for_viewing
+
+    h, w, _ = demo_app[0].demo_plan.models["ddpm"].signature.outputs[0].shape
+    grid, frames, status, banner = client.predict("3", 3, 1.5, 0, 4, "ddpm", api_name="/diffusion")
+    k = upscale_for_viewing(h)
+    assert _size(grid) == ((4 * (w + 2) + 2) * k, (h + 4) * k), status
+    assert _size(frames) == ((10 * (w + 2) + 2) * k, (h + 4) * k)
+    first = _pixels(grid)[2 * k:(2 + h) * k, 2 * k:(2 + w) * k]
+    last = _pixels(frames)[2 * k:(2 + h) * k, (2 + 9 * (w + 2)) * k:(2 + 9 * (w + 2) + w) * k]
+    np.testing.assert_array_equal(first, last)
+    assert "4 x 3, seeds 0..3: 3 DDIM (eta 0) steps, guidance 1.5." in status, status
+    assert "triton-grpc" in status and " ms" in status and "fallback" not in status and "unreachable" not in banner
+    again, _, status, _ = client.predict("no class (unconditional)", 3, 2, 0, 1, "ddpm", True, api_name="/diffusion")
+    assert "ancestral DDPM (eta 1)" in status and "no effect without a class" in status, status
+
+
+def test_the_conditional_tab_shows_a_diffusion_model_beside_the_gan(client):
+    """Same class, same seeds: the GAN's grid, and the diffusion model's beside it (nothing for "none")."""
+    gan, status, _ = client.predict("7", 0, 3, api_name="/conditional")  # the page's first model: cgan
+    assert status.startswith("3 x 7.") and "DDIM" not in status, status
+    beside, status, _ = client.predict("7", 0, 3, api_name="/conditional_beside")  # beside it at first: ddpm
+    assert status.startswith("**ddpm**, same class and seeds: 3 x 7. 25 DDIM (eta 0) steps"), status
+    assert _size(beside) == _size(gan)  # both learnt the 8x8 digits here: a row of 3 of them on each side
+    nothing, status, _ = client.predict("7", 0, 3, "none", api_name="/conditional_beside")
+    assert nothing is None and status == ""
+
+
 # The translator is chosen by its Triton model name. The page labels it with its direction ("photo -> sketch"),
 # which comes from the data it was trained on, so it is no stable value for API clients.
 @pytest.mark.parametrize("w,h", [(64, 48), (640, 427)])
@@ -198,9 +232,11 @@ def test_every_api_parameter_has_a_name(client):
         "/sample": ["model", "seed", "count"],
         "/latent_walk": ["model", "from_seed", "to_seed", "frames"],
         "/conditional": ["class_name", "seed", "count", "model"],
+        "/conditional_beside": ["class_name", "seed", "count", "beside"],
         "/all_classes": ["seed", "rows", "model"],
         "/decode_point": ["model", "x", "y"],
         "/manifold": ["model", "grid_size", "extent"],
+        "/diffusion": ["class_name", "steps", "guidance", "seed", "count", "model", "ancestral"],
         "/translate": ["image", "model"],
     }
 
@@ -235,6 +271,8 @@ def test_unreachable_triton_falls_back_to_onnxruntime_and_says_so(published):
         assert image and Path(image).is_file()
         assert "onnxruntime (in-process fallback)" in status and "unreachable" in status, status
         assert "unreachable" in banner and dead in banner
+        _, frames, status, _ = c.predict("3", 2, 2, 0, 1, "ddpm", api_name="/diffusion")
+        assert Path(frames).is_file() and "onnxruntime (in-process fallback)" in status, status
         kept = set().union(*(getattr(block, "keep_in_cache", set()) for block in app.blocks.values()))  # examples
         cached = [Path(f) for files in app.temp_file_sets for f in files if f not in kept]
         assert any(p.is_file() for p in cached), "the result went through Gradio's cache"
@@ -288,8 +326,16 @@ def test_browser_translates_an_upload_and_every_tab_renders(demo, tmp_path):
         page.locator("#sample-btn").click()
         shot("sample", "sample-output")
         tab("Conditional")
+        page.locator("#class-btn").click()  # the GAN's grid, and the diffusion model's beside it
+        page.locator("#beside-output img").first.wait_for(state="visible", timeout=60_000)
+        assert "ddpm" in page.locator("#beside-status").inner_text()
         page.locator("#all-btn").click()
         shot("conditional", "all-output")
+        tab("Diffusion")
+        page.locator("#diffusion-btn").click()
+        page.locator("#diffusion-trajectory img").first.wait_for(state="visible", timeout=60_000)
+        shot("diffusion", "diffusion-output")
+        assert "25 DDIM (eta 0) steps, guidance 2" in page.locator("#diffusion-status").inner_text()
         tab("Latent space")
         page.locator("#manifold-btn").click()
         page.locator("#point-btn").click()
@@ -322,7 +368,7 @@ def test_browser_translates_an_upload_and_every_tab_renders(demo, tmp_path):
         page.wait_for_function("() => document.querySelector('#translate-status').innerText"
                                ".includes('sketch -> photo')", timeout=60_000)
         assert "triton-grpc" in page.locator("#translate-status").inner_text()
-    for name in ("sample", "conditional", "latent", "translate"):
+    for name in ("sample", "conditional", "diffusion", "latent", "translate"):
         assert (ARTIFACTS / f"demo-{name}.png").stat().st_size > 10_000
 
 

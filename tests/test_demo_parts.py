@@ -14,8 +14,8 @@ from PIL import Image
 
 from ganexport import catalog
 from ganexport.repository import public_command
-from ganexport.demo.tabs import (DemoModel, DemoPlan, catalog_endpoints, published_source,
-                                 tabs_for)
+from ganexport.demo.tabs import (NO_CLASS, DemoModel, DemoPlan, catalog_endpoints, label_input,
+                                 published_source, tabs_for)
 from ganexport.demo.uploads import display_name, read_upload
 from ganexport.images import ImageError
 
@@ -90,6 +90,8 @@ def test_every_catalog_model_lands_in_the_tab_its_signature_says():
     for name, (spec, sig) in catalog.triton_models().items():
         if spec.kind == "translate":
             assert tabs[name] == ("translate",), name
+        elif spec.kind == "diffuse":  # a class-conditional one also meets the GANs in the Conditional tab
+            assert tabs[name] == (("conditional", "diffusion") if spec.conditional else ("diffusion",)), name
         elif spec.conditional:
             assert tabs[name] == ("conditional",), name
         else:
@@ -107,6 +109,62 @@ def test_a_signature_the_demo_has_no_widgets_for_gets_no_tab():
                                       catalog.get("dcgan"))}, {"cgan": "not found"})
     assert plan.tabs == [] and plan.missing_line() == ("Not published: cgan. Published, but this demo has no tab "
                                                        "for: odd.")
+
+
+def _ddpm(**source) -> DemoModel:
+    spec = catalog.get("ddpm")
+    return DemoModel("ddpm", spec.signatures()[0], spec, source)
+
+
+def test_a_diffusion_model_gets_the_diffusion_tab_and_meets_the_gans_in_the_conditional_one():
+    """From its signature alone: kind "diffuse", image-shaped noise, steps / guidance / eta, and a label whose
+    range ends at "no class" (not steps, the other integer with a range)."""
+    ddpm = _ddpm()
+    assert ddpm.tabs == ("conditional", "diffusion")
+    assert label_input(ddpm.signature).name == "label" and ddpm.null_label == 10
+    assert ddpm.class_names[7] == "Sneaker" and len(ddpm.class_names) == 10  # "no class" is not a class
+    assert _ddpm(dataset="digits").class_names == [str(i) for i in range(10)]
+    assert ddpm.setting("steps").high == 1000 and ddpm.default_guidance == 2.0
+    cgan = DemoModel("cgan", catalog.get("cgan").signatures()[0], catalog.get("cgan"))
+    plan = DemoPlan({"cgan": cgan, "ddpm": ddpm})
+    assert plan.tabs == ["conditional", "diffusion"]
+    assert [m.name for m in plan.tab("conditional")] == ["cgan", "ddpm"]
+    assert [m.name for m in plan.tab("diffusion")] == ["ddpm"]
+    assert plan.first_partner("cgan") == "ddpm" and plan.first_partner("ddpm") == "cgan"
+    # different classes: nothing to compare class by class
+    assert DemoPlan({"cgan": cgan, "ddpm": _ddpm(dataset="digits")}).first_partner("cgan") is None
+    assert NO_CLASS not in ddpm.class_names
+
+
+def test_a_diffusion_signature_without_a_label_or_a_setting():
+    sig = catalog.get("ddpm").signatures()[0]
+    no_label = dataclasses.replace(sig, inputs=tuple(t for t in sig.inputs if t.name != "label"))
+    assert tabs_for(no_label) == ("diffusion",) and label_input(no_label) is None
+    assert tabs_for(dataclasses.replace(sig, inputs=tuple(t for t in sig.inputs if t.name != "eta"))) == ()
+    assert tabs_for(dataclasses.replace(sig, diffusion=None)) == ()
+    assert tabs_for(dataclasses.replace(sig, kind="sample")) == ()  # no latent: not a sampler either
+
+
+def test_diffusion_settings_are_refused_by_name_before_anything_runs(tmp_path):
+    """NaN passes a slider's bounds over the API; a class the model lacks, or a class for a model that takes
+    none, is the caller's mistake. Each is one line, before the backend is even opened (an empty repository)."""
+    from ganexport.demo.backend import DemoError, FallbackBackend
+    from ganexport.demo.handlers import Handlers
+    from ganexport.serving.backends import connect
+
+    sig = catalog.get("ddpm").signatures()[0]
+    unlabelled = dataclasses.replace(_ddpm(), name="plain", signature=dataclasses.replace(
+        sig, inputs=tuple(t for t in sig.inputs if t.name != "label")))
+    backend = FallbackBackend(lambda: connect("onnxruntime", repository=tmp_path), None, "onnxruntime")
+    h = Handlers(backend, DemoPlan({"ddpm": _ddpm(), "plain": unlabelled}))
+    for args, words in [(("Sneaker", float("nan"), 2, 0, 1, "ddpm"), "steps must be a finite number"),
+                        (("Sneaker", 3, float("inf"), 0, 1, "ddpm"), "guidance must be a finite number"),
+                        (("Unicorn", 3, 2, 0, 1, "ddpm"), "ddpm has no class 'Unicorn'"),
+                        (("Sneaker", 3, 2, 0, 1, "plain"), "plain takes no class"),
+                        (("Sneaker", 3, 2, 0, 1, "cgan"), "not offered in the Diffusion tab")]:
+        with pytest.raises(DemoError, match=words):
+            h.diffusion(*args)
+    assert backend._primary is None  # nothing reached a backend
 
 
 # --------------------------------------------------------------------------- what was published

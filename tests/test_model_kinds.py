@@ -31,13 +31,34 @@ def test_the_catalog_says_what_each_model_is():
     kinds = {name: (s.kind, s.two_domains, s.conditional) for name, s in catalog.MODELS.items()}
     assert kinds == {"autoencoder": ("sample", False, False), "vae": ("sample", False, False),
                      "dcgan": ("sample", False, False), "wgan_gp": ("sample", False, False),
-                     "cgan": ("sample", False, True), "cyclegan": ("translate", True, False)}
+                     "cgan": ("sample", False, True), "cyclegan": ("translate", True, False),
+                     "ddpm": ("diffuse", False, True)}
+
+
+def test_only_diffusion_signatures_carry_a_denoiser():
+    for spec in catalog.MODELS.values():
+        for sig in spec.signatures():
+            if spec.kind == "diffuse":
+                den = sig.denoiser()
+                assert den.outputs[0].shape == sig.input("noise").shape == sig.outputs[0].shape
+                assert den.input("label").high == sig.diffusion["null_label"] == sig.input("label").high
+                assert den.max_batch_size == 2 * sig.max_batch_size  # guidance doubles a batch
+            else:
+                assert sig.diffusion is None
+                with pytest.raises(ValueError, match="no denoiser"):
+                    sig.denoiser()
+
+
+def test_who_samples_with_no_class():
+    assert catalog.get("dcgan").samples_unconditionally and catalog.get("ddpm").samples_unconditionally
+    assert not catalog.get("cgan").samples_unconditionally and not catalog.get("cyclegan").samples_unconditionally
 
 
 def test_class_judged_means_a_sampler_on_labelled_data():
     assert catalog.get("dcgan").class_judged("fashion-mnist") and catalog.get("cgan").class_judged("digits")
     assert not catalog.get("dcgan").class_judged("folder")  # no labels
     assert not catalog.get("cyclegan").class_judged("photo2sketch")
+    assert catalog.get("ddpm").class_judged("fashion-mnist")
 
 
 def test_inconsistent_specs_are_refused():

@@ -30,7 +30,9 @@ from ganexport.repository import (
     RepositoryError, check_integrity, check_repository, latest, make_view, read_signature, version_number,
     versions,
 )
-from ganexport.repository_config import FLAVORS, config_pbtxt, libtorch_names, model_name
+from ganexport.repository_config import (
+    FLAVORS, config_pbtxt, flavor_refusal, libtorch_names, model_name, warmup_file, warmup_files,
+)
 from ganexport.repository_writer import PublishError, publish, python_model_source
 from ganexport.serving.validation import validate
 
@@ -59,6 +61,10 @@ def _valid_combo(flavor: str, runtime: str, gpu: bool, tensorrt: bool) -> bool:
 @pytest.mark.parametrize("name,flavor,runtime,gpu,tensorrt", COMBOS)
 def test_config_parses_and_matches_signature(name, flavor, runtime, gpu, tensorrt):
     sig = SIGS[name]
+    if flavor_refusal(sig, flavor):  # a diffusion model in the native flavour: its loop needs the Python backend
+        with pytest.raises(ValueError, match="embedded"):
+            config_pbtxt(sig, flavor=flavor, runtime=runtime, gpu=gpu, tensorrt=tensorrt)
+        return
     if not _valid_combo(flavor, runtime, gpu, tensorrt):
         with pytest.raises(ValueError, match="tensorrt"):
             config_pbtxt(sig, flavor=flavor, runtime=runtime, gpu=gpu, tensorrt=tensorrt)
@@ -100,9 +106,11 @@ def test_batching_version_policy_and_warmup(name):
     (warmup,) = cfg.model_warmup
     assert warmup.batch_size == 1
     assert sorted(warmup.inputs) == sorted(t.name for t in sig.inputs)
+    files = warmup_files(sig)
     for spec in sig.inputs:
         w = warmup.inputs[spec.name]
-        assert w.zero_data and not w.random_data
+        assert not w.random_data
+        assert (w.input_data_file == warmup_file(spec)) if warmup_file(spec) in files else w.zero_data
         assert model_config_pb2.DataType.Name(w.data_type) == dtype_name(spec.dtype)
         assert len(w.dims) == len(spec.shape) and all(d > 0 for d in w.dims)
         assert all(wd == sd for wd, sd in zip(w.dims, spec.shape) if sd != -1)
@@ -113,12 +121,33 @@ def test_warmup_request_passes_validation(name):
     """Warm-up goes through model.py's validation: a refused warm-up fails the model load."""
     sig = SIGS[name]
     warmup = parse(config_pbtxt(sig)).model_warmup[0]
-    inputs = {spec.name: np.zeros((warmup.batch_size, *warmup.inputs[spec.name].dims), spec.numpy_dtype)
-              for spec in sig.inputs}
+    files = warmup_files(sig)
+    inputs = {}
+    for spec in sig.inputs:
+        w, shape = warmup.inputs[spec.name], (warmup.batch_size, *warmup.inputs[spec.name].dims)
+        data = files[w.input_data_file] if w.input_data_file else bytes(int(np.prod(shape)) * 8)
+        inputs[spec.name] = np.frombuffer(data, spec.numpy_dtype)[:int(np.prod(shape))].reshape(shape)
     validate(sig, inputs)
 
 
-@pytest.mark.parametrize("name", sorted(SIGS))
+def test_a_diffusion_models_warmup_walks_one_step_from_a_file_beside_its_config(tmp_path):
+    """Zero steps is not a request: the warm-up reads steps = 1 from <model>/warmup/, which publish writes."""
+    sig = next(s for s in SIGS.values() if s.diffusion is not None)
+    steps = next(t for t in sig.inputs if t.low is not None and t.low > 0)
+    assert warmup_files(sig) == {warmup_file(steps): np.ones(1, steps.numpy_dtype).tobytes()}
+    (tmp_path / ONNX_FILE).write_bytes(b"onnx")
+    for version in (1, 2):  # a new model directory, then a new version beside the first
+        assert publish(tmp_path / "repo", sig, {ONNX_FILE: tmp_path / ONNX_FILE}, config=config_pbtxt(sig)) == version
+        assert (tmp_path / "repo" / sig.name / repo_mod.WARMUP_DIR / warmup_file(steps)).read_bytes() == \
+            warmup_files(sig)[warmup_file(steps)]
+    assert versions(tmp_path / "repo", sig.name) == [1, 2]
+    assert check_repository(tmp_path / "repo") == [sig.name]
+    with pytest.raises(PublishError, match="warm-up"):
+        publish(tmp_path / "repo", sig, {ONNX_FILE: tmp_path / ONNX_FILE},
+                config=config_pbtxt(sig).replace(warmup_file(steps), "other.raw"))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SIGS.items() if not flavor_refusal(s, "native")))
 def test_native_torchscript_warmup_uses_libtorch_names(name):
     sig = SIGS[name]
     cfg = parse(config_pbtxt(sig, flavor="native", runtime="torchscript"))

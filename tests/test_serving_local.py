@@ -21,6 +21,11 @@ from ganexport.serving.validation import InvalidInput
 def request_for(sig, rng, n=3):
     if sig.kind == "translate":
         return {"images": rng.integers(0, 256, (n, 45, 61, sig.inputs[0].shape[-1]), dtype=np.uint8)}
+    if sig.kind == "diffuse":  # a short deterministic walk, labels from 0 up to "no class"
+        labels = np.arange(n, dtype=np.int64) % (int(sig.inputs[1].high) + 1)
+        labels[-1] = sig.diffusion["null_label"]
+        return {"noise": rng.standard_normal((n, *sig.inputs[0].shape)).astype(np.float32), "label": labels,
+                "steps": 4, "guidance": 2.0, "eta": 0.0}
     req = {"z": rng.standard_normal((n, *sig.inputs[0].shape)).astype(np.float32)}
     if len(sig.inputs) > 1:
         req["label"] = np.arange(n, dtype=np.int64) % (int(sig.inputs[1].high) + 1)
@@ -28,7 +33,8 @@ def request_for(sig, rng, n=3):
 
 
 def call(backend, model, sig, req):
-    return backend.translate(model, **req) if sig.kind == "translate" else backend.sample(model, **req)
+    method = {"translate": backend.translate, "diffuse": backend.diffuse}.get(sig.kind, backend.sample)
+    return method(model, **req)
 
 
 def triton_names(published):

@@ -203,6 +203,15 @@ def test_readme_cgan_example_runs_verbatim(server, published, tmp_path):
     assert f"cgan images {(8, *shape)} uint8" in out
 
 
+def test_readme_ddpm_example_runs_verbatim(server, published, tmp_path):
+    """The server runs the whole sampling walk: finished images and the trajectory in one request."""
+    with connect("onnxruntime", repository=published[0]) as ort_b:
+        sig = ort_b.metadata("ddpm")
+    image, frames = sig.output("image").shape, sig.output("trajectory").shape
+    out = run_example("ddpm", server, tmp_path)
+    assert f"ddpm images {(8, *image)} trajectory {(8, *frames)}" in out
+
+
 def test_invalid_requests_in_a_dynamic_batch_fail_alone(server, published):
     """Valid and invalid requests arrive together; the batcher may merge them, yet only the bad ones fail."""
     import tritonclient.http as httpclient

@@ -26,13 +26,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from ganexport import catalog
+from ganexport import catalog, diffusion
 from ganexport.sketch import luminance, sobel_sketch, stroke_f1, stroke_mask
 from ganexport.training import checkpoint, data, judge, photos
 from ganexport.training.nets import to_uint8, translate_photo
+from ganexport.training.unet import numpy_eps_fn
 
 BATCH = 500
+DIFFUSION_STEPS = 50  # DDIM steps a diffusion model is measured at unless --steps says otherwise
 
 
 # --------------------------------------------------------------------------- what a metric sees
@@ -42,9 +45,18 @@ class Context:
     """One checkpoint under evaluation: its nets, data and judge, each loaded once on first use."""
 
     def __init__(self, ckpt: checkpoint.Checkpoint, *, n: int | None = None, seed: int = 0, device="cpu",
-                 data_dir: str | None = None):
+                 data_dir: str | None = None, steps: int | None = None, guidance: float | None = None):
         self.ckpt, self.n, self.seed, self.device = ckpt, n, seed, torch.device(device)
         self.spec = ckpt.spec
+        if self.spec.kind != "diffuse" and (steps is not None or guidance is not None):
+            raise ValueError(f"{self.spec.name}: --steps and --guidance are for diffusion models")
+        # how a diffusion model is sampled: DDIM (eta 0), its steps and guidance scale, recorded with each figure
+        self.sampler = None if self.spec.kind != "diffuse" else {
+            "steps": steps or DIFFUSION_STEPS, "guidance": float(ckpt.hp["guidance"] if guidance is None else guidance),
+            "eta": 0.0}
+        if self.sampler is not None:
+            self.sampler["default"] = (self.sampler["steps"] == DIFFUSION_STEPS
+                                       and self.sampler["guidance"] == float(ckpt.hp["guidance"]))
         self.dataset = ckpt.meta["dataset"]
         # a run on the user's own folder is measured on that folder's held-out part (its testA/testB)
         self.data_dir = data_dir or ckpt.meta.get("data_dir")
@@ -76,6 +88,8 @@ class Context:
     @torch.no_grad()
     def sample(self, n: int, labels: np.ndarray | None = None) -> np.ndarray:
         """``n`` uint8 NHWC samples from the served net, latents from its prior, fixed seed."""
+        if self.sampler is not None:
+            return self.diffuse(n, labels)
         role = self.spec.signatures(self.ckpt.image_shape, self.ckpt.hp)[0].net
         net, gen, latent = self.net(role), self.generator(), self.ckpt.hp["latent_dim"]
         mean, std = map(torch.tensor, self.ckpt.latent_prior or ([0.0] * latent, [1.0] * latent))
@@ -88,6 +102,28 @@ class Context:
                 x = net(z, torch.from_numpy(labels[i:i + len(z)]).long().to(self.device))
             out.append(to_uint8(x).cpu().numpy())
         return np.concatenate(out)
+
+    def diffuse(self, n: int, labels: np.ndarray | None = None, chunk: int = 1000) -> np.ndarray:
+        """``n`` samples of a diffusion model by the served sampler loop at ``self.sampler``'s settings;
+        ``labels`` None samples with no class. Seeded noise, drawn in order, so ``n`` samples are the first
+        ``n`` of any larger draw with the same labels: metrics that share a sample pay for it once."""
+        null = self.spec.signatures(self.ckpt.image_shape, self.ckpt.hp)[0].diffusion["null_label"]
+        labels = np.full(n, null, np.int64) if labels is None else np.asarray(labels, np.int64)
+        kind = "none" if (labels == null).all() else "asked"
+        cached = self._cache.get(f"diffuse:{kind}")
+        if cached is not None and len(cached[0]) >= n and np.array_equal(cached[0][:n], labels):
+            return cached[1][:n]
+        noise = np.random.default_rng(self.seed).standard_normal((n, *self.ckpt.image_shape), dtype=np.float32)
+        eps = numpy_eps_fn(self.net("denoiser"), batch_size=BATCH)
+        schedule = diffusion.Schedule(self.ckpt.hp["timesteps"])
+        out = []
+        for i in tqdm(range(0, n, chunk), desc=f"{self.spec.name} sampling ({self.sampler['steps']} steps)",
+                      unit="chunk", leave=False, mininterval=30, disable=n <= chunk):
+            out.append(diffusion.sample(eps, schedule, noise[i:i + chunk], labels[i:i + chunk], null,
+                                        steps=self.sampler["steps"], guidance=self.sampler["guidance"]).images)
+        images = np.concatenate(out)
+        self._cache[f"diffuse:{kind}"] = (labels, images)
+        return images
 
     @torch.no_grad()
     def translate(self, role: str, images: np.ndarray) -> np.ndarray:
@@ -304,13 +340,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            fid_fmnist10k, 10_000),
     Metric("cgan_acc", "judge accuracy on conditional samples, per requested class and overall",
            lambda s, d: s.conditional and s.class_judged(d), cgan_acc, 10_000),
-    Metric("class_coverage", "classes present among 1k unconditional samples, and the histogram",
-           lambda s, d: s.class_judged(d) and not s.conditional, class_coverage, 1000),
+    Metric("class_coverage", "classes present among 1k unconditional samples (a diffusion model: with no class), "
+           "and the histogram", lambda s, d: s.class_judged(d) and s.samples_unconditionally, class_coverage, 1000),
     Metric("class_variety", "mean L1 between two of 1k samples of one class (cgan: asked, others: judged) over the "
            "same for real test images (mode collapse inside a class shows as a low ratio)",
            lambda s, d: s.class_judged(d), class_variety, 1000),
     Metric("sharpness", "mean Laplacian variance of samples vs real test images (blur shows as a low ratio)",
-           lambda s, d: s.kind == "sample", sharpness, 10_000),
+           lambda s, d: s.kind in ("sample", "diffuse"), sharpness, 10_000),
     Metric("sketch_l1", "L1 of G_A->B(photo) vs the true pencil-sketch filter on 200 crops of the held-out photos, "
            "with the trivial baselines (grayscale photo, blank page)",
            _photo_sketch, sketch_l1),
@@ -338,7 +374,8 @@ def results_path(checkpoint_path: Path) -> Path:
 
 
 def evaluate(checkpoint_path: Path, metrics: list[str] | None = None, *, n: int | None = None, seed: int = 0,
-             device="cpu", data_dir: str | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+             device="cpu", data_dir: str | None = None, steps: int | None = None, guidance: float | None = None,
+             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run ``metrics`` (default: every one that applies) on a checkpoint; append and return the records.
 
     Data come from ``data_dir``, else the folder the run recorded, else the dataset's own files."""
@@ -351,7 +388,7 @@ def evaluate(checkpoint_path: Path, metrics: list[str] | None = None, *, n: int 
     if unfit:
         raise ValueError(f"{', '.join(unfit)} do(es) not apply to {ckpt.meta['model']} on {ckpt.meta['dataset']}; "
                          f"applicable: {', '.join(applicable(ckpt.meta))}")
-    ctx = Context(ckpt, n=n, seed=seed, device=device, data_dir=data_dir)
+    ctx = Context(ckpt, n=n, seed=seed, device=device, data_dir=data_dir, steps=steps, guidance=guidance)
     records = []
     out = results_path(checkpoint_path)
     for name in names:
@@ -359,10 +396,11 @@ def evaluate(checkpoint_path: Path, metrics: list[str] | None = None, *, n: int 
         result = METRICS[name].run(ctx)
         record = {"metric": name, "model": ckpt.meta["model"], "checkpoint": Path(checkpoint_path).name,
                   "step": ckpt.meta.get("step"), "seed": seed, "results": result,
-                  "seconds": round(time.time() - t0, 2), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                  "seconds": round(time.time() - t0, 2), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  **({"sampler": ctx.sampler} if ctx.sampler else {})}
         with out.open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
-        log(f"{name}: {headline(record)}")
+        log(f"{name}{sampler_note(record)}: {headline(record)}")
         records.append(record)
     return records
 
@@ -389,13 +427,30 @@ def headline(record: dict[str, Any]) -> str:
     }[record["metric"]]()
 
 
-def latest(checkpoint_path: Path) -> dict[str, dict[str, Any]]:
-    """The newest record of each metric evaluated on a checkpoint (empty when none)."""
+def sampler_note(record: dict[str, Any]) -> str:
+    """" (25 steps, guidance 2)" for a diffusion model's record; nothing for the others."""
+    s = record.get("sampler")
+    return f" ({s['steps']} steps, guidance {s['guidance']:g})" if s else ""
+
+
+def records(checkpoint_path: Path) -> list[dict[str, Any]]:
+    """Every record evaluated on a checkpoint, oldest first (empty when none)."""
     path = results_path(checkpoint_path)
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                records[rec["metric"]] = rec
-    return records
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def latest(checkpoint_path: Path) -> dict[str, dict[str, Any]]:
+    """The newest record of each metric evaluated on a checkpoint (empty when none); for a diffusion
+    model, at its default sampler settings (the other settings are in ``sampler_sweep``)."""
+    return {rec["metric"]: rec for rec in records(checkpoint_path) if rec.get("sampler", {}).get("default", True)}
+
+
+def sampler_sweep(checkpoint_path: Path) -> dict[tuple[int, float], dict[str, dict[str, Any]]]:
+    """A diffusion model's newest record of each metric at each (steps, guidance) it was measured at."""
+    out: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
+    for rec in records(checkpoint_path):
+        if "sampler" in rec:
+            out.setdefault((rec["sampler"]["steps"], rec["sampler"]["guidance"]), {})[rec["metric"]] = rec
+    return dict(sorted(out.items()))

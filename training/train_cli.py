@@ -167,8 +167,12 @@ class _EvalCommand(click.Command):
 @click.option("--n", type=click.IntRange(min=10), default=None,
               help="Generated images per metric. Default: the protocol's count (10k for FID).")
 @click.option("--seed", default=0, help="Seeds the latents.")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None,
+              help="Diffusion models: DDIM steps of the sampler. Default: 50.")
+@click.option("--guidance", type=click.FloatRange(0, 20), default=None,
+              help="Diffusion models: classifier-free guidance scale. Default: the model's (its hyper-parameter).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, device):
+def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, steps, guidance, device):
     """Measure a model's quality; results are appended as JSON lines beside the checkpoint.
 
     \b
@@ -176,6 +180,8 @@ def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, device):
       ganexport eval --model all                         # released weights, every metric
       ganexport eval --model cgan --metrics cgan_acc
       ganexport eval --model dcgan --checkpoint runs/dcgan/<run-id> --n 2000
+      ganexport eval --model ddpm --steps 10             # a diffusion model at 10 DDIM steps
+      ganexport eval --model ddpm --metrics cgan_acc --guidance 4 --n 2000
     """
     from ganexport.training import checkpoint as ckpt_io, data, eval as ev
     from ganexport.training.loop import resolve_device
@@ -190,7 +196,7 @@ def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, device):
                 raise UserError(f"{missing_checkpoint(name)} (train one: ganexport train --model {name})")
             click.echo(f"{name}: checkpoint {ckpt_io.shown(choice.path)} ({choice.why})")
             ev.evaluate(choice.path, names, n=n, seed=seed, device=resolve_device(device), data_dir=data_dir,
-                        log=lambda msg: click.echo(f"  {msg}"))
+                        steps=steps, guidance=guidance, log=lambda msg: click.echo(f"  {msg}"))
         except (ckpt_io.CheckpointError, data.DatasetError, ValueError) as e:
             raise UserError(str(e)) from None
         click.echo(f"  -> {ckpt_io.shown(ev.results_path(choice.path))}")
