@@ -127,3 +127,21 @@ def onnx_triton(published):
         yield server.start(timeout=180)
     finally:
         server.stop()
+
+
+def perturbing_export(real_export):
+    """``onnx_export.export_onnx`` that writes the file, then nudges one weight of it by 0.05: a tampered
+    export the parity gate must refuse (monkeypatch it in)."""
+    import onnx
+
+    def export_then_perturb(module, sig, example, path, **kw):
+        real_export(module, sig, example, path, **kw)
+        model = onnx.load(str(path))
+        weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+        values = onnx.numpy_helper.to_array(weight).copy()
+        values.flat[0] += 0.05
+        weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+        onnx.save(model, str(path))
+        return path
+
+    return export_then_perturb

@@ -30,6 +30,8 @@ from ganexport.serving.backends import connect
 from ganexport.serving.supervisor import probe_inputs
 from ganexport.serving.validation import InvalidInput
 
+from conftest import perturbing_export
+
 MODEL = next(name for name, spec in catalog.MODELS.items() if spec.kind == "diffuse")
 ONNX_FILE, TS_FILE = MODEL_FILES["onnxruntime"], MODEL_FILES["torchscript"]
 TWIN = catalog.get(MODEL).signatures()[0].for_runtime("torchscript").name
@@ -119,19 +121,7 @@ def test_build_refuses_a_tampered_denoiser_and_the_previous_version_keeps_servin
     noise, labels = seeded(sig, 3)
     with connect("onnxruntime", repository=copy) as b:
         served = b.diffuse(MODEL, noise, labels, 5, guidance=2.0)
-    real_export = onnx_export.export_onnx
-
-    def export_then_perturb(module, file_sig, example, path, **kw):
-        real_export(module, file_sig, example, path, **kw)
-        model = onnx.load(str(path))
-        weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
-        values = onnx.numpy_helper.to_array(weight).copy()
-        values.flat[0] += 0.05
-        weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
-        onnx.save(model, str(path))
-        return path
-
-    monkeypatch.setattr(onnx_export, "export_onnx", export_then_perturb)
+    monkeypatch.setattr(onnx_export, "export_onnx", perturbing_export(onnx_export.export_onnx))
     result = CliRunner().invoke(cli, ["build", "--model", MODEL, "--checkpoint", str(tiny_checkpoints[MODEL]),
                                       "--repository", str(copy)])
     assert result.exit_code == 2, result.output

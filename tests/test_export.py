@@ -22,6 +22,8 @@ from ganexport.export import onnx_export, parity, wrappers
 from ganexport.repository import CONFIG_FILE, MODEL_FILES, PYTHON_MODEL_FILE, read_parity
 from ganexport.training import checkpoint
 
+from conftest import perturbing_export
+
 ONNX_FILE, TS_FILE = MODEL_FILES["onnxruntime"], MODEL_FILES["torchscript"]
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -84,19 +86,7 @@ def test_parity_gate_refuses_a_perturbed_onnx_weight(tmp_path, published, tiny_c
     repo = tmp_path / "repo"
     shutil.copytree(published[0], repo)
     before = tree_digest(repo)
-    real_export = onnx_export.export_onnx
-
-    def export_then_perturb(module, sig, example, path, **kw):
-        real_export(module, sig, example, path, **kw)
-        model = onnx.load(str(path))
-        weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
-        values = onnx.numpy_helper.to_array(weight).copy()
-        values.flat[0] += 0.05
-        weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
-        onnx.save(model, str(path))
-        return path
-
-    monkeypatch.setattr(onnx_export, "export_onnx", export_then_perturb)
+    monkeypatch.setattr(onnx_export, "export_onnx", perturbing_export(onnx_export.export_onnx))
     with pytest.raises(parity.ParityError, match="dcgan: onnxruntime disagrees"):
         pipeline.build("dcgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=repo, log=lambda m: None)
     assert tree_digest(repo) == before
