@@ -49,8 +49,9 @@ def test_bench_measures_every_backend_and_variant_and_writes_json_md_png(publish
     assert labels == {*KINDS, "triton-http[nobatch]", "triton-grpc[nobatch]",
                       "triton-http[nospin]", "triton-grpc[nospin]", "onnxruntime[nospin]"}
     scenarios = {report.scenario_key(r) for r in rows}
-    assert scenarios == {("dcgan", None, 1, 1), ("dcgan", None, 1, 2), ("dcgan", None, 16, 1), ("dcgan", None, 16, 2),
-                         ("cyclegan_a2b", 16, 1, 1), ("cyclegan_a2b", 16, 1, 2)}
+    assert scenarios == {("dcgan", None, None, 1, 1), ("dcgan", None, None, 1, 2), ("dcgan", None, None, 16, 1),
+                         ("dcgan", None, None, 16, 2), ("cyclegan_a2b", 16, None, 1, 1),
+                         ("cyclegan_a2b", 16, None, 1, 2)}
     assert len(rows) == len(scenarios) * len(labels)
     for r in rows:
         assert r["errors"] == 0, r
@@ -61,7 +62,7 @@ def test_bench_measures_every_backend_and_variant_and_writes_json_md_png(publish
             assert r["throughput_vs_eager"] == 1.0
     assert any(f["figure"].startswith("dcgan: ONNX Runtime") for f in doc["figures"])
     md = (folder / "bench.md").read_text()
-    assert "| dcgan | - | 16 | 2 | triton-grpc[nobatch] |" in md and "![throughput and latency](bench.png)" in md
+    assert "| dcgan | - | - | 16 | 2 | triton-grpc[nobatch] |" in md and "![throughput and latency](bench.png)" in md
     assert (folder / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -104,6 +105,19 @@ def test_scenarios_skip_batches_above_the_maximum():
         ("cyclegan_a2b", 256, 1, 1), ("cyclegan_a2b", 256, 1, 8),
         ("cgan", None, 1, 1), ("cgan", None, 1, 8), ("cgan", None, 64, 1), ("cgan", None, 64, 8)}
     assert any("2048" in s for s in skipped) and any("batch 64" in s for s in skipped)
+
+
+def test_a_diffusion_model_is_benched_at_each_sampler_step_count_and_checked_against_in_process():
+    sigs = {s.name: s for s in catalog.get("ddpm").signatures() + catalog.get("dcgan").signatures()}
+    plan, _ = runner.scenarios(sigs, [1, 64], [1], [256], steps=[10, 25])
+    assert {(s.model, s.steps, s.batch) for s in plan} == {
+        ("ddpm", 10, 1), ("ddpm", 10, 64), ("ddpm", 25, 1), ("ddpm", 25, 64), ("dcgan", None, 1), ("dcgan", None, 64)}
+    row = lambda backend, p50: {"model": "ddpm", "size": None, "steps": 25, "batch": 64, "concurrency": 1,  # noqa: E731
+                                "backend": backend, "kind": backend, "variant": None, "p50_ms": p50,
+                                "images_per_s": 64 / p50 * 1000}
+    found = report.figures(report.add_ratios([row("onnxruntime", 3000.0), row("triton-grpc", 3900.0)]))
+    ratio = next(f for f in found if f["figure"].startswith("ddpm 25 steps batch 64: triton-grpc"))
+    assert ratio["value"] == 1.3 and ratio["target"] == "<= 1.2" and not ratio["met"]
 
 
 def test_variant_parsing_and_the_config_it_writes(published, tmp_path):
