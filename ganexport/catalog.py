@@ -385,16 +385,16 @@ MODELS: dict[str, ModelSpec] = {
             hparams={
                 "smoke": dict(steps=3, batch_size=2, width=4, n_blocks=1, lr=2e-4, beta1=0.5, lr_decay_start=1.0,
                               cycle_weight=10.0, aba_weight_scale=1.0, cycle_noise=0.0, identity_weight=0.5,
-                              tone_weight=0.0, d_norm="instance", upsample="transpose", ema_decay=0.0,
-                              pool_size=4, sample_every=2, log_every=1),
+                              aba_detail_weight=0.0, tone_weight=0.0, d_norm="instance", upsample="transpose",
+                              ema_decay=0.0, pool_size=4, sample_every=2, log_every=1),
                 "quick": dict(steps=600, batch_size=4, width=16, n_blocks=3, lr=2e-4, beta1=0.5, lr_decay_start=1.0,
                               cycle_weight=10.0, aba_weight_scale=1.0, cycle_noise=0.0, identity_weight=0.5,
-                              tone_weight=0.0, d_norm="instance", upsample="transpose", ema_decay=0.0,
-                              pool_size=50, sample_every=100, log_every=10),
+                              aba_detail_weight=0.0, tone_weight=0.0, d_norm="instance", upsample="transpose",
+                              ema_decay=0.0, pool_size=50, sample_every=100, log_every=10),
                 "full": dict(steps=20000, batch_size=8, width=32, n_blocks=6, lr=2e-4, beta1=0.5, lr_decay_start=1.0,
                              cycle_weight=10.0, aba_weight_scale=1.0, cycle_noise=0.0, identity_weight=0.5,
-                             tone_weight=0.0, d_norm="instance", upsample="transpose", ema_decay=0.0,
-                             pool_size=50, sample_every=1000, log_every=100),
+                             aba_detail_weight=0.0, tone_weight=0.0, d_norm="instance", upsample="transpose",
+                             ema_decay=0.0, pool_size=50, sample_every=1000, log_every=100),
             },
             serves={"_a2b": "g_ab", "_b2a": "g_ba"},
             kind="translate", two_domains=True,
@@ -402,7 +402,9 @@ MODELS: dict[str, ModelSpec] = {
             # tone_weight: weight of the grey-level histogram loss on G_ab's output (losses.tone_matching)
             # upsample: the generators' upsampling, "transpose" (the paper's) or "resize" (nearest + conv)
             # ema_decay: the served generators are an exponential moving average of their weights (0 = off)
-            hp_before=dict(d_norm="instance", tone_weight=0.0, upsample="transpose", ema_decay=0.0),
+            # aba_detail_weight: an A -> B -> A term on luminance detail only (losses.structure_l1), x cycle_weight
+            hp_before=dict(d_norm="instance", tone_weight=0.0, upsample="transpose", ema_decay=0.0,
+                           aba_detail_weight=0.0),
         ),
         ModelSpec(
             name="ddpm", family="ddpm", dataset="fashion-mnist",

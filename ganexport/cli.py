@@ -35,6 +35,7 @@ COMMANDS = {
     "export": "ganexport.export.export_cli:export_cmd",
     "infer": "ganexport.serving.infer_cli:infer",
     "serve": "ganexport.serving.serve_cli:serve",
+    "deploy": "ganexport.serving.deploy_cli:deploy",
     "demo": "ganexport.demo.demo_cli:demo",
     "bench": "ganexport.benchmarks.bench_cli:bench",
     "weights": "ganexport.released_cli:weights",

@@ -38,3 +38,10 @@ MODEL_OR_ALL = click.Choice([*catalog.MODELS, "all"])
 def model_names(model: str) -> list[str]:
     """``--model all`` -> every training model in catalog order; a name -> itself."""
     return list(catalog.MODELS) if model == "all" else [model]
+
+
+def split_names(ctx, param, value: tuple[str, ...] | None) -> tuple[str, ...]:
+    """A click callback: ``--models a,b --models c`` -> ('a', 'b', 'c'), each once, in order."""
+    if not value:
+        return ()
+    return tuple(dict.fromkeys(n.strip() for v in value for n in v.split(",") if n.strip()))

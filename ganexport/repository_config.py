@@ -79,7 +79,7 @@ def flavor_refusal(sig: Signature, flavor: str) -> str | None:
 
 def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "onnxruntime",
                  gpu: bool = False, instances: int = 1, tensorrt: bool = False,
-                 max_queue_delay_us: int = 0, dynamic_batching: bool = True,
+                 max_queue_delay_us: int = 0, dynamic_batching: bool = True, max_queue_size: int = 0,
                  ort_options: Mapping[str, object] | None = None) -> str:
     """The config.pbtxt text of one Triton model, derived entirely from ``sig``.
 
@@ -90,6 +90,9 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     bench --variant`` rewrites them to compare alternatives.
     ``ort_options`` (``serving.backends.ORT_OPTIONS`` knobs) become
     ``ort_<knob>`` parameters that the embedded model.py reads.
+    ``max_queue_size`` > 0 bounds each model's queue (Triton's default is unbounded): behind a load
+    balancer, a replica that is full answers UNAVAILABLE at once instead of letting latency grow
+    without limit (``ganexport deploy --max-queue-size``).
 
     Raises ValueError for combinations Triton would reject or silently ignore:
     TensorRT exists only for native ONNX models on GPU instances; a diffusion model
@@ -102,6 +105,11 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
         raise ValueError(refusal)
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
+    if max_queue_delay_us < 0 or max_queue_size < 0:
+        raise ValueError(f"max_queue_delay_us and max_queue_size must be >= 0, got {max_queue_delay_us} "
+                         f"and {max_queue_size}")
+    if max_queue_size and not dynamic_batching:
+        raise ValueError("max_queue_size bounds the dynamic batcher's queue: it needs dynamic_batching=True")
     ort_options = {k: v for k, v in (ort_options or {}).items() if v is not None}
     if ort_options and (flavor, runtime) != ("embedded", "onnxruntime"):
         raise ValueError("ort_options apply only to flavor='embedded', runtime='onnxruntime'")
@@ -120,7 +128,7 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
     parts.append(_tensors("input", sig.inputs, rename))
     parts.append(_tensors("output", sig.outputs, rename))
     if dynamic_batching:
-        parts.append(_dynamic_batching(sig, max_queue_delay_us))
+        parts.append(_dynamic_batching(sig, max_queue_delay_us, max_queue_size))
     parts.append(f"instance_group [\n  {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }}\n]")
     params = {"signature": json.dumps(sig.for_runtime(runtime).to_dict(), separators=(",", ":"))}
     if flavor == "embedded":
@@ -160,10 +168,11 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
     return sizes + [max_batch_size]
 
 
-def _dynamic_batching(sig: Signature, max_queue_delay_us: int) -> str:
+def _dynamic_batching(sig: Signature, max_queue_delay_us: int, max_queue_size: int = 0) -> str:
     sizes = ", ".join(str(n) for n in preferred_batch_sizes(sig.max_batch_size))
+    queue = f"  default_queue_policy {{ max_queue_size: {max_queue_size} }}\n" if max_queue_size else ""
     return (f"dynamic_batching {{\n  preferred_batch_size: [ {sizes} ]\n"
-            f"  max_queue_delay_microseconds: {max_queue_delay_us}\n}}")
+            f"  max_queue_delay_microseconds: {max_queue_delay_us}\n{queue}}}")
 
 
 def _parameters(params: Mapping[str, str]) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from ganexport.cli_common import split_names
 from ganexport.repository import RepositoryError, check_integrity, default_models
 from ganexport.serving.addresses import DEFAULT_HOST
 from ganexport.serving.triton_log import ServerError, exit_text
@@ -51,13 +52,6 @@ class _Stop(Exception):
     """Raised in the main thread by SIGINT/SIGTERM so that cleanup runs in finally blocks."""
 
 
-def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
-    """``--models a,b --models c`` -> ('a', 'b', 'c')."""
-    if not value:
-        return ()
-    return tuple(dict.fromkeys(n.strip() for v in value for n in v.split(",") if n.strip()))
-
-
 @click.command(context_settings=dict(show_default=True, help_option_names=["-h", "--help"],
                                      max_content_width=100))
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"),
@@ -73,7 +67,7 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
               show_envvar=True, help="Prometheus metrics port; 0 turns metrics off.")
 @click.option("--triton-bin", type=click.Path(path_type=Path), default=None,
               help="A tritonserver binary to run instead of the one bundled in nvidia-pytriton.")
-@click.option("--models", multiple=True, callback=_split_models, metavar="NAME,...",
+@click.option("--models", multiple=True, callback=split_names, metavar="NAME,...",
               help="Serve only these models (comma-separated). Default: every ONNX-Runtime model "
                    "of the repository, plus the _torchscript twins with --torchscript.")
 @click.option("--torchscript/--no-torchscript", default=False,

@@ -214,7 +214,9 @@ def test_cgan_fake_labels_come_in_same_class_pairs_for_mode_seeking():
 
     from ganexport.training import cgan
 
-    recipe = SimpleNamespace(hp={"num_classes": 10}, device="cpu")
+    from ganexport.training.parallel import SINGLE, RowRandom
+
+    recipe = SimpleNamespace(hp={"num_classes": 10}, device="cpu", random=RowRandom(SINGLE, torch.device("cpu")))
     labels = cgan.Recipe.fake_condition(recipe, 64, torch.Generator().manual_seed(0))
     assert labels.shape == (64,) and torch.equal(labels[:32], labels[32:])
     assert len(labels.unique()) > 5  # still spread over the classes
@@ -275,3 +277,19 @@ def test_a_resumed_run_records_both_commands(tmp_path):
     meta = checkpoint.read_meta(first / "checkpoint.safetensors")
     assert meta["command"] == ("ganexport train --model dcgan --steps 2 && "
                                f"ganexport train --model dcgan --resume {first} --steps 4")
+
+
+def test_structure_l1_scores_what_a_sketch_carries_and_ignores_colour_and_flat_tone():
+    """The A -> B -> A detail term: edges and texture count, a photo's colours and flat tones do not."""
+    from ganexport.training.losses import structure_l1
+
+    gen = torch.Generator().manual_seed(0)
+    photo = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    grey = (photo * luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)  # what a sketch can hold of it
+    flat_shift = photo + 0.3  # every pixel brighter: the tone of flat areas, no new edge
+    assert structure_l1(grey, photo) < 1e-6
+    assert structure_l1(flat_shift, photo) < 1e-6
+    blurred = torch.nn.functional.avg_pool2d(photo, 5, stride=1, padding=2, count_include_pad=False)
+    assert structure_l1(blurred, photo) > 0.05  # lost detail is what it does score
+    assert torch.nn.functional.l1_loss(grey, photo) > 0.1  # where a plain L1 pays for the colours

@@ -24,8 +24,10 @@ class Recipe(dcgan.Recipe):
         return batch["y"]
 
     def fake_condition(self, n, gen=None):
-        """Uniform labels, drawn for the first half and repeated: sample i and i + n//2 share a class."""
-        half = torch.randint(0, self.hp["num_classes"], ((n + 1) // 2,), generator=gen)
+        """Uniform labels, drawn for the first half and repeated: sample i and i + n//2 share a class (in a
+        data-parallel run, within each process's rows)."""
+        k, h = self.hp["num_classes"], (n + 1) // 2
+        half = self.random.randint(k, h) if gen is None else torch.randint(0, k, (h,), generator=gen)
         return torch.cat([half, half])[:n].to(self.device)
 
     def generator_regulariser(self, z, fake):

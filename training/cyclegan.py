@@ -11,6 +11,9 @@ of A (a pencil sketch has no colour), a full-weight A cycle pays G_ab to hide
 the colours in faint tints of its sketch; a lower weight lets it draw the
 sketch instead, while B -> A -> B (which teaches G_ab to map photo-like
 images to exactly the sketch they came from) keeps its full weight.
+``aba_detail_weight`` adds a second A -> B -> A term on the luminance detail
+alone (``losses.structure_l1``): the part of a photo a sketch can carry, at
+full cycle weight, where the whole-image term stays low.
 ``cycle_noise`` adds Gaussian noise to a fake before it goes round the cycle
 (Chu et al., "CycleGAN, a master of steganography", 2017): without it the
 generators pass the cycle by hiding information in faint, invisible tints,
@@ -82,14 +85,18 @@ class Recipe(Family):
 
         fake_b, fake_a = G_ab(real_a), G_ba(real_b)
         loss_gan = losses.lsgan(D_b(fake_b), True) + losses.lsgan(D_a(fake_a), True)
-        loss_cycle = (lam_aba * F.l1_loss(G_ba(self.jitter(fake_b)), real_a)
-                      + lam * F.l1_loss(G_ab(self.jitter(fake_a)), real_b))
+        rec_a = G_ba(self.jitter(fake_b))
+        loss_cycle = lam_aba * F.l1_loss(rec_a, real_a) + lam * F.l1_loss(G_ab(self.jitter(fake_a)), real_b)
+        if self.hp["aba_detail_weight"]:
+            loss_cycle = loss_cycle + lam * self.hp["aba_detail_weight"] * losses.structure_l1(rec_a, real_a)
         loss_idt = lam_idt * (F.l1_loss(G_ab(real_b), real_b) + F.l1_loss(G_ba(real_a), real_a))
         loss_tone = (self.hp["tone_weight"] * losses.tone_matching(fake_b, real_b) if self.hp["tone_weight"]
                      else torch.zeros(()))
         grad_g = self.backward_step(loss_gan + loss_cycle + loss_idt + loss_tone, self.optimizers["g"], G_ab, G_ba)
 
-        pa, pb = self.pool_a.query(fake_a.detach()), self.pool_b.query(fake_b.detach())
+        # the pools hold the global batch's fakes, so every process keeps the one history a single process would
+        pa, pb = (self.world.shard(pool.query(self.world.gather(fake.detach())))
+                  for pool, fake in ((self.pool_a, fake_a), (self.pool_b, fake_b)))
         d_real_b = D_b(real_b)
         loss_d = 0.5 * (losses.lsgan(D_a(real_a), True) + losses.lsgan(D_a(pa), False)
                         + losses.lsgan(d_real_b, True) + losses.lsgan(D_b(pb), False))
@@ -102,7 +109,7 @@ class Recipe(Family):
         """``fake`` plus ``cycle_noise`` Gaussian noise; untouched (no random draw) when the noise is off, so
         runs without it keep the random stream, and the results, of runs made before the knob existed."""
         sigma = self.hp["cycle_noise"]
-        return fake + sigma * torch.randn_like(fake) if sigma else fake
+        return fake + sigma * self.random.randn_like(fake) if sigma else fake
 
     def grid(self):
         """Each row: A, G_ab(A), G_ba(G_ab(A)) | B, G_ba(B), G_ab(G_ba(B))."""

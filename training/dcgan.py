@@ -30,6 +30,9 @@ class Recipe(Family):
         return None
 
     def z(self, n, gen=None):
+        """``n`` latents: from ``gen`` (grids, health samples), else a training step's rows of the global batch."""
+        if gen is None:
+            return self.random.randn(n, self.hp["latent_dim"])
         return torch.randn(n, self.hp["latent_dim"], generator=gen).to(self.device)
 
     def generator_regulariser(self, z, fake) -> dict[str, torch.Tensor]:

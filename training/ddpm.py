@@ -45,10 +45,10 @@ class Recipe(Family):
         batch = draw()
         x, y = batch["x"], batch["y"]
         n = len(x)
-        drop = torch.rand(n, device=self.device) < self.hp["label_dropout"]
+        drop = self.random.rand(n) < self.hp["label_dropout"]
         label = torch.where(drop, torch.full_like(y, self.null_label), y)
-        t = torch.randint(0, self.hp["timesteps"], (n,), device=self.device)
-        eps = torch.randn_like(x)
+        t = self.random.randint(self.hp["timesteps"], n)
+        eps = self.random.randn_like(x)
         a = self.sqrt_abar[t][:, None, None, None]
         x_t = a * x + (1 - a * a).sqrt() * eps
         loss = F.mse_loss(net(x_t, t.float(), label), net.target(x, eps, t))

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 import ganexport
 from ganexport import catalog
 from ganexport.machine import cpu_model
-from ganexport.training import checkpoint, data, judge, photos
+from ganexport.training import checkpoint, data, judge, parallel, photos
 from ganexport.training.eval import within_class_l1
 from ganexport.training.plots import save_grid, save_loss_curves
 from ganexport.training.weight_average import WeightAverage
@@ -81,10 +81,14 @@ class Batches:
 
     Sampling with replacement from memory keeps a step a step, whatever the
     dataset size, which makes --steps, --resume and profiles simple.
+    ``batch_size`` is the global batch: in a data-parallel run every process
+    draws the same indices and trains on its own rows of them (``parallel``).
     """
 
-    def __init__(self, loaded: data.ImageSet | data.DomainPair, batch_size: int, device, seed: int):
-        self.batch_size = batch_size
+    def __init__(self, loaded: data.ImageSet | data.DomainPair, batch_size: int, device, seed: int,
+                 world: parallel.World = parallel.SINGLE):
+        world.check_batch(batch_size)
+        self.batch_size, self.world = batch_size, world
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         if isinstance(loaded, data.DomainPair):
             self.tensors = {"a": judge.to_tensor(loaded.a, device), "b": judge.to_tensor(loaded.b, device)}
@@ -101,7 +105,7 @@ class Batches:
         for key, t in self.tensors.items():
             if key in ("a", "b") or idx is None:  # CycleGAN domains are unpaired: draw each apart
                 idx = torch.randint(0, len(t), (self.batch_size,), generator=self.generator)
-            out[key] = t[idx.to(t.device)]
+            out[key] = t[self.world.shard(idx).to(t.device)]
         return out
 
 
@@ -112,7 +116,9 @@ class Family:
     """Base class of a family's training recipe; the loop drives it.
 
     Subclasses set ``generator_role`` (the net that makes images) and implement
-    ``make_optimizers``, ``train_step`` and ``grid``.
+    ``make_optimizers``, ``train_step`` and ``grid``. A step draws its per-row
+    randomness from ``self.random`` and updates through ``backward_step``, so
+    the same recipe runs data-parallel unchanged (``parallel``).
     """
 
     generator_role = "generator"
@@ -120,9 +126,13 @@ class Family:
     def __init__(self, spec: catalog.ModelSpec, hp: dict[str, Any], image_shape, device,
                  batches: Batches, seed: int):
         self.spec, self.hp, self.image_shape, self.device = spec, hp, tuple(image_shape), device
-        self.batches = batches
+        self.batches, self.world = batches, batches.world
+        self.random = parallel.RowRandom(self.world, device)
         torch.manual_seed(seed)
         self.nets = {role: spec.build(role, image_shape, hp).to(device) for role in spec.nets}
+        if self.world.parallel:
+            self.nets = {role: parallel.global_batch_norm(net) for role, net in self.nets.items()}
+            self.world.same_start(self.nets.values())
         self.optimizers = self.make_optimizers()
         self.fixed = self.make_fixed(torch.Generator().manual_seed(seed + 1))
 
@@ -161,11 +171,12 @@ class Family:
         return torch.optim.Adam(params, lr=self.hp["lr"],
                                 betas=betas or (self.hp.get("beta1", 0.9), self.hp.get("beta2", 0.999)))
 
-    @staticmethod
-    def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, *nets: torch.nn.Module) -> float:
-        """zero_grad, backward, step; returns the gradient norm of ``nets`` (vanishing gradients show here)."""
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, *nets: torch.nn.Module) -> float:
+        """zero_grad, backward, (gradients averaged over the processes), step; returns the gradient norm of
+        ``nets`` (vanishing gradients show here)."""
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.world.average_gradients(p for group in optimizer.param_groups for p in group["params"])
         params = [p for net in nets for p in net.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, float("inf")).item() if params else 0.0
         optimizer.step()
@@ -229,12 +240,14 @@ def _run_dir(cfg: TrainConfig) -> Path:
     return run
 
 
-def hardware() -> str:
-    """This machine in words: the CUDA device, else the CPU model and core count."""
+def hardware(world: parallel.World = parallel.SINGLE) -> str:
+    """This machine in words: the CUDA device, else the CPU model and thread count; and the process count
+    of a data-parallel run."""
+    procs = f"{world.size} processes x " if world.parallel else ""
     if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)}"
+        return f"GPU: {procs}{torch.cuda.get_device_name(0)}"
     threads = torch.get_num_threads()
-    return f"CPU: {cpu_model()}, {threads} thread{'s' if threads != 1 else ''}"
+    return f"CPU: {cpu_model()}, {procs}{threads} thread{'s' if threads != 1 else ''}"
 
 
 def _versions() -> dict[str, str]:
@@ -243,7 +256,24 @@ def _versions() -> dict[str, str]:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train ``cfg.model``; returns the run directory. Raises DatasetError / CheckpointError on bad input."""
+    """Train ``cfg.model``; returns the run directory. Raises DatasetError / CheckpointError on bad input.
+
+    Under torchrun every process runs this; they train together (``parallel``) and rank 0 writes the run.
+    """
+    device = resolve_device(cfg.device)
+    world = parallel.from_environment(device.type == "cuda")
+    if world.parallel and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    try:
+        run_dir = _train(cfg, device, world)
+    except BaseException:
+        world.close(finished=False)  # no barrier: the other processes may never reach it
+        raise
+    world.close()
+    return run_dir
+
+
+def _train(cfg: TrainConfig, device: torch.device, world: parallel.World) -> Path:
     spec = catalog.get(cfg.model)
     resume_state, resume_ckpt = None, None
     if cfg.resume:
@@ -267,15 +297,17 @@ def train(cfg: TrainConfig) -> Path:
             raise data.DatasetError(f"{cfg.data_dir}: {spec.name} needs DIR/trainA and DIR/trainB image folders")
         profile = cfg.profile
         hp = spec.hp(profile, **cfg.hp)
-        run_dir = _run_dir(cfg)
+        run_dir = world.broadcast(_run_dir(cfg) if world.is_main else None)
     if dataset not in catalog.DATASETS:
         raise data.DatasetError(f"unknown dataset {dataset!r}; choose one of {', '.join(catalog.DATASETS)}")
 
-    device = resolve_device(cfg.device)
     loaded = _load_data(cfg, spec, dataset, hp)
     arr = loaded.a if isinstance(loaded, data.DomainPair) else loaded.images
     image_shape = tuple(int(s) for s in arr.shape[1:])
-    batches = Batches(loaded, hp["batch_size"], device, cfg.seed)
+    try:
+        batches = Batches(loaded, hp["batch_size"], device, cfg.seed, world)
+    except ValueError as e:
+        raise data.DatasetError(str(e)) from None
     if cfg.epochs is not None:
         hp["steps"] = max(1, math.ceil(cfg.epochs * len(batches) / hp["batch_size"]))
     if cfg.steps is not None:
@@ -294,14 +326,16 @@ def train(cfg: TrainConfig) -> Path:
             opt.load_state_dict(resume_state["optimizers"][role])
         for role, state in resume_state.get("raw_nets", {}).items():
             recipe.nets[role].load_state_dict(state)
-    _say(cfg, f"{spec.name}: data: {loaded.source}")
+    say = (lambda message: _say(cfg, message)) if world.is_main else (lambda message: None)  # noqa: E731
+    say(f"{spec.name}: data: {loaded.source}")
+    if world.parallel:
+        say(f"{spec.name}: {world.size} processes, each trains on {hp['batch_size'] // world.size} of the "
+            f"{hp['batch_size']} rows of every batch")
     if resume_ckpt is not None:
-        _say(cfg, f"{spec.name}: {run_dir} already finished at step {start} of {hp['steps']}; nothing to train "
-                  f"(--steps N with N > {start} continues it)" if start >= hp["steps"] else
-                  f"{spec.name}: resuming {run_dir} from step {start} of {hp['steps']}")
+        say(f"{spec.name}: {run_dir} already finished at step {start} of {hp['steps']}; nothing to train "
+            f"(--steps N with N > {start} continues it)" if start >= hp["steps"] else
+            f"{spec.name}: resuming {run_dir} from step {start} of {hp['steps']}")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "samples").mkdir(exist_ok=True)
     history_path = run_dir / "health.jsonl"
     meta = {
         "model": spec.name, "family": spec.family, "dataset": dataset,
@@ -310,12 +344,15 @@ def train(cfg: TrainConfig) -> Path:
         "class_names": list(catalog.DATASETS[dataset].class_names), "profile": profile, "hparams": hp,
         "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size,
         "command": _command(cfg, resume_ckpt),
-        "device": str(device), "hardware": hardware(),
+        "device": str(device), "hardware": hardware(world), "processes": world.size,
         "versions": _versions(),
     }
-    (run_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    if getattr(loaded, "photos", None):
-        photos.write_manifest(loaded.photos, run_dir / "photos.tsv")  # every photo trained on, with its licence
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if getattr(loaded, "photos", None):
+            photos.write_manifest(loaded.photos, run_dir / "photos.tsv")  # every photo trained on, with its licence
 
     num_classes = catalog.DATASETS[dataset].num_classes
     judge_net = None
@@ -325,8 +362,13 @@ def train(cfg: TrainConfig) -> Path:
     wall0, wall_before = time.time(), (resume_ckpt.meta.get("wall_time_s", 0.0) if resume_ckpt else 0.0)
 
     def checkpoint_now(step: int, logs: dict[str, float]) -> dict[str, Any]:
+        """Rank 0 writes the checkpoint, pictures and train state; the random streams every process shares
+        go on untouched by what drawing the pictures takes from them."""
+        if not world.is_main:
+            return {}
         raw_nets = average.raw_state(recipe.nets) if average else {}
-        with (average.in_place(recipe.nets) if average else nullcontext()):
+        with (average.in_place(recipe.nets) if average else nullcontext()), \
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             health = _save_pictures_and_checkpoint(step, logs)
         checkpoint.save_train_state(run_dir / "train_state.pt", {
             "optimizers": {r: o.state_dict() for r, o in recipe.optimizers.items()}, "raw_nets": raw_nets,
@@ -355,11 +397,12 @@ def train(cfg: TrainConfig) -> Path:
     recipe.train_mode(True)
     window: dict[str, list[float]] = {}
     bar = tqdm(range(start, total), initial=start, total=total, desc=f"{spec.name} [{profile}]",
-               unit="step", disable=None if cfg.progress else True, dynamic_ncols=True)
+               unit="step", disable=None if cfg.progress and world.is_main else True, dynamic_ncols=True)
     # tqdm draws nothing when stderr is not a terminal (nohup, CI, a log file): print plain lines instead
-    plain = PlainProgress(f"{spec.name} [{profile}]", start, total) if cfg.progress and bar.disable else None
+    plain = (PlainProgress(f"{spec.name} [{profile}]", start, total)
+             if cfg.progress and world.is_main and bar.disable else None)
     logs: dict[str, float] = {}
-    with history_path.open("a") as history:
+    with (history_path.open("a") if world.is_main else nullcontext()) as history:
         for step in bar:
             set_learning_rate(recipe.optimizers.values(), hp["lr"] * lr_factor(step, total, hp.get("lr_decay_start")))
             out = recipe.train_step(batches.draw)
@@ -369,7 +412,7 @@ def train(cfg: TrainConfig) -> Path:
                 window.setdefault(k, []).append(v)
             done = step + 1
             if done % hp["log_every"] == 0 or done == total:
-                logs = {k: float(np.mean(v)) for k, v in window.items()}
+                logs = world.mean_of({k: float(np.mean(v)) for k, v in window.items()})
                 window.clear()
                 bar.set_postfix({k.removeprefix("loss_"): f"{v:.3g}" for k, v in logs.items() if k.startswith("loss")})
                 health = {}
@@ -377,6 +420,8 @@ def train(cfg: TrainConfig) -> Path:
                     health = checkpoint_now(done, logs)
                 if plain is not None:
                     plain.update(done, logs)
+                if not world.is_main:
+                    continue
                 record = {"step": done, **logs, **health}
                 history.write(json.dumps(record) + "\n")
                 history.flush()
@@ -385,7 +430,8 @@ def train(cfg: TrainConfig) -> Path:
                     tqdm.write(f"[{spec.name} step {done}] warning: {w}")
     if start >= total:  # resumed a finished run: still leave fresh pictures
         checkpoint_now(total, logs)
-    save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
+    if world.is_main:
+        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
     return run_dir
 
 

@@ -31,13 +31,16 @@ def wasserstein_generator(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """(||grad C(x_hat)||_2 - 1)^2 at random points between real and fake images.
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
+                     alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """(||grad C(x_hat)||_2 - 1)^2 at random points between real and fake images (``alpha``: each row's
+    mix, N x 1 x 1 x 1, uniform in [0, 1); drawn here when not given).
 
     This is the soft 1-Lipschitz constraint of WGAN-GP, used instead of weight
     clipping.
     """
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
@@ -59,6 +62,24 @@ def tone_matching(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     domain's tones (white paper, dark strokes) without saying where.
     """
     return (fake.mean(1).flatten().sort().values - real.mean(1).flatten().sort().values).abs().mean()
+
+
+def structure_l1(x_hat: torch.Tensor, x: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """L1 between the fine luminance detail of two NCHW batches in [-1, 1]: each image's luma minus its
+    local mean over a (2 * radius + 1) box.
+
+    This is what a pencil sketch can carry of a photo: edges and texture, not
+    colour and not the tone of flat areas. A cycle scored on it asks
+    G_ba(G_ab(photo)) to bring back the photo's structure without paying G_ab
+    to hide colours or flat tones in tints of its page.
+    """
+    luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+
+    def detail(t):
+        y = (t * luma).sum(1, keepdim=True)
+        return y - F.avg_pool2d(y, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+    return F.l1_loss(detail(x_hat), detail(x))
 
 
 def reconstruction(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ Torch is imported inside the commands (``eval --help`` reads the metric list, an
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -61,9 +62,12 @@ def parse_hp(profile_hp: dict, items: tuple[str, ...]) -> dict:
 @click.option("--hp", "hp_overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any hyper-parameter of the profile (repeatable), e.g. --hp kl_weight=0.5; "
                    "`ganexport models --hparams` lists them.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train data-parallel on this many processes on this machine (torchrun; one per GPU, gloo on "
+                   "CPU). The batch size is the global batch: each process takes batch_size / N rows.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_size, lr, width, image_size,
-          limit, out, resume, hp_overrides, quiet):
+          limit, out, resume, hp_overrides, nproc, quiet):
     """Train one model; writes runs/<model>/<run-id>/ with a checkpoint, sample grids,
     loss curves and a training-health log.
 
@@ -73,14 +77,33 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
       ganexport train --model cgan --steps 3000 --device cuda
       ganexport train --model cyclegan --data ~/horse2zebra --image-size 128
       ganexport train --model vae --hp kl_weight=0.5 --hp hidden=512
+      ganexport train --model dcgan --nproc 2               # data-parallel, 2 processes
+      torchrun --nproc-per-node 8 -m ganexport train --model cyclegan --profile full
+
+    \b
+    Data-parallel runs (--nproc N, or any torchrun launch) compute the step a
+    single process computes with the same global batch: each process trains
+    on its own batch_size / N rows of every batch, gradients and batch-norm
+    statistics are averaged over the processes, and only rank 0 writes the
+    run. So the same command trains the same model on any N, and --resume
+    continues a run on a different N. To train faster per step on more
+    GPUs, grow the batch with N (--batch-size, e.g. 64 per GPU) and scale
+    --lr with it.
     """
     from ganexport.training import checkpoint, data
     from ganexport.training.loop import TrainConfig
     from ganexport.training.loop import train as run_training
 
+    overrides = parse_hp(catalog.get(model).hp(profile), hp_overrides)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        batch = batch_size or overrides.get("batch_size") or _run_hp(model, profile, resume)["batch_size"]
+        sys.exit(launch_data_parallel(nproc, device, batch))
+    if "WORLD_SIZE" in os.environ and nproc not in (1, int(os.environ["WORLD_SIZE"])):
+        raise UserError(f"--nproc {nproc}, but this was started as one of {os.environ['WORLD_SIZE']} processes")
+
     cfg = TrainConfig(model=model, profile=profile, dataset=dataset, data_dir=data_dir, device=device, seed=seed,
                       steps=steps, epochs=epochs, out=out, resume=resume, image_size=image_size, limit=limit,
-                      hp={**parse_hp(catalog.get(model).hp(profile), hp_overrides),
+                      hp={**overrides,
                           "batch_size": batch_size, "lr": lr, "width": width},
                       command=shlex.join(["ganexport", *sys.argv[1:]]), progress=not quiet)
     try:
@@ -91,9 +114,61 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
         if "--device" in str(e):
             raise UserError(str(e)) from None
         raise
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     click.echo(f"run saved to {run_dir}")
     for name in ("checkpoint.safetensors", "samples.png", "loss_curve.png", "health.jsonl"):
         click.echo(f"  {run_dir / name}")
+
+
+def _run_hp(model: str, profile: str, resume: str | None) -> dict:
+    """The hyper-parameters a run will use before ``--hp``: the resumed run's, else the profile's."""
+    if resume:
+        from ganexport.training import checkpoint
+
+        try:
+            return {**catalog.get(model).hp(profile), **checkpoint.read_meta(checkpoint.resolve(resume))["hparams"]}
+        except checkpoint.CheckpointError as e:
+            raise UserError(str(e)) from None
+    return catalog.get(model).hp(profile)
+
+
+def launch_data_parallel(nproc: int, device: str, batch_size: int) -> int:
+    """Run this same ``ganexport train`` command as ``nproc`` processes under torchrun on this machine;
+    returns their exit code. Only rank 0's output is shown (it is the one that prints and writes), and
+    torchrun's own report of a failed process is left out: the process's one-line error says it."""
+    import re
+    import subprocess
+
+    if batch_size % nproc:
+        raise UserError(f"batch_size {batch_size} does not split over {nproc} processes: use a multiple of "
+                        f"{nproc} (--batch-size)")
+    if device != "cpu":
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device == "cuda" and gpus < nproc:
+            raise UserError(f"--nproc {nproc} with --device cuda, but {gpus} CUDA device(s) are usable here")
+    env = dict(os.environ)
+    # torchrun would set 1 thread per process (with a warning); share the cores instead
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "--local-ranks-filter=0", "--module", "--", "ganexport", *sys.argv[1:]]
+    agent_line = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ \S*torch/distributed/")
+    failed = re.compile(r"failed \(exitcode: (-?\d+)\)")
+    code = None
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, errors="replace") as proc:
+        for line in proc.stderr:
+            if agent_line.match(line):
+                found = failed.search(line)
+                code = int(found.group(1)) if found and code is None else code
+                continue
+            if code is None:  # after a failure, the rest is torchrun's traceback and summary
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    if proc.returncode and code is not None:
+        return code if code > 0 else 1
+    return proc.returncode
 
 
 @click.command()

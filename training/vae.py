@@ -13,7 +13,6 @@ trains that one, which the demo's Latent tab can show).
 
 from __future__ import annotations
 
-import torch
 
 from ganexport.training import autoencoder, losses
 
@@ -21,7 +20,7 @@ from ganexport.training import autoencoder, losses
 class Recipe(autoencoder.Recipe):
     def encode(self, x):
         mu, logvar = self.nets["encoder"](x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
+        z = mu + self.random.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
         return z, {"loss_kl": self.hp["kl_weight"] * losses.kl_standard_normal(mu, logvar)}
 
     def encoder_mean(self, x):

@@ -27,7 +27,7 @@ class Recipe(dcgan.Recipe):
             real = draw()["x"]
             fake = G(self.z(len(real))).detach()
             loss_c = losses.wasserstein_critic(C(real), C(fake))
-            gp = losses.gradient_penalty(C, real, fake)
+            gp = losses.gradient_penalty(C, real, fake, alpha=self.random.rand(len(real), 1, 1, 1))
             grad_d = self.backward_step(loss_c + self.hp["gp_weight"] * gp, self.optimizers["d"], C)
         loss_g = losses.wasserstein_generator(C(G(self.z(len(real)))))
         grad_g = self.backward_step(loss_g, self.optimizers["g"], G)

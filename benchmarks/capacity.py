@@ -1,0 +1,55 @@
+"""How many Triton replicas a CycleGAN translation rate needs, from one replica's throughput.
+
+    python -m ganexport.benchmarks.capacity     # from a checkout: BENCHMARKS.md's "How serving cost grows with traffic"
+
+Measured: a CPU replica's throughput (2 cores, Triton gRPC, batch 1: throughput does not grow with batch or
+clients on 2 compute-bound cores, bench.json's 256x256 rows). Assumed: a GPU replica's throughput (nothing
+was measured on a GPU), replicas adding up linearly behind the balancer, and each one planned at
+``UTILISATION`` busy, so a burst or a lost replica does not queue requests without end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cpu-amd-epyc-2c"
+RATES = (100, 1_000, 10_000)  # translations per second
+UTILISATION = 0.7  # assumed headroom: replicas planned 70% busy
+CPU_CORES_PER_REPLICA = 2  # the measured machine
+# FINDINGS.md, "Bench on this machine (2026-12-01, quiet)": the same released nets as cyclegan-512.json.
+CPU_256_P50_MS = 18.3
+# Assumed, not measured: the H100 target for cyclegan_a2b (BENCHMARKS.md, "GPU knobs: not measured
+# here") at the bench's default 256x256; a 512x512 image is 4x the pixels and the work (on CPU 69.0 / 18.3 = 3.8x).
+GPU_256_IMAGES_PER_S = 2000.0
+
+
+def cpu_512_images_per_s() -> float:
+    """Triton gRPC, batch 1, 512x512: cyclegan-512.json (p50 69.0 ms)."""
+    rows = json.loads((RESULTS / "cyclegan-512.json").read_text())["results"]
+    return next(r["images_per_s"] for r in rows if r["backend"] == "triton-grpc" and r["size"] == 512)
+
+
+def replicas(rate: float, images_per_s: float) -> int:
+    return math.ceil(rate / (images_per_s * UTILISATION))
+
+
+def table() -> str:
+    per_replica = {("CPU", 256): 1000 / CPU_256_P50_MS, ("CPU", 512): cpu_512_images_per_s(),
+                   ("GPU", 256): GPU_256_IMAGES_PER_S, ("GPU", 512): GPU_256_IMAGES_PER_S / 4}
+    lines = ["| replica | image | one replica, images/s | " + " | ".join(f"{r:,}/s" for r in RATES) + " |",
+             "|---|---|---|" + "---|" * len(RATES)]
+    for (kind, side), rate in per_replica.items():
+        cells = []
+        for target in RATES:
+            n = replicas(target, rate)
+            cells.append(f"{n} ({n * CPU_CORES_PER_REPLICA} cores)" if kind == "CPU" else f"{n} GPU{'s' * (n > 1)}")
+        source = "measured" if kind == "CPU" else "assumed"
+        shown = f"{rate:.1f}" if rate < 100 else f"{rate:,.0f}"
+        lines.append(f"| {kind} | {side}x{side} | {shown} ({source}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())
