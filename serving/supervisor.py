@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from ganexport.repository import RepositoryError
 from ganexport.serving.backends import BackendError, InvalidInput, connect
 from ganexport.serving.triton_log import ServerError, exit_text
 from ganexport.serving.triton_server import TritonServer
@@ -114,21 +115,29 @@ class Supervisor:
         return broken
 
     def _restart(self, kind: str, cause: str) -> None:
+        """Restart the server, backing off; a restart that fails (a model that does not load on a loaded
+        machine, say) is one more failure and is tried again, until ``max_restarts`` within ``window``."""
         self.events.count(kind)
         if self.server.front_door is not None:  # not ready from now until Triton is back, back-off included
             self.server.front_door.gate.restarting()
-        now = time.monotonic()
-        recent = [t for t in self.events.restarts if now - t < self.window]
-        if len(recent) >= self.max_restarts:
-            raise GaveUp(f"gave up: {len(recent)} restarts within {self.window:.0f} s, the last after: {cause}")
-        delay = min(30.0, 2.0 ** len(recent) - 1)  # 0, 1, 3, 7, 15 s ...
-        self.log(f"supervisor: {cause}; restarting Triton"
-                 + (f" in {delay:.0f} s" if delay else "")
-                 + f" (restart {len(recent) + 1} of at most {self.max_restarts} per {self.window:.0f} s)")
-        time.sleep(delay)
-        self.events.restarts.append(time.monotonic())
-        t0 = time.monotonic()
-        self.server.restart(timeout=self.start_timeout)
+        while True:
+            now = time.monotonic()
+            recent = [t for t in self.events.restarts if now - t < self.window]
+            if len(recent) >= self.max_restarts:
+                raise GaveUp(f"gave up: {len(recent)} restarts within {self.window:.0f} s, the last after: {cause}")
+            delay = min(30.0, 2.0 ** len(recent) - 1)  # 0, 1, 3, 7, 15 s ...
+            self.log(f"supervisor: {cause}; restarting Triton"
+                     + (f" in {delay:.0f} s" if delay else "")
+                     + f" (restart {len(recent) + 1} of at most {self.max_restarts} per {self.window:.0f} s)")
+            time.sleep(delay)
+            self.events.restarts.append(time.monotonic())
+            t0 = time.monotonic()
+            try:
+                self.server.restart(timeout=self.start_timeout)
+                break
+            except (ServerError, RepositoryError) as e:
+                self.events.count("failed restart")
+                cause = f"the restart failed ({str(e).splitlines()[0][:300]})"
         self.log(f"supervisor: Triton is back in {time.monotonic() - t0:.1f} s "
                  f"({sum(self.events.counts.values())} restarts so far: "
                  + ", ".join(f"{k} {v}" for k, v in sorted(self.events.counts.items())) + ")")

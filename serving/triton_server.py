@@ -45,6 +45,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORTS", "RESTRICTED_HEADER", "ModelInfo", "S
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 RESTRICTED_HEADER = "ganexport-restricted"  # header that would unlock the restricted APIs (see command())
+STUB_TIMEOUT_S = 120  # how long Triton waits for a Python stub to start and to answer its messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +198,9 @@ class TritonServer:
                "--model-control-mode", "none", "--strict-readiness", "true",
                "--disable-auto-complete-config", "--pinned-memory-pool-byte-size", "0",
                "--allow-gpu-metrics", "false", "--exit-timeout-secs", str(self.exit_timeout),
+               # A stub gets 30 s to start and answer by default; fifteen stubs starting at once on a
+               # loaded 2-core machine can miss that, and a model that misses it fails to load.
+               "--backend-config", f"python,stub-timeout-seconds={STUB_TIMEOUT_S}",
                "--log-verbose", str(self.log_verbose),
                # Shared-memory registration lets any client map a /dev/shm segment by name, the Python
                # stubs' own regions included, and have the server read or write it. Our clients never

@@ -158,3 +158,45 @@ def test_serve_gives_up_in_one_line_when_the_server_keeps_dying(published, tmp_p
         server.stop()
     assert "gave up: 2 restarts within 600 s" in str(err.value) and "\n" not in str(err.value)
     assert sum("restarting Triton" in m for m in messages) == 2, messages
+
+
+def test_a_restart_that_fails_is_tried_again_after_a_back_off(published, tmp_path):
+    """The first restart finds a model that does not load (its file damaged meanwhile); the supervisor says
+    so, backs off and tries again, and once the file is whole the server is back: one failed restart is
+    not the end of the service."""
+    import shutil
+
+    from ganexport.serving.supervisor import Supervisor
+    from ganexport.serving.triton_server import TritonServer
+
+    repo = tmp_path / "repo"
+    shutil.copytree(published[0], repo, symlinks=True)
+    model_file = next((repo / "dcgan").glob("*/model.onnx"))
+    whole = model_file.read_bytes()
+    server = TritonServer(repo, models=["dcgan"], http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+    messages: list[str] = []
+    supervisor = Supervisor(server, log=messages.append, max_restarts=4, window=600, start_timeout=120)
+    server.start(timeout=120)
+    watcher = threading.Thread(target=supervisor.run, daemon=True)
+    watcher.start()
+    try:
+        model_file.write_bytes(b"not an onnx file")
+        os.kill(server.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while not any("the restart failed" in m for m in messages):
+            assert time.monotonic() < deadline and watcher.is_alive(), messages
+            time.sleep(0.2)
+        model_file.write_bytes(whole)
+        while not any("Triton is back" in m for m in messages):
+            assert time.monotonic() < deadline and watcher.is_alive(), messages
+            time.sleep(0.2)
+        with connect("triton-http", url=server.http_url) as backend:
+            method, args = probe_inputs(backend.metadata("dcgan"))
+            assert np.asarray(getattr(backend, method)("dcgan", *args)).dtype == np.uint8
+    finally:
+        supervisor.stop()
+        watcher.join(timeout=30)
+        server.stop()
+    failed = next(m for m in messages if "the restart failed" in m)
+    assert "dcgan" in failed and "\n" not in failed and "restart 2 of at most 4" in failed, messages
+    assert "failed restart 1, server 1" in next(m for m in messages if "Triton is back" in m), messages

@@ -73,53 +73,56 @@ NOTES = {
     "cyclegan": "**What it does:** it turns a whole photo into a recognisable pencil sketch at the size it is served "
                 "(see the picture: held-out photos it never saw, translated whole at 512 px; and the demo screenshot "
                 "below, a portrait it never saw). `sketch_f1_512` is the protocol that matters to a user: stroke F1 "
-                "0.78 against the filter (precision 0.87, recall 0.79), above the crude Sobel-edge baseline (0.66) "
-                "and the target 0.6; the first release on these photos scored 0.76, and the one before it drew "
-                "strokes on 0.8% of the pixels where the filter draws 11.4% (F1 0.22). **What it misses:** L1 is "
-                "0.79x a blank page's, not the 0.7x target: its paper is a few levels grey (that alone costs about "
-                "2.2 of its 13.5 levels of L1; a blank page's is 17.0) and its strokes are lighter and sparser than "
-                "the filter's (8.3% of pixels against 11.4%; where the filter draws a stroke, the model's pixel is "
-                "50 levels lighter on average), so it is a lighter sketch than the filter's. **The paired bound**: "
-                "the same generator trained on pairs "
+                "{f1:.2f} against the filter (precision {precision:.2f}, recall {recall:.2f}), above the crude "
+                "Sobel-edge baseline ({sobel_f1:.2f}) and the target 0.6; the release before this one scored 0.78, "
+                "the first on these photos 0.76, and the one before it drew strokes on 0.8% of the pixels where the "
+                "filter draws 11.4% (F1 0.22). **What it misses:** L1 is {l1_ratio:.2f}x a blank page's, not the "
+                "0.7x target (the release before: 0.79x): its strokes are still lighter and a little sparser than "
+                "the filter's ({stroke_share:.1%} of pixels against {filter_share:.1%}). Darkening them after the "
+                "fact does not close the gap: a tone curve that matches G_A->B's grey levels to the real sketches' "
+                "(histogram matching, unpaired, fitted on 40 training photos each side) took the release before "
+                "this one from F1 0.78 / L1 0.79x to F1 0.82 / L1 0.89x, and whitening its paper (levels above 245 "
+                "to white) to L1 0.79x: the strokes are not exactly where the filter's are, and L1 punishes a dark "
+                "stroke a pixel off more than a light one. **The paired bound**: the same generator trained on pairs "
                 "(photo, its filter output; `python -m ganexport.training.sketch_bound --steps 4000 --every 1000 --lr"
                 " 1e-3`, 401 s on 1 thread beside two trainings) reaches F1 0.92 and L1 0.41x on the same photos "
                 "(`cyclegan.sketch_bound.jsonl`), so the capacity is there; the unpaired objective is what leaves the"
                 " gap. **The recipe:** a lighter generator than the paper's (ResNet with {width} base filters and "
                 "{n_blocks} residual blocks instead of 64 and 9: {params:,} parameters per generator against the "
                 "paper's 11.4 M), so the weights stay small and a 512x512 photo translates in 69 ms (p50) through "
-                "Triton on 2 CPU cores (BENCHMARKS.md). The data made the difference: 96x96 crops of the photos at "
-                "the served scale (512 px on the longer side) from about 360 training photos, keeping only crops "
+                "Triton on 2 CPU cores (BENCHMARKS.md). The data made the first difference: 96x96 crops of the photos "
+                "at the served scale (512 px on the longer side) from about 360 training photos, keeping only crops "
                 "where the filter draws strokes on at least 3% of the pixels (before: 64x64 crops of 15 photos shrunk"
-                " to 192 px, 27% of the sketch crops nearly blank). The A->B->A cycle runs at a tenth of its weight "
-                "(`aba_weight_scale=0.1`): a sketch cannot carry a photo's colours, and a full-weight cycle pays "
-                "G_A->B for faint tints that keep them rather than for strokes. The served generators are a moving "
-                "average of their trained weights (`--hp ema_decay=0.999`, `training/weight_average.py`): this "
-                "run's checkpoints from 6500 to 9000 steps all score F1 0.78-0.79 and L1 0.79-0.80x, "
-                "where the runs without it swung by up to 0.25x of L1 between checkpoints 500 steps apart; run for "
-                "5000 steps it ended where the first release did (F1 0.76, L1 0.82x), and resumed to 9000 steps "
-                "(the rate decays again from 0.89x at step 5000 to 0 at 9000) it gained 0.02 of F1 and 0.03x of "
-                "L1 (the exact two commands are below). Every run of this recipe search, with"
-                " its command and held-out figures every 500 steps, is in `cyclegan.runs.jsonl`: the full-weight "
-                "cycle (9000 steps) ended at F1 0.69, L1 0.79x (fainter strokes); discriminators without instance "
-                "norm (`--hp d_norm=none`, which can see grey paper that instance norm hides) and noise on the fakes "
-                "before the cycle (`--hp cycle_noise=0.1`) were both behind at 1000 steps and stopped (the noise made"
-                " the paper greyer, as if the hidden tints grew to survive it); averaging the last three checkpoints "
-                "of the 9000-step run did not help (F1 0.65, L1 0.80x); the released recipe with `--hp d_norm=none` "
-                "as well (5000 steps) drew more strokes (recall 0.84 against 0.74) on greyer paper: F1 0.77, L1 "
-                "0.89x, not released. Three more 5000-step runs of the released recipe, none released because L1 "
-                "got worse: a loss on the histogram of G_A->B's grey levels against real sketches "
-                "(`--hp tone_weight=10`, `losses.tone_matching`) drew darker strokes, F1 0.82 but L1 0.87x; the "
+                " to 192 px, 27% of the sketch crops nearly blank). The A->B->A cycle is what this release changed. "
+                "A sketch cannot carry a photo's colours, nor the tone of its flat areas, so a full-weight cycle pays "
+                "G_A->B for faint tints that keep them rather than for strokes; the releases before ran that cycle at "
+                "a tenth of its weight (`aba_weight_scale=0.1`), which left G_A->B little reason to draw each edge "
+                "where it is. This one adds the cycle on what a sketch can carry, at full weight "
+                "(`--hp aba_detail_weight=1`, `losses.structure_l1`: the L1 between the luminance detail of the photo "
+                "and of G_B->A(G_A->B(photo)), each image's luma minus its 9x9 local mean): colour and flat tone cost "
+                "nothing, every edge and texture the sketch drops or misplaces does. Against the release before, "
+                "same recipe otherwise and same steps: F1 0.82 / L1 0.74x at 5000 steps (0.76 / 0.82x without it) "
+                "and {f1:.2f} / {l1_ratio:.2f}x at 9000 (0.78 / 0.79x); ahead from its first checkpoint (F1 0.78, L1 "
+                "0.85x at 500 steps). The same term at three times the weight (`aba_detail_weight=3`) was behind at "
+                "500 steps (F1 0.76, L1 0.90x) and stopped. The served generators are a moving average of their "
+                "trained weights (`--hp ema_decay=0.999`, `training/weight_average.py`): checkpoints 500 steps apart "
+                "differ by about 0.01x of L1, where runs without it swung by up to 0.25x; as before, the run is 5000 "
+                "steps resumed to 9000 (the rate decays again from 0.89x at step 5000 to 0 at 9000; the exact two "
+                "commands are above). Every run of the recipe search, with its command and held-out figures every 500"
+                " steps, is in `cyclegan.runs.jsonl`; before this term: the full-weight cycle (9000 steps) ended at F1"
+                " 0.69, L1 0.79x (fainter strokes); discriminators without instance norm (`--hp d_norm=none`) and "
+                "noise on the fakes before the cycle (`--hp cycle_noise=0.1`) were behind at 1000 steps and stopped; "
+                "averaging the last three checkpoints did not help (F1 0.65, L1 0.80x); `--hp d_norm=none` on the "
+                "5000-step recipe: F1 0.77, L1 0.89x (greyer paper); a loss on the histogram of G_A->B's grey levels "
+                "against real sketches (`--hp tone_weight=10`, `losses.tone_matching`): F1 0.82, L1 0.87x; the "
                 "B->A->B cycle at twice the weight (`--hp cycle_weight=20 --hp aba_weight_scale=0.05 --hp "
-                "identity_weight=0.25`) F1 0.81, L1 0.89x; nearest-neighbour upsampling instead of transposed "
-                "convolutions (`--hp upsample=resize`) was no better by 3000 steps. Within one run L1 swings by up "
-                "to 0.25x between checkpoints 500 steps apart (0.75-0.99x in the cycle-weight run), mostly through "
-                "the tone of the paper, so a single figure of those runs is good to about 0.1x (the averaged "
-                "generator's, to about 0.01x). Domain B is made by a fixed "
-                "pencil-sketch filter (`ganexport/sketch.py`), so "
-                "every figure is against the exact target. **The reverse direction** (`cyclegan_b2a`, sketch -> "
+                "identity_weight=0.25`): F1 0.81, L1 0.89x; nearest-neighbour upsampling (`--hp upsample=resize`): "
+                "no better by 3000 steps. Domain B is made by a fixed pencil-sketch filter (`ganexport/sketch.py`), "
+                "so every figure is against the exact target. **The reverse direction** (`cyclegan_b2a`, sketch -> "
                 "photo) is honest about what a sketch holds: it has no colours, so G_B->A invents plausible ones (the"
-                " second picture); its L1 to the true photo, 0.243, is worse than a flat page of the photo's own mean"
-                " colour (0.172), which it cannot know. It is a colouring toy, not a reconstruction.\n\n"
+                " second picture); its L1 to the true photo, {photo_l1:.3f}, is worse than a flat page of the "
+                "photo's own mean colour ({mean_colour:.3f}), which it cannot know. It is a colouring toy, not a "
+                "reconstruction.\n\n"
                 "![the demo's Translate tab on a portrait photo the model never saw](cyclegan_demo.jpg)\n\n"
                 "The demo screenshot: `ganexport demo`, Translate, photo -> sketch, served by Triton; the upload is "
                 "the held-out `kphotoalbum/new_wave_2.jpg` (GPL-2+) cropped to a 512x600 portrait.",
@@ -131,21 +134,23 @@ NOTES = {
             "checkpoint from 1000 to 4000 steps, drew speckled, textured garments for 3 of the 8 fixed noises in its "
             "sample grid (the noises with the largest norm): near pure noise an eps net's small errors, divided by "
             "sqrt(abar) ~ 5e-5, decide the image; the v run had none from its first checkpoint, so the eps run was "
-            "stopped at 4400 steps. **Training:** 8000 steps of batch 64 (8.5 epochs) on 1 CPU thread in 46 min, "
-            "weights averaged (EMA 0.999); stopped at 8000 of the 10000 asked because the health log's class "
-            "accuracy and variety had been flat since step 5000 (the second command only sets the default guidance, "
-            "1.0, with no training step; it ran with 2 threads, hence the hardware line). No discriminator, so none "
-            "of a GAN's failure modes has a cause here: every class appears in 1k samples with no class asked "
-            "(`class_coverage` 10/10), at every step count. **Against the GANs** (same judge, same protocols, the "
-            "table above at 50 DDIM steps, guidance 1): FID 5.36 against the cgan's 13.53 and the dcgan's 25.88; "
-            "`cgan_acc` 0.856; `class_variety` 0.897, just under the 0.9 target (and the cgan's 0.99); sharpness "
-            "0.83 of real images. **Guidance** trades variety for class likeness (50 steps, 1k samples): guidance 2 "
-            "reaches `cgan_acc` 0.958 at variety 0.76; measured on the fp32 copy of these weights with "
-            "`ganexport eval --model ddpm --checkpoint ... --metrics cgan_acc,class_variety --n 1000 --steps 50 "
-            "--guidance G`: 1.1 gave 0.880 / 0.87 and 1.25 gave 0.902 / 0.84, so no scale reaches both 0.85 and 0.9 "
-            "at 50 steps; at 100 steps (1k samples) variety is 0.92 at accuracy 0.844. **Steps:** FID 11.50 at 10 "
-            "DDIM steps, 6.39 at 25, 5.36 at 50 (10k samples each; the 100-step row used 1k samples, whose FID is "
-            "not comparable). **Served:** the exported files are the denoiser (x, t, label -> eps: the v output "
+            "stopped at 4400 steps. **Training:** 12000 steps of batch 64 (12.8 epochs) on 1 CPU thread, weights "
+            "averaged (EMA 0.999), in three commands (above): 8000 steps of the 10000 first asked (46 min; the "
+            "health log's class accuracy and variety looked flat from step 5000), a no-step resume that set the "
+            "default guidance to 1.0, and a resume to 12000 steps. The 8000-step release scored `class_variety` "
+            "0.897 at 50 steps, under the 0.9 target; these 4000 more steps at the same rate brought it to "
+            "{variety:.3f}, with FID 5.36 -> {fid:.2f} and `cgan_acc` 0.856 -> {accuracy:.3f}. No discriminator, "
+            "so none of a GAN's failure modes has a cause here: every class appears in 1k samples with no class "
+            "asked (`class_coverage` 10/10). **Against the GANs** (same judge, same protocols, the table above at "
+            "50 DDIM steps, guidance 1): FID {fid:.2f} against the cgan's 13.53 and the dcgan's 25.88; "
+            "`cgan_acc` {accuracy:.3f}; `class_variety` {variety:.3f} (target 0.9; the cgan's 0.99); sharpness "
+            "{sharp:.2f} of real images. **Guidance and steps**, measured on the 8000-step release (fp32 copy, "
+            "`ganexport eval --model ddpm --checkpoint ... --metrics cgan_acc,class_variety --n 1000 --steps S "
+            "--guidance G`): guidance trades variety for class likeness (50 steps: 1.1 gave accuracy 0.880 at "
+            "variety 0.87, 1.25 gave 0.902 / 0.84, 2 gave 0.958 / 0.76); variety grows with the steps (0.78 at 10,"
+            " 0.86 at 25, 0.90 at 50, 0.92 at 100) and FID falls (11.50 at 10 steps, 6.39 at 25, 5.36 at 50; 10k "
+            "samples each); the tables of this card hold what was measured on this release. "
+            "**Served:** the exported files are the denoiser (x, t, label -> eps: the v output "
             "is turned into the noise inside the graph); the sampler loop (`ganexport/diffusion.py`) runs around it "
             "in Triton's Python-backend stub, in-process, and in training, so parity covers the whole walk (at most "
             "1 uint8 level at 10 and 50 steps, `parity.json`). A 25-step sample of 64 images takes about 3 s on 2 "
@@ -331,6 +336,35 @@ def reverse_picture(picture: Path) -> Path:
     return picture.with_name(picture.stem + "_b2a.png")
 
 
+def note_figures(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The measured figures a card's notes quote, by name, from the checkpoint's latest records, so the
+    prose says what the records say."""
+    out: dict[str, Any] = {}
+    if "sketch_f1_512" in records:
+        r = records["sketch_f1_512"]["results"]
+        out.update({k: r[k] for k in ("f1", "precision", "recall", "l1_ratio", "stroke_share")},
+                   filter_share=r["filter_stroke_share"], sobel_f1=r["baselines"]["sobel_edges"]["f1"])
+    for metric, key, name in (("fid_fmnist10k", "fid", "fid"), ("cgan_acc", "accuracy", "accuracy"),
+                              ("class_variety", "ratio_to_real", "variety"), ("sharpness", "ratio_to_real", "sharp")):
+        if metric in records:
+            out[name] = records[metric]["results"][key]
+    if "photo_l1_512" in records:
+        r = records["photo_l1_512"]["results"]
+        out.update(photo_l1=r["l1"], mean_colour=r["baselines"]["mean_colour_page"])
+    return out
+
+
+class _Figures(dict):
+    """Format values for a card's notes; a figure not measured yet reads as a dash, whatever its format."""
+
+    class _Missing:
+        def __format__(self, spec: str) -> str:
+            return "–"
+
+    def __missing__(self, key: str):
+        return self._Missing()
+
+
 def card(model: str, path: Path, picture: str) -> str:
     """The model card: data, command, steps, wall time, hardware, metrics, picture."""
     ckpt = checkpoint.load(path)
@@ -339,8 +373,9 @@ def card(model: str, path: Path, picture: str) -> str:
     served = ", ".join(f"`{s.name}` ({s.net})" for s in ckpt.spec.signatures(ckpt.image_shape, hp))
     records = metrics.latest(path)
     stopped = f" of {hp['steps']}: stopped early, the last checkpoint is released" if meta["step"] < hp["steps"] else ""
-    note = NOTES.get(model, "").format(width=hp.get("width"), n_blocks=hp.get("n_blocks"),
-                                       params=params.get("g_ab", 0), params_denoiser=params.get("denoiser", 0))
+    note = NOTES.get(model, "").format_map(_Figures(
+        width=hp.get("width"), n_blocks=hp.get("n_blocks"), params=params.get("g_ab", 0),
+        params_denoiser=params.get("denoiser", 0), **note_figures(records)))
     lines = [
         f"# {model}: model card", "",
         f"![{model} samples]({picture})", "",
