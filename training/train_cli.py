@@ -86,9 +86,9 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
     on its own batch_size / N rows of every batch, gradients and batch-norm
     statistics are averaged over the processes, and only rank 0 writes the
     run. So the same command trains the same model on any N, and --resume
-    continues a run on a different N. To train faster per step on more
-    GPUs, grow the batch with N (--batch-size, e.g. 64 per GPU) and scale
-    --lr with it.
+    continues a run on a different N. N processes split each step's work;
+    to give each GPU a full batch instead, grow the batch with N
+    (--batch-size, e.g. 64 per GPU) and scale --lr with it.
     """
     from ganexport.training import checkpoint, data
     from ganexport.training.loop import TrainConfig
