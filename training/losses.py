@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ganexport.sketch import LUMA
+
 
 def bce_discriminator(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """-log D(x) - log(1 - D(G(z))), averaged over the batch."""
@@ -73,7 +75,7 @@ def structure_l1(x_hat: torch.Tensor, x: torch.Tensor, radius: int = 4) -> torch
     G_ba(G_ab(photo)) to bring back the photo's structure without paying G_ab
     to hide colours or flat tones in tints of its page.
     """
-    luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    luma = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
 
     def detail(t):
         y = (t * luma).sum(1, keepdim=True)

@@ -96,7 +96,7 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
 
     overrides = parse_hp(catalog.get(model).hp(profile), hp_overrides)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        batch = batch_size or overrides.get("batch_size") or _run_hp(model, profile, resume)["batch_size"]
+        batch = batch_size or overrides.get("batch_size") or _run_batch_size(model, profile, resume)
         sys.exit(launch_data_parallel(nproc, device, batch))
     if "WORLD_SIZE" in os.environ and nproc not in (1, int(os.environ["WORLD_SIZE"])):
         raise UserError(f"--nproc {nproc}, but this was started as one of {os.environ['WORLD_SIZE']} processes")
@@ -121,16 +121,16 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
         click.echo(f"  {run_dir / name}")
 
 
-def _run_hp(model: str, profile: str, resume: str | None) -> dict:
-    """The hyper-parameters a run will use before ``--hp``: the resumed run's, else the profile's."""
-    if resume:
-        from ganexport.training import checkpoint
+def _run_batch_size(model: str, profile: str, resume: str | None) -> int:
+    """The batch size a run will use before ``--hp``: the resumed run's, else the profile's."""
+    if not resume:
+        return catalog.get(model).hp(profile)["batch_size"]
+    from ganexport.training import checkpoint
 
-        try:
-            return {**catalog.get(model).hp(profile), **checkpoint.read_meta(checkpoint.resolve(resume))["hparams"]}
-        except checkpoint.CheckpointError as e:
-            raise UserError(str(e)) from None
-    return catalog.get(model).hp(profile)
+    try:
+        return checkpoint.read_meta(checkpoint.resolve(resume))["hparams"]["batch_size"]
+    except checkpoint.CheckpointError as e:
+        raise UserError(str(e)) from None
 
 
 def launch_data_parallel(nproc: int, device: str, batch_size: int) -> int:
@@ -140,9 +140,12 @@ def launch_data_parallel(nproc: int, device: str, batch_size: int) -> int:
     import re
     import subprocess
 
-    if batch_size % nproc:
-        raise UserError(f"batch_size {batch_size} does not split over {nproc} processes: use a multiple of "
-                        f"{nproc} (--batch-size)")
+    from ganexport.training.parallel import World
+
+    try:
+        World(size=nproc).check_batch(batch_size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if device != "cpu":
         import torch
 
