@@ -3,12 +3,14 @@
     python -m ganexport.benchmarks.memory_burst                       # published cyclegan_a2b on Triton
     python -m ganexport.benchmarks.memory_burst --knob arena_release_s=0  # the arena kept, as ONNX Runtime does
     python -m ganexport.benchmarks.memory_burst --in-process          # in-process ONNX Runtime, this process
+    python -m ganexport.benchmarks.memory_burst --supervised --rest 12  # as `ganexport serve` runs it
 
 ``measure`` reads one process's resident memory (VmRSS) before the burst,
 its peak (a thread polls /proc every ``poll`` seconds while the burst runs)
 and ``settle`` seconds after the last answer, and notes when it first fell
-back under ``ratio`` times the memory before. On Triton the process watched is
-the model's Python-backend stub, where ONNX Runtime runs; the burst is many
+back under ``ratio`` times the memory before. On Triton the processes watched are
+the model's Python-backend stubs, where ONNX Runtime runs (asked afresh at every reading:
+under the supervisor a swollen stub is replaced by a fresh one); the burst is many
 batch-1 requests from a few client threads, so the dynamic batcher forms
 batches up to the model's maximum. ``main`` prints one markdown row, or with
 ``--latency-against`` compares lone-request latency of two settings.
@@ -20,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import re
 import shlex
 import sys
 import threading
@@ -58,23 +59,32 @@ HEADER = ("| setting | before MiB | peak MiB | after MiB (when) | after / before
           "|---|---|---|---|---|---|---|")
 
 
-def rss(pid: int) -> int:
-    return rss_bytes([pid])
+@dataclasses.dataclass(frozen=True)
+class Watched:
+    """The processes a burst is measured on, asked afresh at each reading: one process, or one Triton
+    model's stubs, which the supervisor may replace by fresh ones during the measurement."""
+
+    pids: Callable[[], list[int]]
+
+    def rss(self) -> int:
+        return rss_bytes(self.pids())
+
+    def parts(self) -> dict[str, int]:
+        """VmRSS split as /proc/PID/status splits it: anonymous, file-backed and shared-memory pages, bytes."""
+        parts: dict[str, int] = {}
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                        key = line.split(":")[0]
+                        parts[key] = parts.get(key, 0) + int(line.split()[1]) * 1024
+        return parts
 
 
-def rss_parts(pid: int) -> dict[str, int]:
-    """VmRSS split as /proc/PID/status splits it: anonymous, file-backed and shared-memory pages, bytes."""
-    parts = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
-            parts[line.split(":")[0]] = int(line.split()[1]) * 1024
-    return parts
-
-
-def measure(pid: int, translate: Callable[[np.ndarray], np.ndarray], *, side: int = 1024, requests: int = 64,
+def measure(watched: Watched, translate: Callable[[np.ndarray], np.ndarray], *, side: int = 1024, requests: int = 64,
             threads: int = 16, warm: int = 0, rest: float = 0.0, settle: float = 30.0, ratio: float = 1.5,
             stop_when_back: bool = False, poll: float = 0.2, seed: int = 0) -> BurstMemory:
-    """``requests`` batch-1 ``side`` x ``side`` RGB translations from ``threads`` threads, watching ``pid``.
+    """``requests`` batch-1 ``side`` x ``side`` RGB translations from ``threads`` threads, watching ``watched``.
 
     ``warm`` lone requests of the same size go first, so "before" is a process that has already
     answered this size once (as a server that meets a burst usually has), not one fresh from start-up;
@@ -89,13 +99,13 @@ def measure(pid: int, translate: Callable[[np.ndarray], np.ndarray], *, side: in
     for _ in range(warm):
         translate(images[0])
     time.sleep(rest)
-    before = rss(pid)
+    before = watched.rss()
     peak = [before]
     done = threading.Event()
 
     def watch():
         while not done.wait(poll):
-            peak[0] = max(peak[0], rss(pid))
+            peak[0] = max(peak[0], watched.rss())
 
     answered, errors, lock = [0], [], threading.Lock()
 
@@ -119,11 +129,11 @@ def measure(pid: int, translate: Callable[[np.ndarray], np.ndarray], *, side: in
     [w.join() for w in workers]
     done.set()
     watcher.join()
-    peak[0] = max(peak[0], rss(pid))
+    peak[0] = max(peak[0], watched.rss())
     t0 = time.monotonic()
     back_after = None
     while True:
-        now, elapsed = rss(pid), time.monotonic() - t0
+        now, elapsed = watched.rss(), time.monotonic() - t0
         peak[0] = max(peak[0], now)
         if back_after is None and now < ratio * before:
             back_after = elapsed
@@ -132,16 +142,7 @@ def measure(pid: int, translate: Callable[[np.ndarray], np.ndarray], *, side: in
         if elapsed >= settle:
             break
         time.sleep(poll)
-    return BurstMemory(before, peak[0], now, elapsed, back_after, answered[0], tuple(errors), rss_parts(pid))
-
-
-def stub_pid(server, model: str) -> int:
-    """The Python-backend stub that runs ``model`` (its command line names the model's instance)."""
-    for pid in server.pids()[1:]:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        if any(re.fullmatch(rf"{re.escape(model)}(_\d+)+", a) for a in args[1:]):  # e.g. cyclegan_a2b_0_0
-            return pid
-    raise RuntimeError(f"no Python-backend stub for {model} among {server.pids()}")
+    return BurstMemory(before, peak[0], now, elapsed, back_after, answered[0], tuple(errors), watched.parts())
 
 
 def latency(translates: dict[str, Callable[[np.ndarray], np.ndarray]], *, side: int = 512, requests: int = 30,
@@ -161,8 +162,11 @@ def latency(translates: dict[str, Callable[[np.ndarray], np.ndarray]], *, side: 
 
 @contextlib.contextmanager
 def target(repository: str, model: str, *, in_process: bool = False, knobs: list[str] | tuple[str, ...] = (),
-           triton_args: tuple[str, ...] = (), timeout: float = 600.0):
-    """(pid to watch, translate function): a Triton server on ``model`` alone and its stub, or in-process ONNX Runtime.
+           triton_args: tuple[str, ...] = (), timeout: float = 600.0, supervised: bool = False):
+    """(Watched, translate function): a Triton server on ``model`` alone and its stubs, or in-process ONNX Runtime.
+
+    ``supervised``: the server runs under a Supervisor, as `ganexport serve` runs it, which replaces a
+    stub that a burst left swollen once it is at rest; its lines are printed.
 
     ``knobs`` are ``KNOB=VALUE`` as ``ganexport bench --variant`` takes them, over the published configuration:
     on Triton a rewritten config.pbtxt (ONNX Runtime knobs become ``ort_*`` parameters), in-process the
@@ -178,7 +182,7 @@ def target(repository: str, model: str, *, in_process: bool = False, knobs: list
             raise ValueError(f"in-process ONNX Runtime takes session options only, not {', '.join(variant.knobs)}")
         with LocalBackend(repository, ort_options=variant.ort_options) as local:
             local.translate(model, np.zeros((1, 64, 64, 3), np.uint8))  # loaded and warm, as Triton's warm-up
-            yield os.getpid(), lambda x: local.translate(model, x)
+            yield Watched(lambda: [os.getpid()]), lambda x: local.translate(model, x)
         return
     from ganexport.benchmarks.targets import variant_configs
     from ganexport.serving.backends import connect
@@ -198,9 +202,19 @@ def target(repository: str, model: str, *, in_process: bool = False, knobs: list
                 clients.append(local.client)
             return local.client.translate(model, x)
 
+        supervisor = watcher = None
+        if supervised:
+            from ganexport.serving.supervisor import Supervisor
+
+            supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr))
+            watcher = threading.Thread(target=supervisor.run, name="supervisor", daemon=True)
+            watcher.start()
         try:
-            yield stub_pid(server, model), translate
+            yield Watched(lambda: server.stub_pids()[model]), translate
         finally:
+            if supervisor is not None:
+                supervisor.stop()
+                watcher.join(timeout=30)
             for client in clients:
                 client.close()
 
@@ -227,9 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-against", action="append", default=None, metavar="KNOB=VALUE",
                         help="instead of a burst: lone --side requests taking turns between the --knob setting "
                              "and this one ('' for the published config), --requests of each")
+    parser.add_argument("--supervised", action="store_true",
+                        help="run Triton under the supervisor, as `ganexport serve` does (it replaces a stub "
+                             "left swollen at rest)")
     parser.add_argument("--label", default=None)
     args = parser.parse_args(argv)
-    label = args.label or " ".join(["in-process" if args.in_process else "triton", *args.knob, *args.triton_arg])
+    label = args.label or " ".join(["in-process" if args.in_process else "triton", *args.knob, *args.triton_arg,
+                                    *(["supervised"] if args.supervised else [])])
     command = [sys.executable, "-m", "ganexport.benchmarks.memory_burst", *(sys.argv[1:] if argv is None else argv)]
     print(f"<!-- {shlex.join(command)} -->")
     serve = dict(in_process=args.in_process, triton_args=tuple(args.triton_arg), timeout=args.timeout)
@@ -248,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
 
     burst = dict(side=args.side, requests=args.requests, threads=args.threads, warm=args.warm, rest=args.rest,
                  settle=args.settle, ratio=args.ratio)
-    with target(args.repository, args.model, knobs=args.knob, **serve) as (pid, translate):
-        result = measure(pid, translate, **burst)
+    with target(args.repository, args.model, knobs=args.knob, supervised=args.supervised, **serve) as (watched,
+                                                                                                       translate):
+        result = measure(watched, translate, **burst)
     print(HEADER)
     print(result.row(label))
     print("after: " + ", ".join(f"{k} {v / MiB:.0f} MiB" for k, v in result.after_parts.items()), file=sys.stderr)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ganexport.serving.process_group import proc_stat, suppress_gone
+from ganexport.serving.process_group import proc_stat, rss_bytes, suppress_gone
+
+__all__ = ["descendants", "rss_bytes"]
 
 
 def descendants(pid: int) -> list[int]:
@@ -26,14 +28,3 @@ def descendants(pid: int) -> list[int]:
         found.append(p)
         todo.extend(children.get(p, []))
     return found
-
-
-def rss_bytes(pids: list[int]) -> int:
-    """Sum of resident memory (VmRSS) of ``pids``; processes that vanished count zero."""
-    total = 0
-    for pid in pids:
-        with suppress_gone():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total

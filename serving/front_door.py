@@ -13,11 +13,13 @@ started the server. Every request passes through unchanged unless it breaks a ru
 - JSON is parsed with a depth limit of 1024 levels (orjson's; this Triton is safe at 30,000);
 - an inference request's declared shapes, datatypes and data sizes are checked against the model's
   signature (validation.validate_declared), and JSON values against the input's dtype;
-- shared-memory inputs are refused (registration is closed anyway), as is streaming inference.
+- shared-memory inputs are refused (registration is closed anyway), as is streaming inference;
+- model load and unload are refused (403 / PERMISSION_DENIED): only the supervisor reloads a model.
 
 It also keeps readiness honest: while the supervisor restarts Triton, or after a model's stub was
-seen dying (Triton answers "Stub process ... is not healthy" but still says ready), the health and
-model-ready endpoints answer not-ready and that model's requests get a one-line "retry" error.
+seen dying (Triton answers "Stub process ... is not healthy" but still says ready, or the supervisor
+sees the stub's process gone), the health and model-ready endpoints answer not-ready and that model's
+requests get a one-line "retry" error.
 
     >>> door = FrontDoor(signatures, upstream_http="127.0.0.1:41000", upstream_grpc="127.0.0.1:41001")
     >>> door.start("127.0.0.1", http_port=8000, grpc_port=8001)   # doctest: +SKIP
@@ -26,7 +28,9 @@ model-ready endpoints answer not-ready and that model's requests get a one-line 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -43,6 +47,7 @@ OTHER_BODY_LIMIT = 1024 * 1024  # every other POST (repository index, settings .
 # "-1.2345678901234567e-05, "; what tritonclient's json.dumps writes.
 JSON_CHARS_PER_VALUE = {1: 5, 2: 8, 4: 26, 8: 26}
 STUB_DIED = "is not healthy"  # Triton's words when a model's stub process is gone
+CLOSED_MODEL_CONTROL = "model load / unload is closed to clients: this server's models are fixed when it starts"
 
 
 class Refused(Exception):
@@ -56,12 +61,16 @@ class Refused(Exception):
 class Gatekeeper:
     """The rules (caps, declared-request checks) and the health state the two doors share."""
 
-    def __init__(self, signatures: Mapping[str, Signature], on_suspect: Callable[[str], None] | None = None):
+    def __init__(self, signatures: Mapping[str, Signature], on_suspect: Callable[[str], None] | None = None,
+                 restricted: Mapping[str, str] | None = None):
         self.signatures = dict(signatures)
         self.on_suspect = on_suspect
+        self.restricted = dict(restricted or {})  # the header that unlocks Triton's repository index
         self.suspects: set[str] = set()  # models whose stub was seen dead, until the supervisor restarts them
         self.down = False  # the supervisor is restarting Triton
         self.refused = 0  # requests refused here, for the supervisor's summary
+        self.last_request: dict[str, float] = {}  # model -> when its latest request came in or was answered
+        self.in_flight: dict[str, int] = {}  # model -> requests passed on to Triton and not yet answered
         self._lock = threading.Lock()
 
     # -- limits ------------------------------------------------------------------------------
@@ -105,13 +114,44 @@ class Gatekeeper:
             return False
         return not self.suspects if model is None else model not in self.suspects
 
+    @contextlib.contextmanager
+    def serving(self, model: str | None):
+        """Around one inference request passed on to Triton: what tells the supervisor a model is at rest."""
+        if model is None:
+            yield
+            return
+        with self._lock:
+            self.in_flight[model] = self.in_flight.get(model, 0) + 1
+            self.last_request[model] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight[model] -= 1
+                self.last_request[model] = time.monotonic()
+
+    def idle_for(self, model: str, since: float) -> float:
+        """Seconds ``model`` has had no request in flight, counted from ``since`` at the earliest; 0 while busy."""
+        if self.in_flight.get(model):
+            return 0.0
+        return time.monotonic() - max(since, self.last_request.get(model, since))
+
     def saw_failure(self, model: str | None, text: str) -> None:
         """An answer from Triton: a dead stub's error marks its model not ready and wakes the supervisor."""
-        if model in self.signatures and STUB_DIED in text and model not in self.suspects:
-            with self._lock:
-                self.suspects.add(model)
-            if self.on_suspect is not None:
-                self.on_suspect(model)
+        if model in self.signatures and STUB_DIED in text:
+            self.suspect(model)
+
+    def suspect(self, model: str) -> None:
+        """``model`` cannot answer (its stub died): not ready, its requests refused, until ``recovered``."""
+        with self._lock:
+            new = model not in self.suspects
+            self.suspects.add(model)
+        if new and self.on_suspect is not None:
+            self.on_suspect(model)
+
+    def recovered(self, model: str) -> None:
+        with self._lock:
+            self.suspects.discard(model)
 
     def restarting(self) -> None:
         self.down = True
@@ -137,8 +177,8 @@ class FrontDoor:
     """The HTTP and gRPC doors in one asyncio loop on a background thread; ``start`` returns once both listen."""
 
     def __init__(self, signatures: Mapping[str, Signature], *, upstream_http: str, upstream_grpc: str,
-                 on_suspect: Callable[[str], None] | None = None):
-        self.gate = Gatekeeper(signatures, on_suspect)
+                 on_suspect: Callable[[str], None] | None = None, restricted: Mapping[str, str] | None = None):
+        self.gate = Gatekeeper(signatures, on_suspect, restricted)
         self.upstream_http, self.upstream_grpc = upstream_http, upstream_grpc
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

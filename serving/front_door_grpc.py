@@ -18,17 +18,19 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from tritonclient.grpc import service_pb2  # noqa: E402
 
-from ganexport.serving.front_door import STUB_DIED, Gatekeeper, Refused  # noqa: E402
+from ganexport.serving.front_door import CLOSED_MODEL_CONTROL, STUB_DIED, Gatekeeper, Refused  # noqa: E402
 from ganexport.serving.validation import Declared, InvalidInput  # noqa: E402
 
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"  # Triton's gRPC side wants the restricted header under this
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 # Which typed field of InferTensorContents carries each datatype's values when they are not raw bytes.
 CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                   "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
                   "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
                   "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-          415: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE}
+STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 403: grpc.StatusCode.PERMISSION_DENIED,
+          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
+          503: grpc.StatusCode.UNAVAILABLE}
 
 
 class GrpcDoor:
@@ -80,8 +82,11 @@ class GrpcDoor:
                 if answer is not None:
                     return answer
             metadata = [(k, v) for k, v in context.invocation_metadata() or () if not k.startswith(":")]
+            if method.name == "RepositoryIndex":  # read-only, but Triton restricts it with load and unload
+                metadata += [(GRPC_RESTRICTED_PREFIX + k, v) for k, v in self.gate.restricted.items()]
             try:
-                return await upstream(request, metadata=metadata, timeout=context.time_remaining())
+                with self.gate.serving(model if method.name == "ModelInfer" else None):
+                    return await upstream(request, metadata=metadata, timeout=context.time_remaining())
             except grpc.aio.AioRpcError as e:
                 if _unreachable(e):  # Triton is gone: say so without its private port
                     await context.abort(e.code(), "Triton is not answering (it may be restarting; "
@@ -100,6 +105,11 @@ class GrpcDoor:
         name = service_pb2.ModelReadyRequest.FromString(request).name
         answer = None if self.gate.ready(name) else service_pb2.ModelReadyResponse(ready=False).SerializeToString()
         return answer, name
+
+    def _before_RepositoryModelLoad(self, request: bytes):
+        raise Refused(CLOSED_MODEL_CONTROL, status=403)
+
+    _before_RepositoryModelUnload = _before_RepositoryModelLoad
 
     def _before_ModelInfer(self, request: bytes):
         try:

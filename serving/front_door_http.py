@@ -15,11 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import ClientConnectionError, ClientSession, ClientTimeout, TCPConnector, web
 
-from ganexport.serving.front_door import Gatekeeper, Refused, json_data_values
+from ganexport.serving.front_door import CLOSED_MODEL_CONTROL, Gatekeeper, Refused, json_data_values
 from ganexport.serving.validation import Declared, InvalidInput
 
 INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
 MODEL_READY = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/ready$")
+MODEL_CONTROL = re.compile(r"^/v2/repository/models/[^/]+/(load|unload)$")
+REPOSITORY_INDEX = "/v2/repository/index"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Not passed on: they describe one hop's connection, or a body the front door re-frames.
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
@@ -63,6 +65,8 @@ class HttpDoor:
                 raise Refused("not ready: Triton is restarting", status=503)
             if ready and not self.gate.ready(model):
                 raise Refused(f"{model} is not ready: it is being restarted", status=503)
+            if MODEL_CONTROL.match(path):
+                raise Refused(CLOSED_MODEL_CONTROL, status=403)
             body = b""
             if request.method == "POST" or request.can_read_body:
                 binary = HEADER_LENGTH.lower() in {k.lower() for k in request.headers}
@@ -75,7 +79,8 @@ class HttpDoor:
         except InvalidInput as e:
             self.gate.refused += 1
             return _error(str(e), 400)
-        return await self._forward(request, body, model)
+        with self.gate.serving(model if infer else None):
+            return await self._forward(request, body, model)
 
     async def _read(self, request: web.Request, limit: int) -> bytes:
         """The whole body, refused (413) as soon as it passes ``limit``. aiohttp inflates a gzip or deflate
@@ -121,6 +126,8 @@ class HttpDoor:
 
     async def _forward(self, request: web.Request, body: bytes, model: str | None) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        if request.path == REPOSITORY_INDEX:  # read-only, but Triton restricts it with load and unload
+            headers.update(self.gate.restricted)
         url = self.upstream + request.rel_url.raw_path_qs
         try:
             async with self._session.request(request.method, url, data=body or None, headers=headers) as up:

@@ -32,6 +32,17 @@ def group_pids(pgid: int) -> list[int]:
     return found
 
 
+def rss_bytes(pids: list[int]) -> int:
+    """Sum of resident memory (VmRSS) of ``pids``; processes that vanished count zero."""
+    total = 0
+    for pid in pids:
+        with suppress_gone():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
 def wait_group_gone(pgid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while group_pids(pgid) and time.monotonic() < deadline:

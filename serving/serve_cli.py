@@ -75,14 +75,15 @@ class _Stop(Exception):
                    "imports torch (about 250 MB and a second or more per model), so they are opt-in.")
 @click.option("--timeout", type=float, default=120.0, help="Seconds to wait for every model to load.")
 @click.option("--supervise/--no-supervise", default=True,
-              help="Restart Triton when it dies or a model stops answering its one-image probe (every 5 s), "
-                   "with back-off; give up after 5 restarts in 5 minutes.")
+              help="Restart Triton when it dies; give a model a fresh stub when its stub exits, stops "
+                   "answering its one-image probe (every 15 s), or holds 1.5x its resting memory once idle; "
+                   "back off, and give up after 5 restarts in 5 minutes.")
 def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
           triton_bin: Path | None, models: tuple[str, ...], torchscript: bool, timeout: float, supervise: bool):
     """Serve a model repository with Triton until Ctrl+C (or SIGTERM), then stop it cleanly.
 
     Prints the HTTP, gRPC and metrics endpoints and every model with its inputs
-    and outputs. Model control is off: the load/unload API refuses requests.
+    and outputs. Model control is closed to clients: the load/unload API refuses requests.
     A model file that changed since `ganexport build` published it is refused.
 
     \b

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -45,6 +46,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORTS", "RESTRICTED_HEADER", "ModelInfo", "S
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 RESTRICTED_HEADER = "ganexport-restricted"  # header that would unlock the restricted APIs (see command())
+RESTRICTED_APIS = "shared-memory,model-repository"
 STUB_TIMEOUT_S = 120  # how long Triton waits for a Python stub to start and to answer its messages
 
 
@@ -195,7 +197,10 @@ class TritonServer:
                "--backend-directory", str(backend_dir),
                "--http-address", self._triton_host, "--grpc-address", self._triton_host,
                "--http-port", str(self._triton_port("http")), "--grpc-port", str(self._triton_port("grpc")),
-               "--model-control-mode", "none", "--strict-readiness", "true",
+               # Every model loads at start, as in mode "none"; explicit mode lets the supervisor alone
+               # replace one model's stub (reload) behind the restricted API below: the front door
+               # refuses load / unload from clients, and Triton wants the key it never hands out.
+               "--model-control-mode", "explicit", "--load-model", "*", "--strict-readiness", "true",
                "--disable-auto-complete-config", "--pinned-memory-pool-byte-size", "0",
                "--allow-gpu-metrics", "false", "--exit-timeout-secs", str(self.exit_timeout),
                # A stub gets 30 s to start and answer by default; fifteen stubs starting at once on a
@@ -203,10 +208,11 @@ class TritonServer:
                "--backend-config", f"python,stub-timeout-seconds={STUB_TIMEOUT_S}",
                "--log-verbose", str(self.log_verbose),
                # Shared-memory registration lets any client map a /dev/shm segment by name, the Python
-               # stubs' own regions included, and have the server read or write it. Our clients never
-               # use it: restrict it to a random header value that is never handed out.
-               "--http-restricted-api", f"shared-memory:{RESTRICTED_HEADER}={self._restricted_key}",
-               "--grpc-restricted-protocol", f"shared-memory:{RESTRICTED_HEADER}={self._restricted_key}"]
+               # stubs' own regions included, and have the server read or write it; model load would run
+               # a model.py the request carries. Our clients use neither: both are restricted to a random
+               # header value that only this object (the supervisor's reloads, introspection) sends.
+               "--http-restricted-api", f"{RESTRICTED_APIS}:{RESTRICTED_HEADER}={self._restricted_key}",
+               "--grpc-restricted-protocol", f"{RESTRICTED_APIS}:{RESTRICTED_HEADER}={self._restricted_key}"]
         caches = server_root(binary) / "caches"
         if caches.is_dir():
             cmd += ["--cache-directory", str(caches)]
@@ -267,7 +273,8 @@ class TritonServer:
 
         signatures = {name: read_signature(latest(self._view, name)) for name in self.model_names()}
         door = FrontDoor(signatures, upstream_http=hostport("127.0.0.1", self._triton_port("http")),
-                         upstream_grpc=hostport("127.0.0.1", self._triton_port("grpc")))
+                         upstream_grpc=hostport("127.0.0.1", self._triton_port("grpc")),
+                         restricted={RESTRICTED_HEADER: self._restricted_key})
         try:
             door.start(self.host, self.http_port, self.grpc_port)
         except RuntimeError as e:
@@ -392,6 +399,35 @@ class TritonServer:
             return []
         return sorted(group_pids(self.process.pid), key=lambda p: p != self.process.pid)
 
+    def stub_pids(self) -> dict[str, list[int]]:
+        """Each served model's Python-backend stubs (one per instance), from their command lines, which
+        name the instance (``cyclegan_a2b_0_0``); models are matched longest name first."""
+        names = sorted(self.model_names(), key=len, reverse=True)
+        stubs: dict[str, list[int]] = {name: [] for name in names}
+        for pid in self.pids()[1:]:
+            with suppress_gone():
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[1:]
+                model = next((n for n in names for a in args if re.fullmatch(rf"{re.escape(n)}(_\d+)+", a)), None)
+                if model is not None:
+                    stubs[model].append(pid)
+        return stubs
+
+    def reload(self, name: str, timeout: float = 120.0) -> float:
+        """Replace model ``name``'s stubs with fresh ones, without a gap: Triton loads the new instance
+        and swaps it in once ready, and the old one finishes its requests. Returns the seconds it took.
+
+        Triton skips the load of a model whose files did not change, so the request carries the
+        model's own config with a ``ganexport_generation`` parameter changed (the model ignores it);
+        nothing is written to the repository or the view. A dead stub comes back this way too.
+        """
+        t0 = time.monotonic()
+        config = self._json(f"/v2/models/{name}/config")
+        config.setdefault("parameters", {})["ganexport_generation"] = {"string_value": str(time.time_ns())}
+        self._json(f"/v2/repository/models/{name}/load", {"parameters": {"config": json.dumps(config)}},
+                   timeout=timeout)
+        self._remember_shm()
+        return time.monotonic() - t0
+
     def _remember_shm(self) -> None:
         """Note the /dev/shm regions the server's processes map, to unlink any a kill leaves behind."""
         if self.process is not None:
@@ -406,11 +442,12 @@ class TritonServer:
         except (OSError, ValueError):
             return None
 
-    def _json(self, path: str, body: dict | None = None) -> Any:
+    def _json(self, path: str, body: dict | None = None, timeout: float = 10) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self._triton_base_url + path, data=data, method="POST" if data else "GET")
+        request = urllib.request.Request(self._triton_base_url + path, data=data, method="POST" if data else "GET",
+                                         headers={RESTRICTED_HEADER: self._restricted_key})
         try:
-            with urllib.request.urlopen(request, timeout=10) as r:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
                 return json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             raise ServerError(f"{path}: HTTP {e.code}: {e.read().decode(errors='replace')[:200]}") from None

@@ -415,7 +415,7 @@ def test_demo_command_starts_triton_and_the_page_and_ctrl_c_stops_both(published
         triton = [p for p in descendants(proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "tritonserver"]
         assert len(triton) == 1, triton
         os.kill(triton[0], signal.SIGKILL)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # room for one failed restart and its retry on a loaded machine
         while "Triton is back" not in (tmp_path / "demo.log").read_text():
             assert time.monotonic() < deadline, (tmp_path / "demo.log").read_text()[-2000:]
             time.sleep(0.5)

@@ -117,10 +117,12 @@ def test_serve_and_demo_warn_before_binding_anything_else(published, tmp_path):
 # --------------------------------------------------------------------------- Triton's admin APIs
 
 
-def _http(server, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+def _http(server, method: str, path: str, body: dict | None = None, headers: dict | None = None,
+          base_url: str | None = None):
     """(status, JSON reply) of a raw request: no client library between the test and the server."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(server.base_url + path, data=data, method=method, headers=headers or {})
+    request = urllib.request.Request((base_url or server.base_url) + path, data=data, method=method,
+                                     headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
             return r.status, json.loads(r.read() or b"null")
@@ -141,7 +143,8 @@ def _assert_still_serving(server):
 
 
 def test_model_load_and_unload_are_refused_over_http(onnx_triton, tmp_path):
-    """Including the load that carries its own model.py: with model control on, that is remote code."""
+    """Including the load that carries its own model.py: that is remote code. The front door refuses them;
+    Triton's own private port (which a local process could reach) wants a key it never handed out."""
     marker = tmp_path / "loaded-remote-code"
     payload = f"open({str(marker)!r}, 'w').close()\nclass TritonPythonModel:\n    pass\n".encode()
     attempts = {
@@ -153,7 +156,10 @@ def test_model_load_and_unload_are_refused_over_http(onnx_triton, tmp_path):
     }
     for what, (method, path, body) in attempts.items():
         status, reply = _http(onnx_triton, method, path, body)
-        assert status >= 400 and "explicit model load / unload is not allowed" in reply["error"], (what, reply)
+        assert status == 403 and "closed to clients" in reply["error"], (what, reply)
+        for headers in ({}, {RESTRICTED_HEADER: "a guess"}):
+            status, reply = _http(onnx_triton, method, path, body, headers, f"http://{onnx_triton.triton_http_url}")
+            assert status == 403 and "restricted" in reply["error"], (what, headers, reply)
     assert not marker.exists()
     status, index = _http(onnx_triton, "POST", "/v2/repository/index", {})
     assert status == 200 and "planted" not in {m["name"] for m in index}
@@ -164,8 +170,9 @@ def test_model_load_and_unload_are_refused_over_grpc(onnx_triton):
     client = grpcclient.InferenceServerClient(onnx_triton.grpc_url)
     try:
         for call in (client.unload_model, client.load_model):
-            with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed"):
+            with pytest.raises(InferenceServerException, match="closed to clients"):
                 call(MODEL)
+        assert MODEL in {m.name for m in client.get_model_repository_index().models}  # reading it stays open
     finally:
         client.close()
     _assert_still_serving(onnx_triton)

@@ -118,14 +118,72 @@ def test_serve_restarts_a_killed_server_and_a_killed_stub(published):
         stub = serve.pid_of("triton_python_b", "/cyclegan_a2b/")
         os.kill(stub, signal.SIGKILL)
         print(f"stub SIGKILL: cyclegan_a2b answered again after {_recovers(serve, 'cyclegan_a2b'):.1f} s")
-        out = serve.wait_for("cyclegan_a2b stopped answering", timeout=RECOVERY_S)
-        assert "restarts so far: model 1, server 1" in serve.wait_for("model 1, server 1", timeout=RECOVERY_S), out
+        out = serve.wait_for("cyclegan_a2b is back", timeout=RECOVERY_S)
+        assert "cyclegan_a2b: its stub process exited; reloading cyclegan_a2b" in out, out
+        assert "events so far: server 1, stub 1" in out, out  # the model alone, not the server
+        assert out.count("Triton is back") == 1, out
         assert serve.answers("dcgan")
     finally:
         code = serve.close()
     print("".join(line for line in serve.lines if "supervisor" in line or "ready in" in line))
     assert code == 0, "".join(serve.lines)
     assert not [p for p in descendants(serve.proc.pid)], "processes outlived serve"
+
+
+def test_a_stub_that_dies_unasked_is_not_ready_at_once_and_its_model_alone_comes_back(published):
+    """No request needed: the supervisor watches the stub processes, so readiness turns false as the
+    stub dies (not at the next probe), the other model stays ready throughout, and a fresh stub is
+    loaded without restarting the server."""
+    import urllib.error
+    import urllib.request
+
+    from ganexport.serving.supervisor import Supervisor
+    from ganexport.serving.triton_server import TritonServer
+
+    def ready(path: str) -> int:
+        try:
+            with urllib.request.urlopen(server.base_url + path, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    server = TritonServer(published[0], models=MODELS, http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+    messages: list[str] = []
+    supervisor = Supervisor(server, log=messages.append, probe_every=3600)  # the probe cannot be what notices
+    server.start(timeout=180)
+    watcher = threading.Thread(target=supervisor.run, daemon=True)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not supervisor.stubs.get("cyclegan_a2b"):
+            assert time.monotonic() < deadline, "the supervisor found no stub to watch"
+            time.sleep(0.1)
+        server_pid, stub = server.pid, supervisor.stubs["cyclegan_a2b"][0]
+        states = []  # (seconds after the kill, server ready, translator ready, sampler ready)
+        t0 = time.monotonic()
+        os.kill(stub, signal.SIGKILL)
+        while time.monotonic() - t0 < RECOVERY_S:
+            states.append((time.monotonic() - t0, ready("/v2/health/ready"), ready("/v2/models/cyclegan_a2b/ready"),
+                           ready("/v2/models/dcgan/ready")))
+            if states[-1][1] == 200 and any(s[1] == 503 for s in states):
+                break
+            time.sleep(0.05)
+        first_down = next((t for t, srv, *_ in states if srv == 503), None)
+        back = next((t for t, srv, *_ in states if srv == 200 and first_down is not None and t > first_down), None)
+        print(f"stub SIGKILL, no request: not ready after {first_down} s, ready again after {back} s")
+        assert first_down is not None, states[:10]  # with no request and no probe: the process watch saw it
+        assert back is not None, (states[-5:], messages)
+        assert all(sampler == 200 for *_, sampler in states), "the other model went not-ready"
+        assert server.pid == server_pid, "the server was restarted for one stub"
+        assert stub not in supervisor.stubs["cyclegan_a2b"] and supervisor.stubs["cyclegan_a2b"]
+        with connect("triton-http", url=server.http_url) as backend:
+            method, args = probe_inputs(backend.metadata("cyclegan_a2b"))
+            assert np.asarray(getattr(backend, method)("cyclegan_a2b", *args)).dtype == np.uint8
+    finally:
+        supervisor.stop()
+        watcher.join(timeout=30)
+        server.stop()
+    assert any("its stub process exited; reloading cyclegan_a2b" in m for m in messages), messages
 
 
 def test_serve_gives_up_in_one_line_when_the_server_keeps_dying(published, tmp_path):

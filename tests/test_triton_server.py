@@ -154,6 +154,38 @@ def test_model_control_is_off(server):
         client.close()
 
 
+def test_a_reload_swaps_in_a_fresh_stub_without_a_failed_request(server):
+    """What the supervisor does to a dead or swollen stub: the model keeps answering throughout."""
+    from ganexport.serving.backends import connect
+
+    stubs = server.stub_pids()[SAMPLER]
+    errors, answered, stop = [], [0], threading.Event()
+
+    def stream():
+        with connect("triton-http", url=server.http_url, timeout=60) as backend:
+            z = np.zeros((1, *backend.metadata(SAMPLER).inputs[0].shape), np.float32)
+            while not stop.is_set():
+                try:
+                    backend.sample(SAMPLER, z)
+                    answered[0] += 1
+                except Exception as e:  # noqa: BLE001 - counted, the assertion says which
+                    errors.append(str(e)[:200])
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    try:
+        for _ in range(2):
+            time.sleep(0.5)
+            server.reload(SAMPLER)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+    fresh = server.stub_pids()[SAMPLER]
+    assert fresh and not set(fresh) & set(stubs), (stubs, fresh)
+    assert not errors and answered[0] > 0, (errors[:3], answered)
+
+
 def test_stop_leaves_no_process_and_no_shm(server):
     """Last test of the module: stop the shared server and look for leftovers."""
     pids = server.pids()
