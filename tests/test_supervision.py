@@ -42,6 +42,13 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def _answers_probe(url: str, model: str) -> bool:
+    """``model`` at ``url`` answers the supervisor's one-image probe with an image."""
+    with connect("triton-http", url=url) as backend:
+        method, args = probe_inputs(backend.metadata(model))
+        return np.asarray(getattr(backend, method)(model, *args)).dtype == np.uint8
+
+
 class Serve:
     """`ganexport serve` in a subprocess, its output collected line by line."""
 
@@ -77,9 +84,7 @@ class Serve:
 
     def answers(self, model: str) -> bool:
         try:
-            with connect("triton-http", url=f"127.0.0.1:{self.http}") as b:
-                method, args = probe_inputs(b.metadata(model))
-                return np.asarray(getattr(b, method)(model, *args)).dtype == np.uint8
+            return _answers_probe(f"127.0.0.1:{self.http}", model)
         except (BackendError, OSError):
             return False
 
@@ -176,9 +181,7 @@ def test_a_stub_that_dies_unasked_is_not_ready_at_once_and_its_model_alone_comes
         assert all(sampler == 200 for *_, sampler in states), "the other model went not-ready"
         assert server.pid == server_pid, "the server was restarted for one stub"
         assert stub not in supervisor.stubs["cyclegan_a2b"] and supervisor.stubs["cyclegan_a2b"]
-        with connect("triton-http", url=server.http_url) as backend:
-            method, args = probe_inputs(backend.metadata("cyclegan_a2b"))
-            assert np.asarray(getattr(backend, method)("cyclegan_a2b", *args)).dtype == np.uint8
+        assert _answers_probe(server.http_url, "cyclegan_a2b")
     finally:
         supervisor.stop()
         watcher.join(timeout=30)
@@ -248,9 +251,7 @@ def test_a_restart_that_fails_is_tried_again_after_a_back_off(published, tmp_pat
         while not any("Triton is back" in m for m in messages):
             assert time.monotonic() < deadline and watcher.is_alive(), messages
             time.sleep(0.2)
-        with connect("triton-http", url=server.http_url) as backend:
-            method, args = probe_inputs(backend.metadata("dcgan"))
-            assert np.asarray(getattr(backend, method)("dcgan", *args)).dtype == np.uint8
+        assert _answers_probe(server.http_url, "dcgan")
     finally:
         supervisor.stop()
         watcher.join(timeout=30)
