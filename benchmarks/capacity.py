@@ -18,15 +18,16 @@ RESULTS = Path(__file__).resolve().parent / "results" / "cpu-amd-epyc-2c"
 RATES = (100, 1_000, 10_000)  # translations per second
 UTILISATION = 0.7  # assumed headroom: replicas planned 70% busy
 CPU_CORES_PER_REPLICA = 2  # the measured machine
-# FINDINGS.md, "Bench on this machine (2026-12-01, quiet)": the same released nets as cyclegan-512.json.
-CPU_256_P50_MS = 18.3
+# `ganexport bench --model cyclegan_a2b --size 256 --batch 1 --concurrency 1 --backends triton-grpc` (an
+# unrecorded run, 2026-12-01, nothing else running): the same released nets as cyclegan-512.json.
+CPU_256_P50_MS = 55.0
 # Assumed, not measured: the H100 target for cyclegan_a2b (BENCHMARKS.md, "GPU knobs: not measured
-# here") at the bench's default 256x256; a 512x512 image is 4x the pixels and the work (on CPU 69.0 / 18.3 = 3.8x).
+# here") at the bench's default 256x256; a 512x512 image is 4x the pixels and the work (on CPU 227 / 55 = 4.1x).
 GPU_256_IMAGES_PER_S = 2000.0
 
 
 def cpu_512_images_per_s() -> float:
-    """Triton gRPC, batch 1, 512x512: cyclegan-512.json (p50 69.0 ms)."""
+    """Triton gRPC, batch 1, 512x512: cyclegan-512.json (p50 227 ms)."""
     rows = json.loads((RESULTS / "cyclegan-512.json").read_text())["results"]
     return next(r["images_per_s"] for r in rows if r["backend"] == "triton-grpc" and r["size"] == 512)
 

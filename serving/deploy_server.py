@@ -3,10 +3,10 @@
 Both deployment targets (serving/deploy_kserve.py, serving/deploy_compose.py) run the same server, so the
 flags that make it safe are written once, here: model control closed (the repository API cannot load or
 unload anything; ``ganexport serve`` opens it to its own supervisor alone, behind its front door and a
-key, which a deployment has neither of), strict readiness, no auto-completed configs (the native configs are complete), and the
-shared-memory API restricted to a header value that only the written file holds. Inside a container
-Triton listens on every interface; what reaches it from outside is decided by the target (ports bound to
-127.0.0.1 in compose, a cluster-local service in KServe).
+key, which a deployment has neither of), strict readiness, no auto-completed configs (the native
+configs are complete), and the shared-memory API restricted to a header value that only the written
+file holds. Inside a container Triton listens on every interface; what reaches it from outside is
+decided by the target (ports bound to 127.0.0.1 in compose, a cluster-local service in KServe).
 """
 
 from __future__ import annotations
