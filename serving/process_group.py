@@ -27,9 +27,20 @@ def group_pids(pgid: int) -> list[int]:
         if entry.name.isdigit():
             with suppress_gone():
                 fields = proc_stat(entry.name)
-                if int(fields[2]) == pgid and fields[0] not in "ZX":
+                if int(fields[2]) == pgid and _live(fields):
                     found.append(int(entry.name))
     return found
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs: it exists and is not a zombie its parent has yet to reap."""
+    with suppress_gone():
+        return _live(proc_stat(pid))
+    return False
+
+
+def _live(stat_fields: list[str]) -> bool:
+    return stat_fields[0] not in "ZX"
 
 
 def rss_bytes(pids: list[int]) -> int:

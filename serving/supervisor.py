@@ -38,7 +38,7 @@ import numpy as np
 
 from ganexport.repository import RepositoryError
 from ganexport.serving.backends import BackendError, InvalidInput, connect
-from ganexport.serving.process_group import proc_stat, rss_bytes
+from ganexport.serving.process_group import alive, rss_bytes
 from ganexport.serving.triton_log import ServerError, exit_text
 from ganexport.serving.triton_server import TritonServer
 
@@ -129,14 +129,14 @@ class Supervisor:
     def _look(self, models: list[str] | None = None) -> None:
         """(Re)read which stub runs which model, after a start, restart or reload."""
         found = self.server.stub_pids()
-        self._retired = {p for p in self._retired if _running(p)}  # a pid may be reused once its process is gone
+        self._retired = {p for p in self._retired if alive(p)}  # a pid may be reused once its process is gone
         for name in models or list(found):
             self.stubs[name] = [p for p in found.get(name, []) if p not in self._retired]
             self._born[name] = time.monotonic()
 
     def dead_stubs(self) -> list[str]:
         """The models one of whose stubs is no longer running (exited, or a zombie Triton has not reaped)."""
-        return [name for name, pids in self.stubs.items() if any(not _running(p) for p in pids)]
+        return [name for name, pids in self.stubs.items() if any(not alive(p) for p in pids)]
 
     def _suspects(self) -> bool:
         """The front door saw a model's stub die in an answer: probe now rather than at the next interval."""
@@ -247,11 +247,3 @@ class Supervisor:
         self._retired.clear()
         self._look()
         self.log(f"supervisor: Triton is back in {time.monotonic() - t0:.1f} s ({self._summary()})")
-
-
-def _running(pid: int) -> bool:
-    try:
-        return proc_stat(pid)[0] not in "ZX"
-    except (OSError, ValueError, IndexError):
-        return False
-
