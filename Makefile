@@ -7,6 +7,7 @@
 #   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
 #   make bench   setup, build every model (once), then `ganexport bench` on all of them (benchmarks/results/)
+#   make gpu-check  setup, then the GPU path on a CUDA machine: onnxruntime-gpu, gpu tests, fp32/fp16 bench records
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,9 +17,9 @@ PIP     = $(PY) -m pip --disable-pip-version-check
 # CUDA build to satisfy `torch>=`; where an NVIDIA GPU is present, pip picks the CUDA build.
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 EXTRAS ?= train,serve,test
-# Debian packages the project reads at run time: Fashion-MNIST, real photos for photo2sketch, and the
-# browser the demo tests drive.
-APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium
+# Debian packages the project reads at run time: Fashion-MNIST, real photos for photo2sketch, the
+# browser the demo tests drive, and the cairo library that draws the faces data set (cairosvg).
+APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium libcairo2
 # Debian packages whose photographs photo2sketch trains on (training/photo_sources.tsv lists each photo). Only
 # their files are needed, and some are programs with large dependencies (kphotoalbum pulls in KDE), so they are
 # downloaded and unpacked under PHOTO_ROOT rather than installed; one that is installed is used where it is.
@@ -27,7 +28,7 @@ PHOTO_PACKAGES = gcompris-qt-data scratch tuxpaint-data kphotoalbum opencv-doc g
 PHOTO_ROOT ?= /opt/ganexport/photo-packages
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench clean
+.PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench gpu-check clean
 
 setup: system-deps photo-packages $(VENV)/.setup-done
 
@@ -88,6 +89,12 @@ BENCH_ARGS ?=
 bench: setup
 	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all --train-if-missing
 	$(VENV)/bin/ganexport bench --model all --record $(BENCH_ARGS)
+
+# On a machine with a CUDA device: onnxruntime-gpu in place of onnxruntime, the gpu-marked tests, dcgan and
+# cyclegan built for GPU in fp32 and fp16, `ganexport bench --record` on both (benchmarks/results/gpu-<name>/).
+# Without a GPU it says so in one line and exits 0.
+gpu-check: setup
+	$(VENV)/bin/ganexport gpu-check $(GPU_CHECK_ARGS)
 
 smoke: setup
 	for m in $$($(PY) -c 'from ganexport import catalog; print(*catalog.MODELS)'); do \

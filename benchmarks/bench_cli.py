@@ -42,7 +42,7 @@ def _checkpoints(ctx, param, value: tuple[str, ...]) -> dict[str, Path]:
     found = {}
     for item in value:
         model, eq, path = item.partition("=")
-        if not eq or model not in catalog.MODELS or not Path(path).is_file():
+        if not eq or model not in catalog.models() or not Path(path).is_file():
             raise click.BadParameter(f"{item!r}: give TRAINING_MODEL=PATH to an existing checkpoint, "
                                      f"e.g. dcgan=runs/dcgan/<run-id>/checkpoint.safetensors")
         found[model] = Path(path)
@@ -63,17 +63,17 @@ def triton_names(model: str, repository: Path) -> tuple[list[str], list[str]]:
     to bench, and notes for those of ``all`` that are not published."""
     from ganexport.repository import latest
 
-    served = catalog.triton_models()
+    served, models = catalog.triton_models(), catalog.models()  # the imported models too
     wanted = []
     for item in (m.strip() for m in model.split(",") if m.strip()):
         if item == "all":
             wanted += list(served)
-        elif item in catalog.MODELS:
-            wanted += [s.name for s in catalog.MODELS[item].signatures()]
+        elif item in models:
+            wanted += [s.name for s in models[item].signatures()]
         elif item in served:
             wanted.append(item)
         else:
-            known = ", ".join(dict.fromkeys(["all", *catalog.MODELS, *served]))
+            known = ", ".join(dict.fromkeys(["all", *models, *served]))
             raise click.BadParameter(f"unknown model {item!r}; choose from {known}", param_hint="--model")
     wanted = list(dict.fromkeys(wanted))
     if not repository.is_dir():
@@ -185,10 +185,11 @@ def bench(model, kinds, batches, concurrencies, sizes, steps, duration, rounds, 
 def run_bench(model, kinds, batches, concurrencies, sizes, steps, duration, rounds, warmup, repository, checkpoints,
               triton_url, triton_grpc_url, variants, perf_analyzer, hw, command) -> dict:
     """Set up every row, measure, add ratios and figures: the document report.write() stores."""
-    from ganexport.benchmarks import report, runner
+    from ganexport.benchmarks import report, runner, work
+    from ganexport.benchmarks.peak import Peaks
     from ganexport.benchmarks.perf_analyzer import PerfAnalyzerError
     from ganexport.benchmarks.targets import BenchError, Fleet
-    from ganexport.serving.backends import BackendError
+    from ganexport.serving.backends import BackendError, cuda_usable
 
     names, notes = triton_names(model, repository)
     if not names:
@@ -207,21 +208,50 @@ def run_bench(model, kinds, batches, concurrencies, sizes, steps, duration, roun
             plan, skipped = runner.scenarios(signatures, batches, concurrencies, sizes, steps)
             for note in skipped:
                 click.echo(f"skipped: {note}")
+            macs, work_notes = work.plan_macs(repository, signatures, plan)
+            peaks = Peaks(gpu=cuda_usable())
+            click.echo(f"peak: {'; '.join(peaks.describe().values())}: {peaks.measure()} GFLOP/s")
             results = runner.measure(fleet.targets, signatures, plan, duration=duration, rounds=rounds,
-                                     warmup=warmup, log=click.echo)
+                                     warmup=warmup, log=click.echo, peak=peaks.measure)
             if fleet.servers:
                 hw = {**hw, "triton_server": fleet.servers[0].server_metadata().get("version")}
+                if any(t.kind.startswith("triton") and t.variant is None for t in fleet.targets):
+                    from ganexport.serving.instances import describe_plan
+
+                    notes.append(f"Triton rows without a [variant]: as serve runs them, cores {describe_plan()}")
             sources = fleet.eager.sources if fleet.eager else {}
     except (BenchError, PerfAnalyzerError, BackendError) as e:
         raise click.ClickException(str(e)) from None
-    results = report.add_ratios(results)
+    precision = model_precisions(repository, names)
+    for r in results:  # an fp16 copy (export/half.py) is measured against the fp16 peak; eager is PyTorch's fp32
+        r["precision"] = precision.get(r["model"], "fp32") if r["kind"] in ("onnxruntime", "triton-http",
+                                                                            "triton-grpc") else "fp32"
+    results = report.add_efficiency(report.add_ratios(results), macs)
+    for line in report.efficiency_lines(results):
+        click.echo(line)
     return {"title": "ganexport bench", "started": started, "command": command, "hardware": hw,
+            "peak": peaks.describe(),
             "settings": {"duration": duration, "rounds": rounds, "warmup": warmup, "backends": kinds,
                          "batches": batches, "concurrencies": concurrencies, "sizes": sizes, "steps": steps,
                          "variants": {v.label: v.knobs for v in variants}},
             "models": {m: {"signature": signatures[m].to_dict(), "eager_source": sources.get(m)} for m in names},
-            "notes": notes + [f"skipped: {s}" for s in skipped], "results": results,
+            "notes": notes + work_notes + [f"skipped: {s}" for s in skipped], "results": results,
             "figures": report.figures(results)}
+
+
+def model_precisions(repository: Path, names: list[str]) -> dict[str, str]:
+    """Each model's published precision: "fp16" for a copy `ganexport gpu-check` made (its parity.json says
+    so), else "fp32"."""
+    from ganexport.repository import RepositoryError, latest, read_parity
+
+    found = {}
+    for name in names:
+        version = latest(repository, name) if repository.is_dir() else None
+        try:
+            found[name] = read_parity(version).get("precision", "fp32") if version is not None else "fp32"
+        except RepositoryError:
+            found[name] = "fp32"
+    return found
 
 
 if __name__ == "__main__":

@@ -33,6 +33,38 @@ def add_ratios(rows: list[dict], baseline: str = "eager") -> list[dict]:
     return rows
 
 
+def add_efficiency(rows: list[dict], macs: dict[tuple, int | None]) -> list[dict]:
+    """``gflop_per_image``, ``gflops`` and ``pct_of_peak`` on every row whose scenario's work is known
+    (``macs``: scenario_key -> multiply-accumulates per image, benchmarks/work.py). The peak is the one
+    measured in the same rounds (``peak_gflops``), at the row's precision (fp32 unless it says fp16)."""
+    for r in rows:
+        work = macs.get(scenario_key(r))
+        r["gflop_per_image"] = round(2 * work / 1e9, 6) if work else None
+        r["gflops"] = round(r["gflop_per_image"] * r["images_per_s"], 2) if work and r["images_per_s"] else None
+        peak = (r.get("peak_gflops") or {}).get(r.get("precision") or "fp32")
+        r["pct_of_peak"] = round(100 * r["gflops"] / peak, 1) if r["gflops"] and peak else None
+    return rows
+
+
+def efficiency_lines(rows: list[dict]) -> list[str]:
+    """One line per scenario: each row's GFLOP/s and % of the peak measured beside it."""
+    by: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("gflops"):
+            by[scenario_key(r)].append(r)
+    lines = []
+    for members in by.values():
+        r = members[0]
+        size = f" {r['size']}x{r['size']}" if r["size"] else ""
+        steps = f" {r['steps']} steps" if r.get("steps") else ""
+        peak = "/".join(f"{v:g}" for v in (r.get("peak_gflops") or {}).values())
+        lines.append(f"{r['model']}{size}{steps} batch {r['batch']} x{r['concurrency']} clients, "
+                     f"{r['gflop_per_image']:.3g} GFLOP/image, peak {peak} GFLOP/s: "
+                     + ", ".join(f"{m['backend']} {_n(m['gflops'])} GFLOP/s ({_n(m['pct_of_peak'])}%)"
+                                 for m in members))
+    return lines
+
+
 BATCHING_KNOBS = ("dynamic_batching", "max_queue_delay_us")
 
 
@@ -60,6 +92,12 @@ def figures(rows: list[dict]) -> list[dict]:
             ratio = r["p50_ms"] / ort["p50_ms"]
             out.append({"figure": f"{r['model']} 25 steps batch 64: {r['backend']} p50 / in-process ONNX Runtime p50",
                         "target": "<= 1.2", "value": round(ratio, 3), "met": ratio <= 1.2})
+    for r in rows:  # a diffusion model's 50-step sample of 16 images through Triton against eager (for an imported
+        # diffusers pipeline, diffusers' own pipeline in PyTorch)
+        if (r.get("steps") == 50 and r["batch"] == 16 and r["concurrency"] == 1 and r["kind"].startswith("triton")
+                and not r["variant"] and r["throughput_vs_eager"] is not None):
+            out.append({"figure": f"{r['model']} 50 steps batch 16: {r['backend']} throughput / eager",
+                        "target": ">= 1", "value": r["throughput_vs_eager"], "met": r["throughput_vs_eager"] >= 1})
     for r in rows:  # every dcgan row at 8 clients with batching off, against each batching-on row that
         # differs from it only in the batching knobs (the published queue delay, or a variant's)
         if r["model"] != "dcgan" or r["concurrency"] != 8 or (r["variant"] or {}).get("dynamic_batching") is not False:
@@ -124,6 +162,9 @@ def markdown(doc: dict, png: str | None) -> str:
              f"- command: `{doc['command']}`",
              f"- {doc['settings']['duration']} s measured per backend and scenario in {doc['settings']['rounds']} "
              f"interleaved rounds, after {doc['settings']['warmup']} s warm-up; {doc['started']}"]
+    if doc.get("peak"):
+        lines.append(f"- peak: {'; '.join(doc['peak'].values())}, measured at the start of every round; "
+                     "each row's % of peak is against the best of its scenario's rounds")
     for note in doc.get("notes", []):
         lines.append(f"- {note}")
     if png:
@@ -133,13 +174,14 @@ def markdown(doc: dict, png: str | None) -> str:
         lines += [f"| {f['figure']} | {f['target']} | {_n(f['value'])} | {'yes' if f['met'] else '**no**'} |"
                   for f in doc["figures"]]
     lines += ["", "| model | size | steps | batch | clients | backend | p50 ms | p90 ms | p99 ms | images/s "
-                  "| throughput vs eager | requests | errors |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| throughput vs eager | GFLOP/s | % of peak | requests | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['size'] or '-'} | {r.get('steps') or '-'} | {r['batch']} "
                      f"| {r['concurrency']} | {r['backend']} "
                      f"| {_n(r['p50_ms'])} | {_n(r['p90_ms'])} | {_n(r['p99_ms'])} | {_n(r['images_per_s'])} "
-                     f"| {_n(r.get('throughput_vs_eager'))} | {r['requests']} | {r['errors'] or ''} |")
+                     f"| {_n(r.get('throughput_vs_eager'))} | {_n(r.get('gflops'))} | {_n(r.get('pct_of_peak'))} "
+                     f"| {r['requests']} | {r['errors'] or ''} |")
     errors = [r for r in rows if r["errors"]]
     if errors:
         lines += ["", "Errors:"] + [f"- {r['model']} {r['backend']}: {r['first_error']}" for r in errors]

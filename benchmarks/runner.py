@@ -32,7 +32,7 @@ class Scenario:
     (diffusion models) sampler steps."""
 
     model: str
-    kind: str  # "sample" | "translate" | "diffuse"
+    kind: str  # "sample" | "translate" | "diffuse" | "encode" | "edit"
     batch: int
     concurrency: int
     size: int | None = None  # translators only; samplers have a fixed output shape
@@ -70,6 +70,12 @@ def scenarios(signatures: dict[str, catalog.Signature], batches: list[int], conc
     return found, skipped
 
 
+def guidance_sent(sig: catalog.Signature) -> float:
+    """The guidance a diffusion request of the bench asks for: BENCH_GUIDANCE, or the nearest the model takes."""
+    guidance_spec = sig.diffusion_inputs()[3]
+    return min(max(BENCH_GUIDANCE, guidance_spec.low), guidance_spec.high)
+
+
 def request(sig: catalog.Signature, sc: Scenario, seed: int) -> Callable[[Backend], np.ndarray]:
     """A fixed, valid request for one client thread: the same arrays go to every backend."""
     rng = np.random.default_rng(seed)
@@ -78,9 +84,21 @@ def request(sig: catalog.Signature, sc: Scenario, seed: int) -> Callable[[Backen
         images = rng.integers(0, 256, (sc.batch, sc.size, sc.size, channels), dtype=np.uint8)
         return lambda b: b.translate(sc.model, images)
     if sc.kind == "diffuse":
-        noise = rng.standard_normal((sc.batch, *sig.input("noise").shape)).astype(np.float32)
-        label = (np.arange(sc.batch) % sig.diffusion["null_label"]).astype(np.int64)
-        return lambda b: b.diffuse(sc.model, noise, label, sc.steps, guidance=BENCH_GUIDANCE)
+        noise_spec, label_spec, _, guidance_spec, _ = sig.diffusion_inputs()
+        noise = rng.standard_normal((sc.batch, *noise_spec.shape)).astype(np.float32)
+        label = None  # a model that takes no class; else its classes in turn, never "no class"
+        if label_spec is not None:
+            null = sig.diffusion["null_label"]
+            classes = [i for i in range(int(label_spec.low), int(label_spec.high) + 1) if i != null]
+            label = np.array(classes, np.int64)[np.arange(sc.batch) % len(classes)]
+        guidance = guidance_sent(sig)
+        return lambda b: b.diffuse(sc.model, noise, label, sc.steps, guidance=guidance)
+    if sc.kind in ("encode", "edit"):  # random faces-sized images; an edit moves every attribute at once
+        images = rng.integers(0, 256, (sc.batch, *sig.inputs[0].shape), dtype=np.uint8)
+        if sc.kind == "encode":
+            return lambda b: b.encode(sc.model, images)
+        strength = rng.uniform(-1, 1, (sc.batch, *sig.inputs[1].shape)).astype(np.float32)
+        return lambda b: b.edit(sc.model, images, strength)
     z = rng.standard_normal((sc.batch, *sig.inputs[0].shape)).astype(np.float32)
     label = None
     if len(sig.inputs) > 1:
@@ -149,11 +167,15 @@ def summary(tally: Tally, batch: int) -> dict:
 
 
 def measure(targets: list, signatures: dict[str, catalog.Signature], plan: list[Scenario], *,
-            duration: float, rounds: int, warmup: float, log=print) -> list[dict]:
+            duration: float, rounds: int, warmup: float, log=print,
+            peak: Callable[[], dict[str, float]] | None = None) -> list[dict]:
     """Warm up, then interleave: one result dict per (scenario, target).
 
     perf_analyzer rows (targets with a ``round`` method) run one perf_analyzer
-    process per round; their percentiles are the median over rounds.
+    process per round; their percentiles are the median over rounds. ``peak`` (benchmarks/peak.py)
+    runs at the start of every round, so each scenario's rows carry the machine's GEMM GFLOP/s as
+    it was while they ran (``peak_gflops``: the best over the scenario's rounds, per precision: a
+    round whose GEMM met a burst of other work says less about the machine than the best one).
     """
     results = []
     for sc in plan:
@@ -164,7 +186,10 @@ def measure(targets: list, signatures: dict[str, catalog.Signature], plan: list[
         for t in own:  # warm-up: first calls at a new shape allocate, compile, batch differently
             run_round(calls[t.label], warmup)
         tallies = {t.label: Tally([]) if t in own else [] for t in targets}
+        peaks = []
         for r in range(rounds):
+            if peak is not None:
+                peaks.append(peak())
             for t in targets[r % len(targets):] + targets[:r % len(targets)]:
                 if t in own:
                     tallies[t.label].add(run_round(calls[t.label], duration / rounds))
@@ -174,7 +199,8 @@ def measure(targets: list, signatures: dict[str, catalog.Signature], plan: list[
             tally = tallies[t.label]
             row = summary(tally, sc.batch) if t in own else _external_summary(tally)
             results.append({**asdict(sc), "backend": t.label, "kind": t.kind,
-                            "variant": t.variant.knobs if t.variant else None, **row})
+                            "variant": t.variant.knobs if t.variant else None, **row,
+                            "peak_gflops": {p: max(x[p] for x in peaks) for p in peaks[0]} if peaks else None})
         log(sc.label + ": " + ", ".join(f"{r['backend']} {_fmt(r['p50_ms'])} ms {_fmt(r['images_per_s'])} img/s"
                                         + (f" ({r['errors']} errors)" if r["errors"] else "")
                                         for r in results[-len(targets):]))

@@ -52,6 +52,14 @@ def triton_requests(backend, models: list[str], seed: int) -> list:
             for side in TRANSLATE_SIDES:
                 img = rng.integers(0, 256, (1, side, side, sig.inputs[0].shape[-1]), dtype=np.uint8)
                 calls.append(lambda m=model, x=img: backend.translate(m, x))
+        elif sig.kind in ("encode", "edit"):
+            for n in SAMPLE_BATCHES:
+                img = rng.integers(0, 256, (n, *sig.inputs[0].shape), dtype=np.uint8)
+                if sig.kind == "encode":
+                    calls.append(lambda m=model, x=img: backend.encode(m, x))
+                else:
+                    s = rng.uniform(-1, 1, (n, *sig.inputs[1].shape)).astype(np.float32)
+                    calls.append(lambda m=model, x=img, s=s: backend.edit(m, x, s))
         else:
             for n in SAMPLE_BATCHES:
                 z = rng.standard_normal((n, *sig.inputs[0].shape)).astype(np.float32)
@@ -183,7 +191,7 @@ def run(repository: Path, models: list[str], *, target: str = "triton-grpc", dur
         else:
             if triton_url is None:
                 server = TritonServer(repository, models=models, http_port=free_port(), grpc_port=free_port(),
-                                      metrics_port=0).start(timeout=300)
+                                      metrics_port=0, planned=True).start(timeout=300)
                 pids = server.pids
                 hw_extra["triton_server"] = server.server_metadata().get("version")
                 triton_url, triton_grpc_url = server.http_url, server.grpc_url

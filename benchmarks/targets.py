@@ -1,6 +1,7 @@
 """The contestants: one ``Target`` per table row, all behind the serving ``Backend`` protocol.
 
-    eager         the PyTorch module the published version was built from (checkpoint + wrapper)
+    eager         the PyTorch module the published version was built from (checkpoint + wrapper); for a
+                  model imported with its project's own sampler, that sampler (diffusers' pipeline loop)
     torchscript   model.pt in-process          onnxruntime   model.onnx in-process
     triton-http   Triton over HTTP             triton-grpc   Triton over gRPC
 
@@ -164,7 +165,7 @@ class EagerBackend(backends._Base):
                      "(same architecture, other weights)")
         self.sources[model] = {"checkpoint": repo_relative(str(path)), "same_as_published": same,
                                "step": ckpt.meta.get("step")}
-        module = wrappers.wrap(ckpt.build(sig.net), sig, ckpt.latent_prior).to(self.device).eval()
+        module = wrappers.for_checkpoint(ckpt, sig).to(self.device).eval()
         return sig, module
 
     def metadata(self, model: str) -> catalog.Signature:
@@ -173,10 +174,15 @@ class EagerBackend(backends._Base):
     def _run(self, model, sig, inputs):
         torch = self.torch
         module = self._load(model)[1]
-        if sig.diffusion is not None:  # the module is the denoiser: the served sampler loop runs around it
-            from ganexport.training.unet import numpy_eps_fn
+        if sig.diffusion is not None:  # the module is the denoiser: the served sampler loop runs around it,
+            from ganexport.export.wrappers import reference_sampler  # or, for a model imported with its own
+            from ganexport.training.unet import numpy_eps_fn  # project's sampler (diffusers'), that sampler
 
-            return diffusion.run_signature(sig, numpy_eps_fn(module), inputs)[0]
+            reference = reference_sampler(module)
+            with torch.inference_mode():
+                if reference is not None:
+                    return reference(sig, inputs)
+                return diffusion.run_signature(sig, numpy_eps_fn(module), inputs)[0]
         with torch.inference_mode():
             args = [torch.from_numpy(np.ascontiguousarray(inputs[t.name])).to(self.device) for t in sig.inputs]
             return module(*args).cpu().numpy()
@@ -311,7 +317,7 @@ class Fleet(contextlib.ExitStack):
         from ganexport.serving.triton_server import ServerError, TritonServer, free_port
 
         server = TritonServer(self.repository, models=self.models, configs=configs, http_port=free_port(),
-                              grpc_port=free_port(), metrics_port=0)
+                              grpc_port=free_port(), metrics_port=0, planned=configs is None)  # as serve runs it
         try:
             server.start(timeout=300)
         except ServerError as e:

@@ -33,6 +33,7 @@ os.environ.setdefault("GRADIO_TEMP_DIR", str(Path(tempfile.gettempdir()) / "gane
 import gradio as gr  # noqa: E402
 
 from ganexport import catalog  # noqa: E402
+from ganexport.demo.arithmetic import MAX_MORPH  # noqa: E402
 from ganexport.demo.backend import DemoError, FallbackBackend, one_line  # noqa: E402
 from ganexport.demo.handlers import (DEFAULT_STEPS, MAX_COUNT, MAX_DIFFUSION_COUNT, MAX_FRAMES, MAX_GRID,  # noqa: E402
                                      MAX_ROWS, NOTHING_BESIDE, Handlers, class_defaults, sampler_limits)
@@ -208,12 +209,15 @@ def _diffusion_tab(page: _Page) -> None:
     limits = [sampler_limits(m) for m in served]
     low_steps, high_steps = min(x[0] for x in limits), max(x[1] for x in limits)
     low_g, high_g = min(x[2] for x in limits), max(x[3] for x in limits)
-    all_names = list(dict.fromkeys([*(name for m in served for name in m.class_names), NO_CLASS]))
+    all_names = list(dict.fromkeys(name for m in served for name in m.diffusion_classes))
+    picks = lambda m: m.diffusion_classes != [NO_CLASS]  # noqa: E731  (a class picker only where there are classes)
+    guides = lambda m: sampler_limits(m)[3] > sampler_limits(m)[2]  # noqa: E731  (not one that takes guidance 1 alone)
 
     def classes_of(model: str):
         chosen = page.plan.get(model, "diffusion")
-        names = [*chosen.class_names, NO_CLASS]
-        return gr.update(choices=names, value=names[0]), gr.update(value=class_defaults(chosen)[1])
+        names = chosen.diffusion_classes
+        return (gr.update(choices=names, value=names[0], visible=picks(chosen)),
+                gr.update(value=class_defaults(chosen)[1], visible=guides(chosen)))
 
     with gr.Tab("Diffusion", id="diffusion", elem_id="tab-diffusion"):
         gr.Markdown(_listing(served) + "\n\nThe sampler starts from seeded noise and removes it step by step. "
@@ -221,12 +225,13 @@ def _diffusion_tab(page: _Page) -> None:
                     "its class (0 ignores the class); ancestral sampling adds fresh noise at every step.")
         with gr.Row():
             model = gr.Dropdown([m.name for m in served], value=first.name, label="model")
-            class_name = gr.Dropdown(all_names, value=[*first.class_names, NO_CLASS][0], label="class")
+            class_name = gr.Dropdown(all_names, value=first.diffusion_classes[0], label="class", visible=picks(first))
             seed = gr.Number(0, precision=0, minimum=0, label="seed")
             count = gr.Slider(1, MAX_DIFFUSION_COUNT, value=8, step=1, label="count")
         with gr.Row():
             steps = gr.Slider(low_steps, high_steps, value=class_defaults(first)[0], step=1, label="steps")
-            guidance = gr.Slider(low_g, high_g, value=class_defaults(first)[1], step=0.1, label="guidance")
+            guidance = gr.Slider(low_g, max(high_g, low_g + 1), value=class_defaults(first)[1], step=0.1,
+                                 label="guidance", visible=guides(first))
             ancestral = gr.Checkbox(False, label="ancestral (eta 1)")
         if len(served) > 1:
             model.change(classes_of, [model], [class_name, guidance], api_name=False)
@@ -263,6 +268,81 @@ def _latent_tab(page: _Page) -> None:
         button = gr.Button("Draw manifold", elem_id="manifold-btn")
         status = gr.Markdown(elem_id="manifold-status")
         page.wire(button.click, page.h.manifold, [model, grid_size, extent], [grid, status], "manifold")
+        if any(page.plan.partner(m, "encode") for m in models):
+            gr.Markdown("### Where does your image land?\nThe encoder served beside the decoder places an "
+                        "upload in the 2-D space (resized to the training images' size; Fashion-MNIST "
+                        "garments are light on black) and the sliders move there.")
+            with gr.Row():
+                upload = gr.Image(type="filepath", image_mode=None, label="your image (upload)", sources=["upload"],
+                                  elem_id="locate-input")
+                _lenient_image_preprocess(upload)
+                button = gr.Button("Locate", elem_id="locate-btn")
+            located = gr.Markdown(elem_id="locate-status")
+            page.wire(button.click, page.h.locate, [model, upload], [point, located, x, y], "locate")
+
+
+def _named_strengths(method: Callable[..., tuple], names: tuple[str, ...]) -> Callable[..., tuple]:
+    """``method(*fixed, *strengths)`` with one named parameter per attribute in place of ``*strengths``, so the
+    page's API names each slider after its attribute (Gradio reads the signature)."""
+    import inspect
+
+    fixed = [p for p in inspect.signature(method).parameters.values() if p.kind != p.VAR_POSITIONAL]
+
+    def call(*args):
+        return method(*args)
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    call.__signature__ = inspect.Signature(
+        fixed + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+    return call
+
+
+def _arithmetic_tab(page: _Page) -> None:
+    served = page.plan.tab("arithmetic")
+    first = served[0].signature
+    strength = first.inputs[1]
+    with gr.Tab("Latent arithmetic", id="arithmetic", elem_id="tab-arithmetic"):
+        gr.Markdown(_listing(served) + "\n\nA face goes through the encoder to its latent; the decoder draws it "
+                    "back (the reconstruction). An attribute's vector is the mean latent of held-out faces with it "
+                    "minus the mean of those without it: strength 1 adds it once, -1 takes it away, in one request "
+                    "to the edit model. Pick a held-out face by number, or upload one (cropped to a square).")
+        with gr.Row():
+            model = gr.Dropdown([m.name for m in served], value=served[0].name, label="model")
+            face = gr.Number(0, precision=0, minimum=0, label="held-out face (A)")
+            image = gr.Image(type="filepath", image_mode=None, label="or your face as A (upload)",
+                             sources=["upload"], elem_id="arithmetic-input")
+            _lenient_image_preprocess(image)
+        with gr.Row():
+            sliders = [gr.Slider(strength.low, strength.high, value=0, step=0.1, label=name,
+                                 elem_id=f"strength-{name}") for name in first.attributes]
+        button = gr.Button("Reconstruct and edit", variant="primary", elem_id="edit-btn")
+        with gr.Row():
+            shown = gr.Image(format="png", label="face", type="pil", elem_id="edit-input")
+            recon = gr.Image(format="png", label="reconstruction", type="pil", elem_id="edit-recon")
+            edited = gr.Image(format="png", label="edited", type="pil", elem_id="edit-output")
+        status = gr.Markdown(elem_id="edit-status")
+        last_upload = gr.State(None, time_to_live=3600)
+        page.wire(button.click, _named_strengths(page.h.edit_face, first.attributes),
+                  [model, face, image, last_upload, *sliders],
+                  [shown, recon, edited, status, last_upload], "edit_face")
+        gr.Markdown("### Morph: from face A to face B along the line between their latents")
+        with gr.Row():
+            face_b = gr.Number(1, precision=0, minimum=0, label="held-out face (B)")
+            frames = gr.Slider(2, MAX_MORPH, value=8, step=1, label="frames")
+            button = gr.Button("Morph", elem_id="morph-btn")
+        row = gr.Image(format="png", label="morph", type="pil", elem_id="morph-output")
+        status = gr.Markdown(elem_id="morph-status")
+        page.wire(button.click, page.h.morph, [model, face, face_b, frames, image, last_upload],
+                  [row, status, last_upload], "morph")
+        gr.Markdown("### A - B + C: take from A what B has, give it what C has")
+        with gr.Row():
+            face_b = gr.Number(2, precision=0, minimum=0, label="held-out face (B)")
+            face_c = gr.Number(3, precision=0, minimum=0, label="held-out face (C)")
+            button = gr.Button("A - B + C", elem_id="combine-btn")
+        row = gr.Image(format="png", label="A, B, C and A - B + C", type="pil", elem_id="combine-output")
+        status = gr.Markdown(elem_id="combine-status")
+        page.wire(button.click, page.h.combine, [model, face, face_b, face_c, image, last_upload],
+                  [row, status, last_upload], "combine")
 
 
 def _choices(models: list[DemoModel]) -> list[tuple[str, str]]:
@@ -349,6 +429,8 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
                     _latent_tab(page)
                 elif tab == "diffusion":
                     _diffusion_tab(page)
+                elif tab == "arithmetic":
+                    _arithmetic_tab(page)
                 else:
                     examples_at = Path(examples_dir or Path(os.environ["GRADIO_TEMP_DIR"]) / "examples")
                     _translate_tab(page, bundled_examples(examples_at))
@@ -359,10 +441,15 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
 
 def launch(backend_kind: str = "triton-grpc", triton_url: str | None = None,
            repository: str | os.PathLike = "model_repository", host: str = "127.0.0.1", port: int = 7860,
-           **launch_kw: Any) -> gr.Blocks:
+           triton_access: dict[str, Any] | None = None, **launch_kw: Any) -> gr.Blocks:
     """Build the demo and serve it on ``host:port``: never a public share link, uploads capped at
-    ``MAX_UPLOAD_BYTES`` unless ``max_file_size`` says otherwise, files served from Gradio's temp folder only."""
-    app = build_app(backend_kind=backend_kind, triton_url=triton_url, repository=repository)
+    ``MAX_UPLOAD_BYTES`` unless ``max_file_size`` says otherwise, files served from Gradio's temp folder only.
+    ``triton_access`` (``token``, ``tls_ca``) goes to ``connect`` for a Triton front door that wants them;
+    Gradio's ``auth=`` in ``launch_kw`` puts a login in front of the page and its API alike."""
+    factory = None
+    if triton_access:
+        factory = lambda: connect(backend_kind, repository=repository, url=triton_url, **triton_access)  # noqa: E731
+    app = build_app(factory, backend_kind=backend_kind, triton_url=triton_url, repository=repository)
     launch_kw.pop("share", None)
     launch_kw.setdefault("max_file_size", MAX_UPLOAD_BYTES)
     app.queue().launch(server_name=host, server_port=port, share=False, show_error=False, **launch_kw)

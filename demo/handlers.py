@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ganexport import catalog
+from ganexport.demo.arithmetic import LatentArithmetic
 from ganexport.demo.backend import DemoError, FallbackBackend, Served, diffuse_batched, sample_batched
 from ganexport.demo.tabs import NO_CLASS, DemoModel, DemoPlan, latent_input, noise_input
 from ganexport.demo.uploads import Upload, display_name, read_upload
@@ -110,9 +111,10 @@ def _eta_words(eta: float) -> str:
     return "ancestral DDPM (eta 1)" if eta > 0 else "DDIM (eta 0)"
 
 
-class Handlers:
-    """Every endpoint of the page. ``discard(path)`` is called once an upload has been read, so the
-    layout can delete it from the server (the handlers keep its bytes for a second direction)."""
+class Handlers(LatentArithmetic):
+    """Every endpoint of the page (the Latent arithmetic tab's in ``LatentArithmetic``). ``discard(path)`` is
+    called once an upload has been read, so the layout can delete it from the server (the handlers keep its
+    bytes for a second direction)."""
 
     def __init__(self, backend: FallbackBackend, plan: DemoPlan, discard: Callable[[str], None] | None = None):
         self.backend, self.plan = backend, plan
@@ -141,10 +143,11 @@ class Handlers:
     # -- Conditional ---------------------------------------------------------
 
     def _class_index(self, served: DemoModel, class_name: str) -> int:
+        """The label value of a class name (its index, where the "no class" label does not sit among them)."""
         names = served.class_names
         if class_name not in names:
             raise DemoError(f"{served.name} has no class {class_name!r}; choose one of {', '.join(names)}")
-        return names.index(class_name)
+        return served.class_indices[names.index(class_name)]
 
     def _draw(self, served: DemoModel, seeds: list[int], labels: np.ndarray) -> tuple[Served, str]:
         """(images of ``labels``, one seed each; how they were drawn) from a conditional sampler or a diffusion
@@ -178,7 +181,7 @@ class Handlers:
         names = served.class_names
         seed, rows = int(seed), _clamp(rows, 1, MAX_ROWS)
         seeds = [seed + r for r in range(rows) for _ in names]
-        out, how = self._draw(served, seeds, np.tile(np.arange(len(names), dtype=np.int64), rows))
+        out, how = self._draw(served, seeds, np.tile(np.array(served.class_indices, dtype=np.int64), rows))
         return (_grid(out.images, len(names)),
                 f"Columns: {' | '.join(names)}; one seed per row (seeds {seed}..{seed + rows - 1}).{how} "
                 f"{out.line()}")
@@ -188,10 +191,12 @@ class Handlers:
     def _diffusion_label(self, served: DemoModel, class_name: str) -> int | None:
         """The label input's value for ``class_name``: its index, or the null label for NO_CLASS; None for a
         model that takes no label."""
-        if served.null_label is None:
+        if served.diffusion_classes == [NO_CLASS]:
             if class_name != NO_CLASS:
                 raise DemoError(f"{served.name} takes no class; choose {NO_CLASS!r}")
             return None
+        if class_name == NO_CLASS and served.null_label is None:
+            raise DemoError(f"{served.name} has no 'no class' label; choose one of {', '.join(served.class_names)}")
         return served.null_label if class_name == NO_CLASS else self._class_index(served, class_name)
 
     def diffusion(self, class_name: str, steps: float, guidance: float, seed: float, count: float, model: str,

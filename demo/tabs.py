@@ -10,8 +10,13 @@ tab when the backend serves it, and its served Signature says which:
 | Conditional  | kind "sample", a latent and a label input (an integer with a range); or kind   |
 |              | "diffuse" with a label input, so a GAN and a diffusion model meet on one class |
 | Diffusion    | kind "diffuse": image-shaped noise, the sampler settings steps, guidance and   |
-|              | eta, a label input optional                                                    |
+|              | eta, a label input optional (a class picker only for a model that takes one)   |
 | Translate    | kind "translate", one uint8 image input                                        |
+| Latent       | kind "edit" (an image and one strength per attribute), with the encoder and    |
+| arithmetic   | decoder of the same model served beside it                                     |
+
+An encoder (kind "encode") has no tab of its own: it works in its decoder's tabs (where an upload lands
+in a 2-D latent space; the latents of faces to morph or combine).
 
 What each model was trained on comes from the training record published with
 it (``parity.json``'s ``source``: dataset, step, command), so a translator
@@ -35,7 +40,7 @@ from ganexport import repository as repository_format
 from ganexport.demo.backend import DemoError
 
 TABS = {"sample": "Sample", "conditional": "Conditional", "latent": "Latent space", "diffusion": "Diffusion",
-        "translate": "Translate"}
+        "translate": "Translate", "arithmetic": "Latent arithmetic"}
 # The sampler settings a "diffuse" signature takes beside its noise and label: the Diffusion tab's widgets.
 SAMPLER_SETTINGS = ("steps", "guidance", "eta")
 # What the class dropdown of the Diffusion tab calls the label "no class" (the signature's null_label).
@@ -66,11 +71,10 @@ def noise_input(sig: catalog.Signature) -> catalog.TensorSpec | None:
 
 def label_input(sig: catalog.Signature) -> catalog.TensorSpec | None:
     """The class a conditional model is asked for: an integer input after the first, with a value range; for
-    a diffusion model, the one whose range ends at its "no class" index (steps is an integer with a range too)."""
+    a diffusion model, the one that is not a sampler setting (steps is an integer with a range too)."""
     labels = [t for t in sig.inputs[1:] if t.dtype.startswith("INT") and t.high is not None]
     if sig.kind == "diffuse":
-        null = (sig.diffusion or {}).get("null_label")
-        labels = [t for t in labels if null is not None and t.high == null]
+        labels = [t for t in labels if t.name not in SAMPLER_SETTINGS]
     return labels[0] if labels else None
 
 
@@ -100,6 +104,10 @@ def tabs_for(sig: catalog.Signature) -> tuple[str, ...]:
         return ("translate",) if image is not None and image.dtype == "UINT8" and len(image.shape) == 3 else ()
     if sig.kind == "diffuse":
         return _diffusion_tabs(sig)
+    if sig.kind == "edit":
+        image = sig.inputs[0] if len(sig.inputs) == 2 else None
+        fits = image is not None and image.dtype == "UINT8" and sig.inputs[1].shape == (len(sig.attributes),)
+        return ("arithmetic",) if fits and sig.attributes else ()
     if sig.kind != "sample" or latent_input(sig) is None:
         return ()
     if len(sig.inputs) == 1:
@@ -178,19 +186,33 @@ class DemoModel:
 
     @property
     def null_label(self) -> int | None:
-        """The label that asks a diffusion model for no class (the top of its label range); None for a sampler."""
+        """The label that asks a diffusion model for no class (the top of its label range for ganexport's own);
+        None for a sampler, and for an imported diffusion model that has none."""
         return None if label_input(self.signature) is None else (self.signature.diffusion or {}).get("null_label")
 
     @property
-    def class_names(self) -> list[str]:
-        """The label input's classes (not "no class") by name where the training data names that many, else by
-        index."""
+    def class_indices(self) -> list[int]:
+        """The label values that ask for a class: the label input's range without the "no class" label."""
         label = label_input(self.signature)
         if label is None:
             return []
-        n = int(label.high) + (0 if self.null_label is not None else 1)
+        return [i for i in range(int(label.low or 0), int(label.high) + 1) if i != self.null_label]
+
+    @property
+    def class_names(self) -> list[str]:
+        """The label input's classes (not "no class"), in ``class_indices`` order, by name where the training data
+        names that many, else by index."""
+        indices = self.class_indices
         names = self.dataset.class_names if self.dataset is not None else ()
-        return list(names) if len(names) == n else [str(i) for i in range(n)]
+        return list(names) if len(names) == len(indices) else [str(i) for i in indices]
+
+    @property
+    def diffusion_classes(self) -> list[str]:
+        """What the Diffusion tab's class picker offers: the classes, and NO_CLASS where the model has a "no class"
+        label; NO_CLASS alone for a model that takes no class (the picker is then hidden)."""
+        if label_input(self.signature) is None:
+            return [NO_CLASS]
+        return self.class_names + ([NO_CLASS] if self.null_label is not None else [])
 
     def setting(self, name: str) -> catalog.TensorSpec:
         """One of a diffusion model's SAMPLER_SETTINGS inputs (steps, guidance, eta), with its range."""
@@ -233,10 +255,24 @@ class DemoModel:
         """Only a translator into FILTER_DATASET's domain B (made by the filter) has an exact target to show."""
         return self.dataset_name == FILTER_DATASET and self._ends == ("a", "b")
 
+    @property
+    def imported(self) -> dict[str, Any]:
+        """Where a model ``ganexport import`` brought in came from ({format, source, sha256}): as published with it,
+        else as its import record says; {} for a model ganexport trained."""
+        if isinstance(self.source.get("imported"), dict):
+            return dict(self.source["imported"])
+        origin = self.spec.origin
+        return {"format": origin.format, "source": origin.source, "sha256": origin.sha256} if origin else {}
+
     def describe(self) -> str:
-        """One Markdown line: what it is, what it was trained on, at which step, by which command."""
+        """One Markdown line: what it is, what it was trained on, at which step, by which command; for an imported
+        model, the file and format it came from."""
         data = self.dataset.description if self.dataset is not None and self.dataset.description else self.dataset_name
         head = f"**{self.name}**" + (f" ({self.direction})" if self.domains else "")
+        imported = self.imported
+        if imported:
+            return (f"{head}: {self.spec.description}; trained elsewhere, imported from `{imported['source']}` "
+                    f"(format {imported['format']}).")
         if not self.source:
             return (f"{head}: {self.spec.description}; trained on {data} (the catalog's default: no training "
                     f"record was published with this model).")
@@ -271,6 +307,12 @@ class DemoPlan:
             raise DemoError(f"{model!r} is not offered in the {TABS[tab]} tab; choose one of: {names}")
         return served
 
+    def partner(self, model: str, kind: str) -> str | None:
+        """The served model of ``kind`` that the same training model publishes beside ``model`` (an edit model's
+        encoder and decoder, a decoder's encoder); None when it is not served."""
+        spec = self.models[model].spec.name
+        return next((m.name for m in self.models.values() if m.spec.name == spec and m.signature.kind == kind), None)
+
     def partners(self, model: str) -> list[str]:
         """The other Conditional models that know the same classes as ``model``: those can be shown beside it."""
         first = self.get(model, "conditional")
@@ -289,7 +331,7 @@ class DemoPlan:
         parts = []
         if self.missing:
             parts.append("Not published: " + ", ".join(self.missing) + ".")
-        no_tab = [m.name for m in self.models.values() if not m.tabs]
+        no_tab = [m.name for m in self.models.values() if not m.tabs and m.signature.kind != "encode"]
         if no_tab:
             parts.append("Published, but this demo has no tab for: " + ", ".join(no_tab) + ".")
         return " ".join(parts)

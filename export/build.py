@@ -28,10 +28,12 @@ import torch
 from ganexport import catalog, released
 from ganexport import repository, repository_config, repository_writer
 from ganexport.export import onnx_export, parity, torchscript, wrappers
-from ganexport.repository import MODEL_FILES, PARITY_FILE, sha256
+from ganexport.repository import MODEL_FILES, PARITY_FILE, RUNTIMES, sha256
 from ganexport.training import checkpoint
 
 Log = Callable[[str], None]
+# What each runtime's file is, in the build's log lines.
+EXPORTS = {"onnxruntime": f"ONNX (opset {onnx_export.DEFAULT_OPSET})", "torchscript": "TorchScript"}
 
 
 # --------------------------------------------------------------------------- which checkpoint
@@ -48,6 +50,14 @@ def no_checkpoint_message(models: list[str]) -> str:
             f"profile first")
 
 
+def choose(model: str, given: str | Path | None = None, *, latest_run: bool = False) -> checkpoint.Choice | None:
+    """``checkpoint.choose``'s rule, and for an imported model (``ganexport import``) its converted weights."""
+    origin = catalog.get(model).origin
+    if given is None and origin is not None:
+        return checkpoint.Choice(Path(origin.weights), f"imported from {origin.source}, format {origin.format}")
+    return checkpoint.choose(model, given, latest_run=latest_run)
+
+
 def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, latest_run: bool = False,
                     built_into: Path | None = None, train_if_missing: bool = False,
                     log: Log = print) -> tuple[Path, checkpoint.Checkpoint]:
@@ -57,7 +67,7 @@ def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, latest_r
     quick-profile run trained now: minutes of training must never start because weights were not found.
     Refuses a checkpoint of another model."""
     choice = None if checkpoint_path or latest_run or built_into is None else built_from(model, built_into)
-    choice = choice or checkpoint.choose(model, checkpoint_path, latest_run=latest_run)
+    choice = choice or choose(model, checkpoint_path, latest_run=latest_run)
     if choice is None:
         if not train_if_missing:
             raise NoCheckpoint(no_checkpoint_message([model]))
@@ -72,8 +82,9 @@ def load_checkpoint(model: str, checkpoint_path: Path | None = None, *, latest_r
     if ckpt.meta["model"] != model:
         raise checkpoint.CheckpointError(f"{checkpoint.shown(choice.path)}: holds a {ckpt.meta['model']} model, "
                                          f"not {model}")
-    log(f"{model}: checkpoint {checkpoint.shown(choice.path)} ({choice.why}; step {ckpt.meta.get('step')}, "
-        f"trained on {ckpt.meta.get('dataset')})")
+    trained = (f"; step {ckpt.meta.get('step')}, trained on {ckpt.meta.get('dataset')}"
+               if ckpt.meta.get("step") is not None else "")
+    log(f"{model}: checkpoint {checkpoint.shown(choice.path)} ({choice.why}{trained})")
     return choice.path, ckpt
 
 
@@ -94,6 +105,8 @@ def built_from(model: str, repo: Path) -> checkpoint.Choice | None:
     if source is None:
         return None
     candidates = [Path(source["checkpoint_path"])] if source.get("checkpoint_path") else []
+    origin = catalog.get(model).origin
+    candidates += [Path(origin.weights)] if origin is not None else []
     candidates += [released.weights_dir() / f"{model}.safetensors",
                    *sorted(checkpoint.RUNS_DIR.glob(f"{model}/*/checkpoint.safetensors"))]
     for path in candidates:
@@ -128,41 +141,70 @@ def example_inputs(sig: catalog.Signature) -> tuple[torch.Tensor, ...]:
 
 
 def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdir: Path,
-                     log: Log = print) -> Exported:
-    """Wrap, export both formats, reload, and check parity (raises ParityError/ExportError).
+                     log: Log = print, runtimes: tuple[str, ...] = RUNTIMES) -> Exported:
+    """Wrap, export the formats of ``runtimes``, reload, and check parity (raises ParityError/ExportError).
 
     The files compute ``wrappers.exported_signature(sig)`` (a diffusion model's denoiser), while the
     Exported keeps ``sig``: what is published beside them (signature.json, config.pbtxt) and served.
+    A runtime that cannot take the model (a module with data-dependent control flow, a Python side
+    effect, an operator its exporter lacks) raises ExportError naming it, its reason, and the runtimes
+    that did export, which ``runtimes`` can ask for alone.
     """
-    wrapper = wrappers.wrap(ckpt.build(sig.net), sig, ckpt.latent_prior)
+    wrapper = wrappers.for_checkpoint(ckpt, sig)
     file_sig = wrappers.exported_signature(sig)
     example = example_inputs(file_sig)
     workdir.mkdir(parents=True, exist_ok=True)
-    onnx_path, ts_path = workdir / MODEL_FILES["onnxruntime"], workdir / MODEL_FILES["torchscript"]
-    float_path = None if sig.diffusion is not None else workdir / "float.onnx"  # a denoiser's output is the float
-    log(f"{sig.name}: exporting ONNX (opset {onnx_export.DEFAULT_OPSET}) and TorchScript"
+    log(f"{sig.name}: exporting " + " and ".join(EXPORTS[r] for r in runtimes)
         + (f" of its denoiser ({', '.join(t.name for t in file_sig.inputs)} -> eps)" if file_sig is not sig else ""))
-    onnx_export.export_onnx(wrapper, file_sig, example, onnx_path)
-    if float_path is not None:
-        onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
-    torchscript.export_torchscript(wrapper, file_sig, example, ts_path)
-    scrub_onnx(onnx_path)  # before parity, so the files checked are the files published
-    scrub_torchscript(ts_path)
-    ts_module = torchscript.load(ts_path)
-    report = parity.check_parity(sig, wrapper, onnx_path, float_path, ts_module)
+    files, failures, float_path, ts_module = {}, {}, None, None
+    if "onnxruntime" in runtimes:
+        onnx_path = workdir / MODEL_FILES["onnxruntime"]
+        try:
+            onnx_export.export_onnx(wrapper, file_sig, example, onnx_path)
+            if sig.diffusion is None:  # a denoiser's output is the float parity compares; others get a float twin
+                float_path = workdir / "float.onnx"
+                onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
+            scrub_onnx(onnx_path)  # before parity, so the files checked are the files published
+            files["onnxruntime"] = onnx_path
+        except onnx_export.ExportError as e:
+            failures["onnxruntime"] = str(e).removeprefix(f"{sig.name}: ")
+    if "torchscript" in runtimes:
+        ts_path = workdir / MODEL_FILES["torchscript"]
+        try:
+            torchscript.export_torchscript(wrapper, file_sig, example, ts_path)
+            scrub_torchscript(ts_path)
+            ts_module = torchscript.load(ts_path)
+            files["torchscript"] = ts_path
+        except Exception as e:  # TorchScript's compiler and tracer raise many types; the user needs the reason
+            failures["torchscript"] = f"TorchScript export failed: {onnx_export.reason(e)}"
+    if failures:
+        raise onnx_export.ExportError(_export_refusal(sig.name, failures, list(files)))
+    report = parity.check_parity(sig, wrapper, files.get("onnxruntime"), float_path, ts_module,
+                                 reference=wrappers.reference_sampler(wrapper))
     for backend, r in report["backends"].items():
         log(f"{sig.name}: parity {backend}: max abs {r['max_abs_error']:.2e}, uint8 levels "
             f"{r['max_uint8_levels']}{_sampler_levels(r)} -> {'pass' if r['passed'] else 'FAIL'}")
     parity.raise_on_failure(report)
-    return Exported(sig, {"onnxruntime": onnx_path, "torchscript": ts_path}, report)
+    return Exported(sig, files, report)
+
+
+def _export_refusal(name: str, failures: dict[str, str], exported: list[str]) -> str:
+    """One line: each runtime that failed and why, and how to publish the ones that exported."""
+    text = f"{name}: " + "; ".join(f"{runtime} cannot take it ({why})" for runtime, why in failures.items())
+    if exported:
+        text += (f"; {' and '.join(exported)} exported: build with --runtimes {','.join(exported)} to check "
+                 f"and publish that alone")
+    return text
 
 
 def _sampler_levels(backend_report: dict[str, Any]) -> str:
-    """' (sampler: 10 steps 0, 50 steps 1)': a diffusion model's image difference by step count."""
+    """' (sampler: 10 steps 0, 50 steps 1, 10 steps at eta 1: 0)': a diffusion model's image difference by walk."""
     sampler = backend_report.get("sampler")
     if not sampler:
         return ""
-    return " (sampler: " + ", ".join(f"{steps} steps {r['max_uint8_levels']}" for steps, r in sampler.items()) + ")"
+    named = {walk: f"{walk} steps" if walk.isdigit() else walk.replace(" eta", " steps at eta") + ":"
+             for walk in sampler}
+    return " (sampler: " + ", ".join(f"{named[walk]} {r['max_uint8_levels']}" for walk, r in sampler.items()) + ")"
 
 
 # --------------------------------------------------------------------------- nothing of this machine in artifacts
@@ -228,9 +270,10 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
                                  log=log)
     source = {"checkpoint": path.name, "checkpoint_path": _relative_or_none(path), "checkpoint_sha256": sha256(path),
               "command": repository.public_command(ckpt.meta.get("command")), "model": model,
-              "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset")}
+              "step": ckpt.meta.get("step"), "dataset": ckpt.meta.get("dataset"),
+              **({"imported": ckpt.meta["imported"]} if ckpt.meta.get("imported") else {})}
     with tempfile.TemporaryDirectory(prefix="ganexport-build-") as tmp:
-        exported = [export_signature(ckpt, sig, Path(tmp) / sig.name, log)
+        exported = [export_signature(ckpt, sig, Path(tmp) / sig.name, log, runtimes)
                     for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp)]
         # Every signature passed: only now touch the repository, with every Triton model of ``model`` at once.
         entries, names = [], []
@@ -267,13 +310,14 @@ def refuse_flavor(model: str, flavor: str) -> None:
 
 
 def export_files(model: str, out: Path, *, checkpoint_path: Path | None = None, latest_run: bool = False,
-                 log: Log = print) -> list[Path]:
-    """ONNX + TorchScript + parity.json per signature under ``out/<name>/``, without publishing."""
+                 runtimes: tuple[str, ...] = RUNTIMES, log: Log = print) -> list[Path]:
+    """ONNX + TorchScript (those of ``runtimes``) + parity.json per signature under ``out/<name>/``, without
+    publishing."""
     _, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, log=log)
     written = []
     with tempfile.TemporaryDirectory(prefix="ganexport-export-") as tmp:
         for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
-            ex = export_signature(ckpt, sig, Path(tmp) / sig.name, log)
+            ex = export_signature(ckpt, sig, Path(tmp) / sig.name, log, runtimes)
             dest = Path(out) / sig.name
             dest.mkdir(parents=True, exist_ok=True)
             for runtime, f in ex.files.items():
@@ -303,7 +347,7 @@ def verify(model: str, *, checkpoint_path: Path | None = None, latest_run: bool 
     _, ckpt = load_checkpoint(model, checkpoint_path, latest_run=latest_run, built_into=repo, log=log)
     problems, checked = [], []
     for base in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
-        wrapper = wrappers.wrap(ckpt.build(base.net), base, ckpt.latent_prior)
+        wrapper = wrappers.for_checkpoint(ckpt, base)
         for runtime, filename in MODEL_FILES.items():
             sig = base.for_runtime(runtime)
             version_dir = repository.latest(repo, sig.name)
@@ -348,7 +392,7 @@ def _verify_diffusion(sig: catalog.Signature, runtime: str, run: parity.Run, den
     """The published denoiser against the PyTorch one under the build's gates: every denoiser case, then the
     sampler's shortest walk on a few rows (a changed file shows in the denoiser first; the build's longer
     walks measured the loop itself, which verify does not need to repeat)."""
-    walk = ((min(parity.SAMPLER_STEPS), parity.SAMPLER_ROWS),)
+    walk = ((min(parity.SAMPLER_STEPS), parity.SAMPLER_ROWS, 0.0),)
     try:
         comparisons, _, _ = parity.compare_diffusion(sig, denoiser, {runtime: run}, walks=walk)
     except Exception as e:

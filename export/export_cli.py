@@ -10,11 +10,21 @@ from pathlib import Path
 
 import click
 
-from ganexport.cli_common import LATEST_RUN_HELP, MODEL_OR_ALL, UserError, checkpoint_rule, model_names
+from ganexport.cli_common import ANY_MODEL_OR_ALL, LATEST_RUN_HELP, UserError, any_model_names, checkpoint_rule
+from ganexport.repository import RUNTIMES
+
+
+def _runtimes(ctx, param, value: str) -> tuple[str, ...]:
+    found = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [r for r in found if r not in RUNTIMES]
+    if unknown or not found:
+        raise click.BadParameter(f"{', '.join(unknown) or repr(value)}: choose from {', '.join(RUNTIMES)}")
+    return found
 
 
 @click.command()
-@click.option("--model", "-m", required=True, type=MODEL_OR_ALL, help="Training model to build, or all.")
+@click.option("--model", "-m", required=True, type=ANY_MODEL_OR_ALL,
+              help="Model to build (a training model, or one `ganexport import` wrote), or all.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True), default=None,
               help=checkpoint_rule() + " With neither, build stops (exit 2) unless --train-if-missing.")
 @click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
@@ -29,7 +39,10 @@ from ganexport.cli_common import LATEST_RUN_HELP, MODEL_OR_ALL, UserError, check
 @click.option("--tensorrt", is_flag=True,
               help="Native flavour on GPU: let Triton's onnxruntime backend run the ONNX models through TensorRT.")
 @click.option("--keep", default=3, type=click.IntRange(min=1), help="How many versions of each model to keep.")
-def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, tensorrt, keep):
+@click.option("--runtimes", default=",".join(RUNTIMES), callback=_runtimes, metavar="RUNTIME,...",
+              help="Which runtimes to export, check and publish: a model one of them cannot take (the build "
+                   "names it and why) is published for the others only when they are asked for alone.")
+def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, tensorrt, keep, runtimes):
     """Export to ONNX and TorchScript, prove parity with PyTorch, publish into the Triton repository.
 
     \b
@@ -38,6 +51,7 @@ def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, te
       ganexport build --model all --flavor native --repository /models
       ganexport build --model cyclegan --flavor native --gpu --tensorrt --repository /models
       ganexport build --model dcgan --train-if-missing --repository my_repository
+      ganexport build --model my_imported_model --runtimes onnxruntime
     Nothing is published unless every exported model passes parity; a failed build
     exits non-zero, names the model, backend and error, and leaves the repository as it was.
     """
@@ -53,7 +67,7 @@ def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, te
         raise click.UsageError("--tensorrt needs --flavor native --gpu (TensorRT runs in NVIDIA's Triton "
                                "containers, on GPU instances; the bundled server has no onnxruntime backend)")
     names = []
-    for name in model_names(model):  # `--model all` builds what the flavour can publish, and says what it skips
+    for name in any_model_names(model):  # `--model all` builds what the flavour can publish, says what it skips
         refusal = _flavor_refusal(name, flavor)
         if refusal and model != "all":
             raise UserError(f"build of {name} refused, nothing published: {refusal}")
@@ -63,7 +77,7 @@ def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, te
             names.append(name)
     if not (checkpoint or train_if_missing):  # say it before building anything, for every model that has none
         try:
-            missing = [n for n in names if ckpt_mod.choose(n, latest_run=latest_run) is None]
+            missing = [n for n in names if pipeline.choose(n, latest_run=latest_run) is None]
         except (ckpt_mod.CheckpointError, ReleasedError) as e:
             raise UserError(str(e)) from None
         if missing:
@@ -71,7 +85,8 @@ def build(model, checkpoint, latest_run, train_if_missing, flavor, repo, gpu, te
     for name in names:
         try:
             pipeline.build(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), flavor=flavor,
-                           gpu=gpu, tensorrt=tensorrt, keep=keep, train_if_missing=train_if_missing, log=click.echo)
+                           gpu=gpu, tensorrt=tensorrt, keep=keep, train_if_missing=train_if_missing,
+                           runtimes=runtimes, log=click.echo)
         except pipeline.NoCheckpoint as e:
             raise UserError(str(e)) from None
         except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError, PublishError) as e:
@@ -89,7 +104,7 @@ def _flavor_refusal(model: str, flavor: str) -> str | None:
 
 
 @click.command()
-@click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
+@click.option("--model", "-m", required=True, type=ANY_MODEL_OR_ALL)
 @click.option("--checkpoint", type=click.Path(exists=True), default=None,
               help="A checkpoint file or a run folder. Default: the checkpoint the repository was built from "
                    "(found by the SHA-256 in its parity.json).")
@@ -106,7 +121,7 @@ def verify(model, checkpoint, latest_run, repo):
     from ganexport.export import build as pipeline
     from ganexport.training import checkpoint as ckpt_mod
 
-    for name in model_names(model):
+    for name in any_model_names(model):
         try:
             pipeline.verify(name, checkpoint_path=checkpoint, latest_run=latest_run, repo=Path(repo), log=click.echo)
         except (pipeline.VerifyError, ckpt_mod.CheckpointError) as e:
@@ -114,21 +129,23 @@ def verify(model, checkpoint, latest_run, repo):
 
 
 @click.command("export")
-@click.option("--model", "-m", required=True, type=MODEL_OR_ALL)
+@click.option("--model", "-m", required=True, type=ANY_MODEL_OR_ALL)
 @click.option("--checkpoint", type=click.Path(exists=True), default=None, help=checkpoint_rule())
 @click.option("--latest-run", is_flag=True, help=LATEST_RUN_HELP)
 @click.option("--out", default="exported", type=click.Path(file_okay=False),
               help="Writes OUT/<triton-name>/model.onnx, model.pt, parity.json.")
-def export_cmd(model, checkpoint, latest_run, out):
+@click.option("--runtimes", default=",".join(RUNTIMES), callback=_runtimes, metavar="RUNTIME,...",
+              help="Which runtimes' files to export and check.")
+def export_cmd(model, checkpoint, latest_run, out, runtimes):
     """Export ONNX and TorchScript files with their parity report, without publishing."""
     from ganexport.export import build as pipeline
     from ganexport.export import onnx_export, parity
     from ganexport.training import checkpoint as ckpt_mod
 
-    for name in model_names(model):
+    for name in any_model_names(model):
         try:
             for d in pipeline.export_files(name, Path(out), checkpoint_path=checkpoint, latest_run=latest_run,
-                                           log=click.echo):
+                                           runtimes=runtimes, log=click.echo):
                 click.echo(f"wrote {d}")
         except (parity.ParityError, onnx_export.ExportError, ckpt_mod.CheckpointError) as e:
             raise UserError(str(e)) from None

@@ -7,7 +7,10 @@ names and the dynamic axes come from the catalog's Signature.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -22,6 +25,9 @@ DEFAULT_OPSET = 18
 # The exporter logs one warning per torchvision operator it could register ("torchvision is not
 # installed. Skipping torchvision::nms", eight per export); our nets use none of them.
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+# A module torch.export cannot follow (data-dependent control flow) makes it warn about each unbacked symbol
+# before it raises; the build says what went wrong in one line (``reason``).
+logging.getLogger("torch.fx.experimental.symbolic_shapes").setLevel(logging.ERROR)
 
 
 class ExportError(Exception):
@@ -41,11 +47,22 @@ def dynamic_shapes(sig: catalog.Signature) -> tuple[dict[int, torch.export.Dim],
     return tuple(shapes)
 
 
+def reason(e: BaseException) -> str:
+    """The first line of the innermost cause: the exporter wraps what went wrong ("Could not guard on
+    data-dependent expression ...", a missing operator) in a page of generic advice."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+
+
 def export_onnx(module: nn.Module, sig: catalog.Signature, example: tuple[torch.Tensor, ...], path: Path,
                 opset: int = DEFAULT_OPSET, output_names: list[str] | None = None) -> Path:
     """Export ``module`` (a serving wrapper, or its float view) and check the result."""
     path = Path(path)
-    with warnings.catch_warnings(), torch.no_grad():
+    # torch.export prints the partial graph of a module it cannot follow to stderr before raising: a page
+    # the one-line reason (``reason``) says better
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
@@ -54,8 +71,8 @@ def export_onnx(module: nn.Module, sig: catalog.Signature, example: tuple[torch.
                 output_names=output_names or [t.name for t in sig.outputs],
                 dynamic_shapes=dynamic_shapes(sig), verbose=False, report=False,
             )
-        except Exception as e:  # the exporter raises many types; the user needs the model name
-            raise ExportError(f"{sig.name}: ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+        except Exception as e:  # the exporter raises many types; the user needs the model name and the reason
+            raise ExportError(f"{sig.name}: ONNX export failed: {reason(e)}") from e
     program.save(str(path), external_data=False)
     check(path, sig, opset)
     return path

@@ -21,6 +21,13 @@ A "diffuse" model's file is its denoiser, so parity checks it twice (``check_dif
   and at most ``SAMPLER_MAX_DIFFERING`` of the pixels differing at all. (It runs once the denoiser
   passes: a denoiser beyond its float gate refuses the build already.)
 
+A model imported from another project whose net brings that project's own sampler (an imported diffusers
+pipeline: ``reference``, diffusers' DDIMScheduler and UNet in PyTorch) is held to that sampler instead of
+the eager denoiser under ganexport's loop: the served loop around each exported file against the other
+project's own output on the same noise, at 10 and 50 steps (and a stochastic walk at eta 1 with the same
+noise draws), gated at ``SAMPLER_MAX_LEVELS`` levels with at most ``REFERENCE_MAX_BEYOND_ONE`` of the values
+more than one level apart (the loop's float32 arithmetic and the runtimes' rounding, not a different walk).
+
 The report is written as parity.json beside the published model.
 """
 
@@ -54,6 +61,11 @@ SAMPLER_GUIDANCE = 2.0
 SAMPLER_ROWS = 8  # rows at the longest walk; the shortest runs the served max batch
 SAMPLER_MAX_LEVELS = 2
 SAMPLER_MAX_DIFFERING = 0.01  # fraction of image values that may differ at all
+REFERENCE_MAX_BEYOND_ONE = 0.01  # against another project's own sampler: fraction more than one level apart
+REFERENCE_ETA_WALK = (min(SAMPLER_STEPS), SAMPLER_ROWS, 1.0)  # the stochastic walk checked against it
+
+# A sampler that the exported files' loop is compared with: a request of the served signature -> its images.
+Reference = Callable[[catalog.Signature, dict[str, np.ndarray]], np.ndarray]
 
 
 class ParityError(Exception):
@@ -75,8 +87,11 @@ def parity_inputs(sig: catalog.Signature, seed: int = 0) -> list[dict[str, np.nd
     for n in batches:
         case = {}
         for t in sig.inputs:
-            if t.dtype == "FP32":
-                case[t.name] = rng.standard_normal((n, *t.shape)).astype(np.float32)
+            if t.dtype == "FP32":  # inside the documented range where there is one (edit strengths)
+                values = rng.standard_normal((n, *t.shape))
+                if t.low is not None:
+                    values = np.clip(values, t.low, t.high)
+                case[t.name] = values.astype(np.float32)
             else:  # labels: cover both ends of the range, then random
                 labels = rng.integers(int(t.low), int(t.high) + 1, (n, *t.shape))
                 labels.flat[0] = int(t.low)
@@ -137,29 +152,38 @@ def ort_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def check_parity(sig: catalog.Signature, wrapper: torch.nn.Module, onnx_path: Path, onnx_float_path: Path,
-                 torchscript_module, seed: int = 0) -> dict[str, Any]:
+def check_parity(sig: catalog.Signature, wrapper: torch.nn.Module, onnx_path: Path | None,
+                 onnx_float_path: Path | None, torchscript_module, seed: int = 0,
+                 reference: Reference | None = None) -> dict[str, Any]:
     """Compare eager, ONNX Runtime and TorchScript; returns the parity report (``passed`` says it all).
+    A runtime not exported (its path or module None: a build asked for the other alone) is not in the report.
     A diffusion model's files hold its denoiser: see ``check_diffusion_parity`` (no float twin is needed)."""
     if sig.diffusion is not None:
-        return check_diffusion_parity(sig, wrapper, onnx_path, torchscript_module, seed)
-    sess, sess_float = ort_session(onnx_path), ort_session(onnx_float_path)
+        return check_diffusion_parity(sig, wrapper, onnx_path, torchscript_module, seed, reference)
+    sess = ort_session(onnx_path) if onnx_path is not None else None
+    sess_float = ort_session(onnx_float_path) if onnx_path is not None else None
     out_name = sig.outputs[0].name
-    comparisons = {b: Comparison(b) for b in GATES}
+    comparisons = {b: Comparison(b) for b, there in (("onnxruntime", sess), ("torchscript", torchscript_module))
+                   if there is not None}
     tried = []
     for case in parity_inputs(sig, seed):
         args = [torch.from_numpy(case[t.name]) for t in sig.inputs]
         shape = "x".join(str(d) for d in args[0].shape)
         tried.append({t.name: list(case[t.name].shape) for t in sig.inputs})
+        got = {}  # backend -> (float output, served output)
         with torch.no_grad():
             ref_float = wrapper.float_forward(*args).numpy()
             ref_u8 = wrapper(*args).numpy()
-            ts_float = torchscript_module.float_forward(*args).numpy()
-            ts_u8 = torchscript_module(*args).numpy()
-        (ort_u8,) = sess.run([out_name], case)
-        (ort_float,) = sess_float.run(None, case)
-        comparisons["onnxruntime"].add(ref_float, ort_float, ref_u8, ort_u8, shape)
-        comparisons["torchscript"].add(ref_float, ts_float, ref_u8, ts_u8, shape)
+            if torchscript_module is not None:
+                ts = torchscript_module
+                got["torchscript"] = (ts.float_forward(*args).numpy(), ts(*args).numpy())
+        if sess is not None:
+            got["onnxruntime"] = (sess_float.run(None, case)[0], sess.run([out_name], case)[0])
+        for backend, (got_float, got_u8) in got.items():
+            if sig.outputs[0].dtype == "UINT8":
+                comparisons[backend].add(ref_float, got_float, ref_u8, got_u8, shape)
+            else:  # an encoder's output is the float itself (its uint8 twin would be the same tensor)
+                comparisons[backend].add_float(ref_float, got_u8, shape)
     return _report(sig, {b: c.report() for b, c in comparisons.items()}, tried, seed)
 
 
@@ -188,32 +212,40 @@ def denoiser_timesteps(sig: catalog.Signature) -> tuple[int, ...]:
 
 def denoiser_inputs(sig: catalog.Signature, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Seeded denoiser feeds (names from ``sig.denoiser()``) at each checked timestep and batch 1, 4 and
-    the denoiser's maximum, labels covering both ends of their range (the last is "no class")."""
+    the denoiser's maximum, labels (where it takes them) covering both ends of their range."""
     den = sig.denoiser()
-    x, t, label = den.inputs
+    x, t, *label = den.inputs
     rng = np.random.default_rng(seed)
     cases = []
     for step in denoiser_timesteps(sig):
         for n in sorted({1, 4, den.max_batch_size}):
-            labels = rng.integers(int(label.low), int(label.high) + 1, (n, *label.shape))
-            labels.flat[0], labels.flat[-1] = int(label.low), int(label.high)
-            cases.append({x.name: rng.standard_normal((n, *x.shape)).astype(np.float32),
-                          t.name: np.full((n, *t.shape), step, np.float32),
-                          label.name: labels.astype(label.numpy_dtype)})
+            case = {x.name: rng.standard_normal((n, *x.shape)).astype(np.float32),
+                    t.name: np.full((n, *t.shape), step, np.float32)}
+            for spec in label:
+                labels = rng.integers(int(spec.low), int(spec.high) + 1, (n, *spec.shape))
+                labels.flat[0], labels.flat[-1] = int(spec.low), int(spec.high)
+                case[spec.name] = labels.astype(spec.numpy_dtype)
+            cases.append(case)
     return cases
 
 
-def sampler_inputs(sig: catalog.Signature, steps: int, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A seeded request of the served signature: DDIM (eta 0) at SAMPLER_GUIDANCE, the labels in turn from
-    0, the last row "no class". The same seed gives the same first noises whatever ``rows`` is, so two
-    step counts compare the error on the same images."""
-    noise, label, n_steps, guidance, eta = sig.inputs
+def sampler_inputs(sig: catalog.Signature, steps: int, rows: int, seed: int = 0, eta: float = 0.0
+                   ) -> dict[str, np.ndarray]:
+    """A seeded request of the served signature: DDIM (eta 0 unless given) at SAMPLER_GUIDANCE (or the one
+    guidance the model takes), the labels in turn from 0, the last row the top of their range ("no class"
+    for ganexport's own models). The same seed gives the same first noises whatever ``rows`` is, so two step
+    counts compare the error on the same images."""
+    noise, label, n_steps, guidance, eta_spec = sig.diffusion_inputs()
     z = np.random.default_rng(seed).standard_normal((sig.max_batch_size, *noise.shape)).astype(np.float32)[:rows]
     column = lambda value, spec: np.full((rows, *spec.shape), value, spec.numpy_dtype)  # noqa: E731
-    labels = (np.arange(rows) % (int(label.high) + 1)).reshape(rows, *label.shape)
-    labels[-1] = int(label.high)
-    return {noise.name: z, label.name: labels.astype(label.numpy_dtype), n_steps.name: column(steps, n_steps),
-            guidance.name: column(SAMPLER_GUIDANCE, guidance), eta.name: column(0.0, eta)}
+    request = {noise.name: z, n_steps.name: column(steps, n_steps),
+               guidance.name: column(min(max(SAMPLER_GUIDANCE, guidance.low), guidance.high), guidance),
+               eta_spec.name: column(eta, eta_spec)}
+    if label is not None:
+        labels = (np.arange(rows) % (int(label.high) + 1)).reshape(rows, *label.shape)
+        labels[-1] = int(label.high)
+        request[label.name] = labels.astype(label.numpy_dtype)
+    return {t.name: request[t.name] for t in sig.inputs}
 
 
 Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # a denoiser file: feeds -> [eps]
@@ -234,32 +266,50 @@ def onnx_run(path: Path, den: catalog.Signature) -> Run:
 
 
 def check_diffusion_parity(sig: catalog.Signature, denoiser: torch.nn.Module, onnx_path: Path, torchscript_module,
-                           seed: int = 0) -> dict[str, Any]:
-    """The denoiser under the float gates, then the sampler loop under the level gates (module docstring)."""
+                           seed: int = 0, reference: Reference | None = None) -> dict[str, Any]:
+    """The denoiser under the float gates, then the sampler loop under the level gates (module docstring),
+    against ``reference`` where the model brings its own project's sampler."""
     den = sig.denoiser()
-    runs = {"onnxruntime": onnx_run(onnx_path, den), "torchscript": torch_run(torchscript_module, den)}
-    comparisons, sampler, tried = compare_diffusion(sig, denoiser, runs, seed)
+    runs = {**({"onnxruntime": onnx_run(onnx_path, den)} if onnx_path is not None else {}),
+            **({"torchscript": torch_run(torchscript_module, den)} if torchscript_module is not None else {})}
+    comparisons, sampler, tried = compare_diffusion(sig, denoiser, runs, seed, reference=reference)
     backends = {b: {**c.report(), "sampler": sampler[b]} for b, c in comparisons.items()}
-    gate = {"steps": list(SAMPLER_STEPS), "guidance": SAMPLER_GUIDANCE, "eta": 0.0,
-            "max_uint8_levels": SAMPLER_MAX_LEVELS, "max_differing_fraction": SAMPLER_MAX_DIFFERING}
+    guidance = sig.diffusion_inputs()[3]
+    gate = {"steps": list(SAMPLER_STEPS), "guidance": min(max(SAMPLER_GUIDANCE, guidance.low), guidance.high),
+            "eta": 0.0, "max_uint8_levels": SAMPLER_MAX_LEVELS}
+    if reference is None:
+        gate["max_differing_fraction"] = SAMPLER_MAX_DIFFERING
+    else:
+        gate.update(reference=getattr(reference, "about", type(reference).__name__),
+                    max_beyond_one_level_fraction=REFERENCE_MAX_BEYOND_ONE,
+                    eta_walk={"steps": REFERENCE_ETA_WALK[0], "eta": REFERENCE_ETA_WALK[2]})
     return _report(sig, backends, tried, seed, sampler_gate=gate)
 
 
-def sampler_walks(sig: catalog.Signature) -> tuple[tuple[int, int], ...]:
-    """(steps, rows) of each sampler check: every SAMPLER_STEPS, the shortest walk at the served max batch
-    (whose guided half fills the denoiser's), the others on SAMPLER_ROWS rows."""
-    return tuple((steps, sig.max_batch_size if steps == min(SAMPLER_STEPS) else min(SAMPLER_ROWS, sig.max_batch_size))
-                 for steps in SAMPLER_STEPS)
+def sampler_walks(sig: catalog.Signature, reference: bool = False) -> tuple[tuple[int, int, float], ...]:
+    """(steps, rows, eta) of each sampler check: every SAMPLER_STEPS at eta 0, the shortest walk at the served
+    max batch (whose guided half fills the denoiser's), the others on SAMPLER_ROWS rows; against a
+    ``reference`` sampler also REFERENCE_ETA_WALK."""
+    walks = tuple((steps, sig.max_batch_size if steps == min(SAMPLER_STEPS) else min(SAMPLER_ROWS, sig.max_batch_size),
+                   0.0) for steps in SAMPLER_STEPS)
+    return walks + ((REFERENCE_ETA_WALK[0], min(REFERENCE_ETA_WALK[1], sig.max_batch_size), REFERENCE_ETA_WALK[2]),
+                    ) if reference else walks
+
+
+def walk_name(steps: int, eta: float) -> str:
+    """How a walk's figures are keyed in the report: '10', or '10 eta 1' for a stochastic one."""
+    return str(steps) + (f" eta {eta:g}" if eta else "")
 
 
 def compare_diffusion(sig: catalog.Signature, denoiser: torch.nn.Module, runs: dict[str, Run], seed: int = 0,
-                      walks: tuple[tuple[int, int], ...] | None = None
+                      walks: tuple[tuple[int, int, float], ...] | None = None, reference: Reference | None = None
                       ) -> tuple[dict[str, Comparison], dict[str, dict[str, Any]], list[dict[str, list[int]]]]:
     """The PyTorch ``denoiser`` against each of ``runs`` (backend -> its file's run): the denoiser at every
-    ``denoiser_inputs`` case, then ``run_signature`` for each (steps, rows) of ``walks`` (default
-    ``sampler_walks``), once every denoiser has passed (one that fails refuses the build already, and the
-    walks are most of the work). Returns the comparisons, each backend's sampler figures by step count
-    (none when a denoiser failed), and the shapes tried."""
+    ``denoiser_inputs`` case, then ``run_signature`` for each (steps, rows, eta) of ``walks`` (default
+    ``sampler_walks``) against the same loop around the PyTorch denoiser, or against ``reference``, once
+    every denoiser has passed (one that fails refuses the build already, and the walks are most of the
+    work). Returns the comparisons, each backend's sampler figures by walk (none when a denoiser failed),
+    and the shapes tried."""
     den = sig.denoiser()
     eager = torch_run(denoiser, den)
     comparisons = {b: Comparison(b) for b in runs}
@@ -273,24 +323,34 @@ def compare_diffusion(sig: catalog.Signature, denoiser: torch.nn.Module, runs: d
     sampler: dict[str, dict[str, Any]] = {b: {} for b in runs}
     if any(c.failures for c in comparisons.values()):
         return comparisons, sampler, tried
-    for steps, rows in walks or sampler_walks(sig):
-        request = sampler_inputs(sig, steps, rows, seed)
+    for steps, rows, eta in walks or sampler_walks(sig, reference is not None):
+        request = sampler_inputs(sig, steps, rows, seed, eta)
         tried.append({name: list(v.shape) for name, v in request.items()})
-        ref = diffusion.run_signature(sig, diffusion.denoiser_eps_fn(sig, eager), request)[0]
+        ref = (reference(sig, request) if reference is not None
+               else diffusion.run_signature(sig, diffusion.denoiser_eps_fn(sig, eager), request)[0])
         for backend, run in runs.items():
             got = diffusion.run_signature(sig, diffusion.denoiser_eps_fn(sig, run), request)[0]
-            sampler[backend][str(steps)] = _sampler_gate(comparisons[backend], ref, got, f"sampler {steps} steps")
+            what = f"sampler {steps} steps" + (f" eta {eta:g}" if eta else "")
+            sampler[backend][walk_name(steps, eta)] = _sampler_gate(comparisons[backend], ref, got, what,
+                                                                    reference is not None)
     return comparisons, sampler, tried
 
 
-def _sampler_gate(comparison: Comparison, ref: np.ndarray, got: np.ndarray, what: str) -> dict[str, Any]:
-    """One step count's images, eager vs a backend: record, and add a failure beyond either sampler gate."""
+def _sampler_gate(comparison: Comparison, ref: np.ndarray, got: np.ndarray, what: str,
+                  against_reference: bool = False) -> dict[str, Any]:
+    """One walk's images, the reference vs a backend: record, and add a failure beyond the sampler gates
+    (against another project's sampler, the share of values more than one level apart; else any difference)."""
     levels = comparison.add_uint8(ref, got, what, max_levels=SAMPLER_MAX_LEVELS)
-    differing = float(np.mean(ref != got)) if ref.shape == got.shape else 1.0
-    if differing > SAMPLER_MAX_DIFFERING:
-        comparison.failures.append(f"{what}: {differing:.2%} of the image values differ "
-                                   f"(gate {SAMPLER_MAX_DIFFERING:.0%})")
-    return {"max_uint8_levels": levels, "differing_fraction": differing, "rows": int(len(ref))}
+    same = ref.shape == got.shape
+    gap = np.abs(ref.astype(np.int16) - got.astype(np.int16)) if same else None
+    differing = float(np.mean(gap > 0)) if same else 1.0
+    beyond = float(np.mean(gap > 1)) if same else 1.0
+    share, gate, words = ((beyond, REFERENCE_MAX_BEYOND_ONE, "differ by more than one level") if against_reference
+                          else (differing, SAMPLER_MAX_DIFFERING, "differ"))
+    if share > gate:
+        comparison.failures.append(f"{what}: {share:.2%} of the image values {words} (gate {gate:.0%})")
+    return {"max_uint8_levels": levels, "differing_fraction": differing, "beyond_one_level_fraction": beyond,
+            "rows": int(len(ref))}
 
 
 def raise_on_failure(report: dict[str, Any]) -> None:

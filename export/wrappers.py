@@ -10,6 +10,10 @@ Each wrapper also exposes ``float_forward``: the same computation stopped
 before the uint8 rounding, which parity compares at atol 1e-4 (comparing
 uint8 alone would hide errors under the rounding step).
 
+An autoencoder also publishes its encoder (``Encoder``: uint8 image -> latent, whose output is
+already a float, so it is its own ``float_forward``) and, where its data set labels attributes, an
+edit model (``Editor``: encoder, the weighted sum of attribute vectors, decoder, in one graph).
+
 A "diffuse" model is the exception: its file holds one step of its sampler, the
 denoiser (``training.unet.NHWCDenoiser``, NHWC float in and out, named by
 ``sig.denoiser()``), because the loop around it (ganexport.diffusion) runs in
@@ -68,14 +72,18 @@ class ConditionalSampler(Sampler):
 
 
 class Translator(nn.Module):
-    """image uint8 [N, H, W, C] -> translated uint8 [N, H, W, C], any H and W."""
+    """image uint8 [N, H, W, C] -> translated uint8 [N, H, W, C], any H and W.
+
+    The sides are reflect-padded to a multiple of the net's ``input_multiple`` (default 4, what ganexport's
+    generators need); an imported net that needs more than a reflection can give pads itself and says 1.
+    """
 
     __constants__ = ["multiple"]  # TorchScript reads module constants, not globals
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net.eval()
-        self.multiple = MULTIPLE
+        self.multiple = int(getattr(net, "input_multiple", MULTIPLE))
 
     @torch.jit.export
     def float_forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -83,6 +91,60 @@ class Translator(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.float_forward(image))
+
+
+class Encoder(nn.Module):
+    """image uint8 [N, H, W, C] -> latent float [N, D]: the encoder's code (a VAE's mean), in the space the served
+    decoder draws z from. For a decoder that carries a ``prior`` (``Sampler``), that is (code - mean) / std, so the
+    decoder model gives back the reconstruction of what this one encodes."""
+
+    def __init__(self, net: nn.Module, prior: tuple[list[float], list[float]] | None = None):
+        super().__init__()
+        self.net = net.eval()
+        self.affine = prior is not None
+        mean, std = prior if prior is not None else ([0.0], [1.0])
+        self.register_buffer("latent_mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("latent_std", torch.tensor(std, dtype=torch.float32))
+
+    def code(self, image: torch.Tensor) -> torch.Tensor:
+        """The encoder's own code of a uint8 image: a VAE's encoder gives (mean, log variance), the mean is kept."""
+        out = self.net(image.permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def float_forward(self, image: torch.Tensor) -> torch.Tensor:
+        code = self.code(image)
+        return (code - self.latent_mean) / self.latent_std if self.affine else code
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.float_forward(image)
+
+
+class Editor(nn.Module):
+    """image uint8 [N, H, W, C], strength float [N, A] -> edited uint8 [N, H, W, C]: the decoder of the image's
+    code plus ``strength @ vectors`` (A x D, one attribute vector a row, in the order of the signature's
+    ``attributes``). Strength 0 everywhere gives the plain reconstruction."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, vectors: torch.Tensor):
+        super().__init__()
+        self.encoder = Encoder(encoder)
+        self.decoder = decoder.eval()
+        self.register_buffer("vectors", torch.as_tensor(vectors, dtype=torch.float32))
+
+    def float_forward(self, image: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder.code(image) + strength @ self.vectors)
+
+    def forward(self, image: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        return to_uint8(self.float_forward(image, strength))
+
+
+def for_checkpoint(ckpt, sig: catalog.Signature) -> nn.Module:
+    """The serving wrapper of ``sig`` built from a ``training.checkpoint.Checkpoint``: its net, and for an edit
+    model also the spec's encoder and the attribute vectors the checkpoint carries."""
+    if sig.kind == "encode":
+        return Encoder(ckpt.build(sig.net), ckpt.latent_prior)
+    if sig.kind == "edit":
+        return Editor(ckpt.build(ckpt.spec.encoder), ckpt.build(sig.net), ckpt.attribute_vectors(sig.attributes))
+    return wrap(ckpt.build(sig.net), sig, ckpt.latent_prior)
 
 
 def wrap(net: nn.Module, sig: catalog.Signature,
@@ -94,6 +156,14 @@ def wrap(net: nn.Module, sig: catalog.Signature,
     if sig.kind == "translate":
         return Translator(net)
     return (ConditionalSampler if len(sig.inputs) == 2 else Sampler)(net, prior)
+
+
+def reference_sampler(wrapper: nn.Module):
+    """The sampler of the project a diffusion model was imported from, where its net brings one (an imported
+    diffusers pipeline's: ``sampler(sig, request) -> images``, with ``about`` saying what it runs); None for
+    ganexport's own models, whose reference is the eager denoiser under ganexport's loop."""
+    make = getattr(getattr(wrapper, "net", None), "reference_sampler", None)
+    return make() if callable(make) else None
 
 
 def exported_signature(sig: catalog.Signature) -> catalog.Signature:

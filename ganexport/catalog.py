@@ -39,6 +39,8 @@ class DatasetInfo:
     class_names: tuple[str, ...] = ()
     paired: bool = False  # two unpaired domains (CycleGAN) instead of one image set
     description: str = ""
+    # Binary labels every image carries (several at once, unlike classes): what an "edit" model can add or remove.
+    attribute_names: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +68,11 @@ DATASETS: dict[str, DatasetInfo] = {
                                 "(the sketch domain is made by a filter, not drawn by people)"),
         DatasetInfo("cyclegan-folder", (64, 64, 3), paired=True,
                     description="your own CycleGAN layout: DIR/trainA, DIR/trainB (testA, testB optional)"),
+        DatasetInfo("faces", (64, 64, 3),
+                    description="30k train / 2k held-out 64x64 cartoon faces drawn offline by DiceBear's avataaars "
+                                "style (free for personal and commercial use), labelled exactly by the options each "
+                                "was drawn with (training/faces.py)",
+                    attribute_names=("smiling", "glasses", "beard", "moustache", "hat", "bald", "eyes_closed")),
     )
 }
 
@@ -101,10 +108,15 @@ class Signature:
     ``net`` names the module of the training model that it serves (e.g. the
     generator, the VAE decoder, CycleGAN's A->B generator); ``kind`` is
     "sample" (latent -> image), "translate" (image -> image) or "diffuse" (noise and
-    sampler settings -> image), its ModelSpec's kind. A "diffuse" model's file holds
+    sampler settings -> image), its ModelSpec's kind, or, for an autoencoder's
+    other published models, "encode" (image -> latent, ``net`` the encoder) or "edit"
+    (image and one strength per name in ``attributes`` -> image, ``net`` the decoder, after
+    the spec's encoder). A "diffuse" model's file holds
     only its denoiser (``denoiser()`` is that file's signature, kind "denoise"); the
     sampling loop (ganexport.diffusion) runs around it, and ``diffusion`` carries what
-    the loop needs: the training ``timesteps``, the ``null_label`` and the trajectory's ``frames``.
+    the loop needs: the training ``timesteps``, the ``null_label`` (None where the model has no
+    "no class" label) and the trajectory's ``frames``; for an imported diffusers pipeline also ``ddim``,
+    the scheduler config its loop reproduces, and the ``guidance`` it is sampled at by default.
     """
 
     name: str
@@ -116,7 +128,8 @@ class Signature:
     max_image_side: int | None = None  # translators: largest accepted H or W
     min_image_side: int | None = None
     description: str = ""
-    diffusion: Mapping[str, int] | None = None
+    diffusion: Mapping[str, Any] | None = None
+    attributes: tuple[str, ...] = ()  # an "edit" model's attributes, in the order of its strength vector
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
@@ -124,19 +137,32 @@ class Signature:
     def output(self, name: str) -> TensorSpec:
         return next(t for t in self.outputs if t.name == name)
 
+    def diffusion_inputs(self) -> tuple[TensorSpec, TensorSpec | None, TensorSpec, TensorSpec, TensorSpec]:
+        """(noise, label, steps, guidance, eta) of a "diffuse" signature; label is None for a model that takes
+        no class (an imported unconditional pipeline)."""
+        if self.diffusion is None:
+            raise ValueError(f"{self.name}: a {self.kind} model has no sampler inputs")
+        noise, *rest = self.inputs
+        label = rest.pop(0) if len(rest) == 4 else None
+        steps, guidance, eta = rest
+        return noise, label, steps, guidance, eta
+
     def denoiser(self) -> "Signature":
-        """What a "diffuse" model's exported file computes, one step's noise estimate:
-        x (noisy image, NHWC float), t (timestep index), label (the class, or ``null_label``) -> eps."""
+        """What a "diffuse" model's exported file computes, one step's estimate: x (noisy image, NHWC float),
+        t (timestep index), label (the class, or ``null_label``; only where the model takes one) -> eps (or, for
+        an imported pipeline, what its UNet predicts: DENOISER_OUTPUTS)."""
         if self.diffusion is None:
             raise ValueError(f"{self.name}: a {self.kind} model has no denoiser")
         image = self.outputs[0].shape
         d = self.diffusion
+        label = self.diffusion_inputs()[1]
+        labels = () if label is None else (TensorSpec(label.name, "INT64", (1,), 0, label.high, label.doc),)
+        out, doc = DENOISER_OUTPUTS[(d.get("ddim") or {}).get("prediction_type", "epsilon")]
         return Signature(
             name=f"{self.name}_denoiser", kind="denoise", net=self.net,
             inputs=(TensorSpec("x", "FP32", image, doc="noisy image x_t, NHWC float"),
-                    TensorSpec("t", "FP32", (1,), 0, d["timesteps"] - 1, "timestep index"),
-                    TensorSpec("label", "INT64", (1,), 0, d["null_label"], self.input("label").doc)),
-            outputs=(TensorSpec("eps", "FP32", image, doc="the noise the denoiser sees in x"),),
+                    TensorSpec("t", "FP32", (1,), 0, d["timesteps"] - 1, "timestep index"), *labels),
+            outputs=(TensorSpec(out, "FP32", image, doc=doc),),
             max_batch_size=2 * self.max_batch_size,  # classifier-free guidance doubles each batch
             description=f"{self.name}'s denoiser: one step of its sampler",
         )
@@ -152,11 +178,17 @@ class Signature:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Signature":
         tensors = lambda items: tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in items)  # noqa: E731
-        return cls(**{**d, "inputs": tensors(d["inputs"]), "outputs": tensors(d["outputs"])})
+        return cls(**{**d, "inputs": tensors(d["inputs"]), "outputs": tensors(d["outputs"]),
+                      "attributes": tuple(d.get("attributes", ()))})
 
 
 # Trajectory snapshots a diffusion model returns on request, whatever its number of steps.
 TRAJECTORY_FRAMES = 10
+# What a diffusion model's denoiser file returns (its output's name and doc), by what its net predicts: the
+# models ganexport trains return the noise; an imported diffusers UNet, its config's ``prediction_type``.
+DENOISER_OUTPUTS = {"epsilon": ("eps", "the noise the denoiser sees in x"),
+                    "v_prediction": ("v", "the velocity sqrt(abar) eps - sqrt(1 - abar) x0 the UNet predicts"),
+                    "sample": ("x0", "the clean image the UNet predicts")}
 
 
 # Every Triton model is published once per runtime: `<name>` runs the ONNX file
@@ -172,6 +204,22 @@ MAX_IMAGE_SIDE = 1024
 
 # what a model does: ModelSpec.kind, and Signature.kind of what it publishes
 KINDS = ("sample", "translate", "diffuse")
+# what an autoencoder publishes beside its decoder (ModelSpec.encoder, ModelSpec.edits)
+LATENT_KINDS = ("encode", "edit")
+# An edit's strength per attribute: 1 adds the attribute's mean latent difference once, -1 takes it away.
+EDIT_STRENGTH = 3.0
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an imported model came from (``ganexport import``, ganexport.models_folder): the source format and
+    the options it was imported with, the source file's name and sha256, and its converted weights."""
+
+    format: str
+    source: str
+    sha256: str
+    options: Mapping[str, Any]
+    weights: str  # the entry's weights.safetensors: the checkpoint build takes for this model
 
 
 @dataclass(frozen=True)
@@ -179,7 +227,9 @@ class ModelSpec:
     """A training model: family, data, nets and the Triton models it publishes.
 
     Code asks the spec what a model is (``kind``, ``two_domains``, ``conditional``, ``class_judged``)
-    rather than comparing family names; ``family`` names the training script, training/<family>.py.
+    rather than comparing family names; ``family`` names the training script, training/<family>.py. An
+    imported model (``origin`` set, ganexport.models_folder) is made from its import record: its family is
+    its source format, it has no dataset, and its one profile ``full`` holds what its factory needs.
     """
 
     name: str
@@ -197,9 +247,19 @@ class ModelSpec:
     # the nets g_ab and g_ba: its data, metrics and pictures go A->B and B->A.
     two_domains: bool = False
     conditional: bool = False  # a sampler (or a diffusion model) that also takes a class label
+    # An autoencoder's net that maps an image to its latent (for a VAE, the mean comes first): published beside the
+    # decoder as `<name>_encoder` (kind "encode"), uint8 image -> the latent the decoder takes.
+    encoder: str | None = None
+    # Also publishes `<name>_edit` (kind "edit"): encoder, a weighted sum of attribute vectors and decoder in one
+    # graph; its data set must label attributes (DatasetInfo.attribute_names).
+    edits: bool = False
     # Hyper-parameters added after checkpoints were written, with the value those checkpoints were trained
     # with, so an older checkpoint rebuilds (and resumes) the nets it holds, not today's default.
     hp_before: Mapping[str, Any] = field(default_factory=dict)
+    # An imported model (no dataset of ours describes it): the image shape it serves (-1 sides: any size) and
+    # where it came from. None for the models ganexport trains.
+    image_shape: tuple[int, int, int] | None = None
+    origin: Origin | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -208,6 +268,10 @@ class ModelSpec:
             raise ValueError(f"{self.name}: two_domains is for translators (kind 'translate')")
         if self.conditional and self.kind == "translate":
             raise ValueError(f"{self.name}: conditional is for samplers and diffusion models")
+        if (self.encoder is not None or self.edits) and (self.kind != "sample" or self.conditional):
+            raise ValueError(f"{self.name}: encoder and edits are for unconditional samplers (autoencoders)")
+        if self.edits and (self.encoder is None or not DATASETS[self.dataset].attribute_names):
+            raise ValueError(f"{self.name}: edits need an encoder and a data set with attribute_names")
 
     @property
     def samples_unconditionally(self) -> bool:
@@ -248,7 +312,7 @@ class ModelSpec:
         released weights (``quick`` nets) serve the same signatures, since the
         profiles differ in width and steps, not in tensor names or shapes.
         """
-        image_shape = tuple(image_shape or DATASETS[self.dataset].image_shape)
+        image_shape = tuple(image_shape or self.image_shape or DATASETS[self.dataset].image_shape)
         hp = dict(hp or self.hp("full"))
         h, w, c = image_shape
         image_out = TensorSpec("image", "UINT8", (h, w, c), 0, 255, "generated image, uint8 HWC")
@@ -278,26 +342,70 @@ class ModelSpec:
                 name=name, kind=self.kind, net=role, inputs=tuple(inputs), outputs=(image_out,),
                 max_batch_size=hp.get("serve_max_batch", 64), description=self.description,
             ))
+        return sigs + self._latent_signatures(image_shape, hp)
+
+    def _latent_signatures(self, image_shape: tuple[int, int, int], hp: Mapping[str, Any]) -> list[Signature]:
+        """An autoencoder's encoder and, where its data set labels attributes, its edit model."""
+        if self.encoder is None:
+            return []
+        image_in = TensorSpec("image", "UINT8", image_shape, 0, 255,
+                              f"input image, uint8 HWC, {image_shape[0]}x{image_shape[1]} (resize first)")
+        sigs = [Signature(
+            name=f"{self.name}_encoder", kind="encode", net=self.encoder, inputs=(image_in,),
+            outputs=(TensorSpec("latent", "FP32", (hp["latent_dim"],),
+                                doc="the image's latent (a VAE's mean), in the space the decoder's z is drawn from"),),
+            max_batch_size=hp.get("serve_max_batch", 64),
+            description=f"{self.name}'s encoder: an image to the latent its decoder draws it back from",
+        )]
+        if self.edits:
+            names = DATASETS[self.dataset].attribute_names
+            sigs.append(Signature(
+                name=f"{self.name}_edit", kind="edit", net=next(iter(self.serves.values())), inputs=(
+                    image_in,
+                    TensorSpec("strength", "FP32", (len(names),), -EDIT_STRENGTH, EDIT_STRENGTH,
+                               f"one per attribute ({', '.join(names)}), -{EDIT_STRENGTH:g}..{EDIT_STRENGTH:g}: 1 adds "
+                               "the attribute's latent vector once, -1 takes it away, 0 leaves it"),
+                ),
+                outputs=(TensorSpec("edited", "UINT8", image_shape, 0, 255, "the edited image, uint8 HWC"),),
+                max_batch_size=hp.get("serve_max_batch", 64), attributes=names,
+                description=f"{self.name}'s attribute edit in one request: encode, add the attribute vectors, decode",
+            ))
         return sigs
 
     def _diffusion_signature(self, name: str, role: str, image_out: TensorSpec, hp: Mapping[str, Any]) -> Signature:
-        n = DATASETS[self.dataset].num_classes or hp.get("num_classes", 10)
+        """noise, label, steps, guidance, eta -> image, trajectory. ganexport's own models take a class or the
+        "no class" label after the classes; an imported pipeline (hyper-parameters from its import record) takes
+        a label only when conditional, has a "no class" label only when its import named one (``null_label``),
+        and otherwise takes guidance 1 alone; ``ddim`` carries the diffusers scheduler its loop reproduces."""
+        n = (DATASETS[self.dataset].num_classes if self.dataset in DATASETS else 0) or hp.get("num_classes", 10)
+        null = hp.get("null_label", n)
         h, w, c = image_out.shape
+        label = []
+        if self.conditional:
+            label = [TensorSpec("label", "INT64", (1,), 0, n, f"class index 0..{n - 1}, or {n} for no class")
+                     if null == n else TensorSpec("label", "INT64", (1,), 0, n - 1, f"class index 0..{n - 1}" + (
+                         f", {null} for no class" if null is not None else ""))]
+        guidance = TensorSpec("guidance", "FP32", (1,), 0, 20, "classifier-free guidance scale, 0..20: "
+                              "1 = the plain conditional model, 0 = unconditional")
+        if null is None:
+            guidance = TensorSpec("guidance", "FP32", (1,), 1, 1, "1 only: the model has no 'no class' label to guide "
+                                  "against" + (" (import it with --null-class K to name one)" if label else ""))
+        steps = hp.get("max_steps", hp["timesteps"])
+        extra = {k: hp[k] for k in ("ddim", "guidance") if k in hp and "ddim" in hp}
         return Signature(
             name=name, kind=self.kind, net=role,
             inputs=(
                 TensorSpec("noise", "FP32", image_out.shape, doc="initial noise x_T drawn from N(0, I), finite values"),
-                TensorSpec("label", "INT64", (1,), 0, n, f"class index 0..{n - 1}, or {n} for no class"),
-                TensorSpec("steps", "INT32", (1,), 1, hp["timesteps"], f"sampler steps, 1..{hp['timesteps']}"),
-                TensorSpec("guidance", "FP32", (1,), 0, 20,
-                           "classifier-free guidance scale, 0..20: 1 = the plain conditional model, 0 = unconditional"),
+                *label,
+                TensorSpec("steps", "INT32", (1,), 1, steps, f"sampler steps, 1..{steps}"),
+                guidance,
                 TensorSpec("eta", "FP32", (1,), 0, 1, "0 = deterministic DDIM, 1 = ancestral DDPM noise"),
             ),
             outputs=(image_out,
                      TensorSpec("trajectory", "UINT8", (TRAJECTORY_FRAMES, h, w, c), 0, 255,
                                 f"the image after {TRAJECTORY_FRAMES} evenly spaced steps, the last one final")),
             max_batch_size=hp.get("serve_max_batch", 64), description=self.description,
-            diffusion={"timesteps": hp["timesteps"], "null_label": n, "frames": TRAJECTORY_FRAMES},
+            diffusion={"timesteps": hp["timesteps"], "null_label": null, "frames": TRAJECTORY_FRAMES, **extra},
         )
 
 
@@ -323,7 +431,7 @@ MODELS: dict[str, ModelSpec] = {
     for m in (
         ModelSpec(
             name="autoencoder", family="autoencoder", dataset="fashion-mnist",
-            description="Autoencoder with a 2-D latent space; the decoder is served",
+            description="Autoencoder with a 2-D latent space; the decoder and the encoder are served",
             nets=_nets(encoder="mlp_encoder", decoder="mlp_decoder"),
             hparams={
                 "smoke": dict(steps=4, batch_size=32, hidden=32, latent_dim=2, lr=1e-3, sample_every=2, log_every=1),
@@ -333,10 +441,12 @@ MODELS: dict[str, ModelSpec] = {
                              sample_every=1000, log_every=100),
             },
             serves={"_decoder": "decoder"},
+            encoder="encoder",
         ),
         ModelSpec(
             name="vae", family="vae", dataset="fashion-mnist",
-            description="Variational autoencoder, 16-D latent, KL + reconstruction; the decoder is served",
+            description="Variational autoencoder, 16-D latent, KL + reconstruction; the decoder and the encoder "
+                        "are served",
             nets=_nets(encoder="mlp_vae_encoder", decoder="mlp_decoder"),
             # 16-D, not the autoencoder's 2-D: squeezed into two numbers the VAE blurs coats into pullovers
             # and sandals into sneakers, and never draws those classes (weights/vae.md has the figures)
@@ -349,6 +459,25 @@ MODELS: dict[str, ModelSpec] = {
                              sample_every=1000, log_every=100),
             },
             serves={"_decoder": "decoder"},
+            encoder="encoder",
+        ),
+        ModelSpec(
+            name="vae_faces", family="vae_faces", dataset="faces",
+            description="Convolutional VAE on 64x64 faces, 200-D latent as in the study notes; decoder, encoder and "
+                        "attribute edits (latent vector arithmetic) are served",
+            nets={"encoder": "ganexport.training.conv_vae:conv_vae_encoder",
+                  "decoder": "ganexport.training.conv_vae:conv_decoder"},
+            # vector_faces: held-out faces whose mean latents give the attribute vectors (2000: the whole split)
+            hparams={
+                "smoke": dict(steps=4, batch_size=16, width=4, latent_dim=8, lr=1e-3, kl_weight=1.0, vector_faces=16,
+                              sample_every=2, log_every=1),
+                "quick": dict(steps=12000, batch_size=64, width=32, latent_dim=200, lr=5e-4, kl_weight=1.0,
+                              vector_faces=2000, sample_every=1000, log_every=50),
+                "full": dict(steps=40000, batch_size=128, width=64, latent_dim=200, lr=5e-4, kl_weight=1.0,
+                             vector_faces=2000, sample_every=2000, log_every=100),
+            },
+            serves={"_decoder": "decoder"},
+            encoder="encoder", edits=True,
         ),
         ModelSpec(
             name="dcgan", family="dcgan", dataset="fashion-mnist",
@@ -432,15 +561,33 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def imported_models() -> dict[str, ModelSpec]:
+    """The models ``ganexport import`` wrote into the models folder, each a ModelSpec made from its import record
+    (ganexport.models_folder reads them, torch-free, and again only when one changed)."""
+    from ganexport import models_folder
+
+    return models_folder.specs()
+
+
+def models() -> dict[str, ModelSpec]:
+    """Every model build, verify, export, infer, bench and the demo take: the catalog's own, then the imported
+    ones (import refuses a name of the catalog, so none hides another)."""
+    return {**MODELS, **imported_models()}
+
+
 def get(name: str) -> ModelSpec:
-    """The ModelSpec called ``name``; a KeyError that lists the known names otherwise."""
-    try:
+    """The ModelSpec called ``name``, the catalog's or an imported one; a KeyError that lists the known names."""
+    if name in MODELS:
         return MODELS[name]
+    found = models()
+    try:
+        return found[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(found)}") from None
 
 
 def triton_models(runtimes: tuple[str, ...] = ("onnxruntime",)) -> dict[str, tuple[ModelSpec, Signature]]:
-    """Every Triton model the catalog publishes (default shapes), by name, for the given runtimes."""
-    return {s.name: (spec, s) for spec in MODELS.values() for sig in spec.signatures()
+    """Every Triton model the catalog publishes (default shapes), imported models included, by name, for the
+    given runtimes."""
+    return {s.name: (spec, s) for spec in models().values() for sig in spec.signatures()
             for s in (sig.for_runtime(r) for r in runtimes)}

@@ -30,6 +30,7 @@ COMMANDS = {
     "eval": "ganexport.training.train_cli:evaluate",
     "release": "ganexport.training.train_cli:release_cmd",
     "gallery": "ganexport.training.train_cli:gallery_cmd",
+    "import": "ganexport.export.import_cli:import_cmd",
     "build": "ganexport.export.export_cli:build",
     "verify": "ganexport.export.export_cli:verify",
     "export": "ganexport.export.export_cli:export_cmd",
@@ -38,6 +39,7 @@ COMMANDS = {
     "deploy": "ganexport.serving.deploy_cli:deploy",
     "demo": "ganexport.demo.demo_cli:demo",
     "bench": "ganexport.benchmarks.bench_cli:bench",
+    "gpu-check": "ganexport.benchmarks.gpu_check:gpu_check",
     "weights": "ganexport.released_cli:weights",
 }
 
@@ -83,17 +85,38 @@ def cli():
 @cli.command()
 @click.option("--hparams", is_flag=True, help="Also list each profile's hyper-parameters (what `train --hp` sets).")
 def models(hparams):
-    """List the catalog: training models and the Triton models each publishes, with signatures."""
+    """List the catalog: training models and the Triton models each publishes, with signatures; then the
+    models `ganexport import` wrote into the models folder, with their source and format."""
+    from ganexport import models_folder
+
     for spec in catalog.MODELS.values():
         click.echo(f"{spec.name}  ({spec.family}, default data: {spec.dataset})")
         click.echo(f"    {spec.description}")
         if hparams:
             for profile in catalog.PROFILES:
                 click.echo(f"    {profile}: " + " ".join(f"{k}={v}" for k, v in spec.hp(profile).items()))
-        for sig in spec.signatures():
-            ins = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.inputs)
-            outs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.outputs)
-            click.echo(f"    -> {sig.name}: {ins} -> {outs}  (max batch {sig.max_batch_size})")
+        _signatures(spec)
+    found = models_folder.entries()
+    click.echo(f"\nImported models ({models_folder.where()})"
+               + (":" if found else ": none; add one with `ganexport import`"))
+    for entry in found:
+        if entry.spec is None:
+            click.echo(f"{entry.name}  (cannot be read: {entry.problem})")
+            continue
+        spec, origin = entry.spec, entry.spec.origin
+        click.echo(f"{spec.name}  (imported, format {origin.format}, from {origin.source}, "
+                   f"sha256 {origin.sha256[:12]})")
+        click.echo(f"    {spec.description}")
+        if hparams:
+            click.echo("    " + " ".join(f"{k}={v}" for k, v in spec.hp("full").items()))
+        _signatures(spec)
+
+
+def _signatures(spec: catalog.ModelSpec) -> None:
+    for sig in spec.signatures():
+        ins = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.inputs)
+        outs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.outputs)
+        click.echo(f"    -> {sig.name}: {ins} -> {outs}  (max batch {sig.max_batch_size})")
 
 
 def main(argv=None):

@@ -32,12 +32,37 @@ def checkpoint_rule() -> str:
 
 LATEST_RUN_HELP = "Take the newest runs/<model>/<run-id> even when released weights exist."
 
+
+class ModelChoice(click.Choice):
+    """A choice of model names read when the command runs, not when it is defined: the catalog's models and
+    those ``ganexport import`` wrote into the models folder (the folder is read again when it changed)."""
+
+    def __init__(self, names, case_sensitive: bool = True):
+        self._names = names
+        super().__init__((), case_sensitive)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the names come from ``names``
+        pass
+
+
+# Training and evaluation take the models ganexport trains; build, verify and export also the imported ones.
 MODEL_OR_ALL = click.Choice([*catalog.MODELS, "all"])
+ANY_MODEL_OR_ALL = ModelChoice(lambda: [*catalog.models(), "all"])
 
 
 def model_names(model: str) -> list[str]:
     """``--model all`` -> every training model in catalog order; a name -> itself."""
     return list(catalog.MODELS) if model == "all" else [model]
+
+
+def any_model_names(model: str) -> list[str]:
+    """``--model all`` -> every model in catalog order, the imported ones last; a name -> itself."""
+    return list(catalog.models()) if model == "all" else [model]
 
 
 def split_names(ctx, param, value: tuple[str, ...] | None) -> tuple[str, ...]:

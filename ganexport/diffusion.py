@@ -16,6 +16,9 @@ trades variety for images that look more like their class.
 The loop is the same everywhere: served through Triton or ONNX Runtime (the denoiser is
 an ONNX or TorchScript file), and in training and parity checks (the denoiser is the
 PyTorch net). Only the denoiser differs, so a parity gap measures the export alone.
+Each step's arithmetic is the scheduler's: ``Schedule`` for the models ganexport trains,
+``ddim_scheduler.DDIM`` (diffusers' DDIMScheduler, reproduced) for an imported diffusers
+pipeline, whose denoiser returns what its UNet predicts (noise, v or x0, as its config says).
 This module needs numpy only: Triton's Python-backend stub imports it.
 
     >>> import numpy as np
@@ -33,12 +36,27 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Callable
+from functools import cached_property
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-# eps_fn(x [N, H, W, C] float32, t [N] float32 timestep indices, label [N] int64) -> eps [N, H, W, C]
-EpsFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+from ganexport.ddim_scheduler import DDIM
+
+# eps_fn(x [N, H, W, C] float32, t [N] float32 timestep indices, label [N] int64 or None) -> eps [N, H, W, C]
+EpsFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+
+
+class Scheduler(Protocol):
+    """What the loop asks of a scheduler: the timesteps of a walk, one step without its fresh noise (x, and
+    the scale of the standard-normal noise to add, 0 for none), and the rule that makes an image of x."""
+
+    def walk(self, steps: int) -> np.ndarray: ...
+
+    def step(self, x: np.ndarray, out: np.ndarray, walk: np.ndarray, i: int, eta: float) -> tuple[np.ndarray, float]:
+        ...
+
+    def to_uint8(self, x: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,33 @@ class Schedule:
             raise ValueError(f"steps must be in 1..{self.timesteps}, got {steps}")
         return np.round(self.timesteps - np.arange(steps) * (self.timesteps / steps)).astype(np.int64) - 1
 
+    def step(self, x: np.ndarray, eps: np.ndarray, walk: np.ndarray, i: int, eta: float) -> tuple[np.ndarray, float]:
+        """One DDIM step from ``walk[i]``: x0 clipped to [-1, 1], and the noise re-derived from it, so a wild
+        estimate at the noisiest steps cannot push x outside what the clipped x0 implies."""
+        abar = self._abar
+        ab_t = abar[walk[i]]
+        ab_prev = abar[walk[i + 1]] if i + 1 < len(walk) else 1.0
+        x0 = np.clip((x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t), -1.0, 1.0)
+        eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)  # the noise that the clipped x0 implies
+        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+        return math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - sigma ** 2)) * eps, sigma
+
+    @cached_property
+    def _abar(self) -> np.ndarray:
+        return self.alpha_bar()
+
+    @staticmethod
+    def to_uint8(x: np.ndarray) -> np.ndarray:
+        return to_uint8(x)
+
+
+def scheduler_for(diffusion: Mapping[str, Any]) -> Scheduler:
+    """The scheduler a served signature's ``diffusion`` names: diffusers' DDIM for the config an imported
+    pipeline carries under ``ddim``, else ganexport's own schedule of ``timesteps``."""
+    if diffusion.get("ddim") is not None:
+        return DDIM(diffusion["ddim"])
+    return Schedule(diffusion["timesteps"])
+
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """[-1, 1] floats -> uint8, the same rounding rule as the exported graphs (training.nets.to_uint8)."""
@@ -86,11 +131,14 @@ class Samples:
     trajectory: np.ndarray | None  # uint8 [N, frames, H, W, C]: x after evenly spaced steps, the last = images
 
 
-def guided_eps(eps_fn: EpsFn, x: np.ndarray, t: float, labels: np.ndarray, null_label: int,
+def guided_eps(eps_fn: EpsFn, x: np.ndarray, t: float, labels: np.ndarray | None, null_label: int | None,
                guidance: float) -> np.ndarray:
     """Classifier-free guided noise estimate, in ONE denoiser call: conditional rows, then the "no class"
-    twins of the rows that need them (a real label and guidance != 1)."""
+    twins of the rows that need them (a real label and guidance != 1). A model without labels, or without a
+    "no class" label, is never guided (its signature allows guidance 1 alone)."""
     n = len(x)
+    if labels is None or null_label is None:
+        return eps_fn(x, np.full(n, t, np.float32), labels).astype(np.float32)
     twins = np.flatnonzero((labels != null_label) & (guidance != 1.0))
     xs = np.concatenate([x, x[twins]]) if len(twins) else x
     ls = np.concatenate([labels, np.full(len(twins), null_label, labels.dtype)]) if len(twins) else labels
@@ -102,38 +150,33 @@ def guided_eps(eps_fn: EpsFn, x: np.ndarray, t: float, labels: np.ndarray, null_
     return out
 
 
-def sample(eps_fn: EpsFn, schedule: Schedule, noise: np.ndarray, labels: np.ndarray, null_label: int,
+def sample(eps_fn: EpsFn, schedule: Scheduler, noise: np.ndarray, labels: np.ndarray | None, null_label: int | None,
            steps: int, guidance: float = 1.0, eta: float = 0.0, frames: int = 0) -> Samples:
     """DDIM from ``noise`` (x_T, [N, H, W, C]) over ``steps`` timesteps; ``frames`` > 0 also keeps a
-    trajectory of that many snapshots. Every row shares steps, guidance and eta (``sample_rows`` groups)."""
-    abar = schedule.alpha_bar()
+    trajectory of that many snapshots. Every row shares steps, guidance and eta (``sample_rows`` groups).
+    ``labels`` is None for a model that takes none."""
     walk = schedule.walk(int(steps))
     x = noise.astype(np.float32).copy()
-    labels = np.asarray(labels, np.int64).reshape(-1)
+    labels = None if labels is None else np.asarray(labels, np.int64).reshape(-1)
     rngs = [row_rng(row) for row in noise] if eta > 0 else []
     # snapshot after evenly spaced steps; with more frames than steps a snapshot repeats, so the
     # trajectory's shape never depends on the number of steps
     keep = np.round(np.linspace(0, len(walk) - 1, frames)).astype(int) if frames else np.zeros(0, int)
     snaps: dict[int, np.ndarray] = {}
     for i, t in enumerate(walk):
-        ab_t = abar[t]
-        ab_prev = abar[walk[i + 1]] if i + 1 < len(walk) else 1.0
-        eps = guided_eps(eps_fn, x, float(t), labels, null_label, guidance)
-        x0 = np.clip((x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t), -1.0, 1.0)
-        eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)  # the noise that the clipped x0 implies
-        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
-        x = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - sigma ** 2)) * eps
+        out = guided_eps(eps_fn, x, float(t), labels, null_label, guidance)
+        x, sigma = schedule.step(x, out, walk, i, eta)
         if sigma > 0:
             x = x + sigma * np.stack([rng.standard_normal(x.shape[1:], dtype=np.float32) for rng in rngs])
         x = x.astype(np.float32)
         if i in keep:
-            snaps[i] = to_uint8(x)
+            snaps[i] = schedule.to_uint8(x)
     trajectory = np.stack([snaps[i] for i in keep], axis=1) if frames else None
-    return Samples(to_uint8(x), trajectory)
+    return Samples(schedule.to_uint8(x), trajectory)
 
 
-def sample_rows(eps_fn: EpsFn, schedule: Schedule, noise: np.ndarray, labels: np.ndarray, steps: np.ndarray,
-                guidance: np.ndarray, eta: np.ndarray, null_label: int, frames: int = 0) -> Samples:
+def sample_rows(eps_fn: EpsFn, schedule: Scheduler, noise: np.ndarray, labels: np.ndarray | None, steps: np.ndarray,
+                guidance: np.ndarray, eta: np.ndarray, null_label: int | None, frames: int = 0) -> Samples:
     """``sample`` for a batch whose rows may ask for different steps, guidance or eta (Triton's dynamic
     batching merges requests): rows that share all three run together, results go back in row order."""
     keys = np.stack([np.asarray(a, np.float64).reshape(-1) for a in (steps, guidance, eta)], axis=1)
@@ -141,7 +184,8 @@ def sample_rows(eps_fn: EpsFn, schedule: Schedule, noise: np.ndarray, labels: np
     trajectory = np.zeros((len(noise), frames, *noise.shape[1:]), np.uint8) if frames else None
     for key in np.unique(keys, axis=0):
         rows = np.flatnonzero((keys == key).all(axis=1))
-        out = sample(eps_fn, schedule, noise[rows], np.asarray(labels).reshape(-1)[rows], null_label,
+        row_labels = None if labels is None else np.asarray(labels).reshape(-1)[rows]
+        out = sample(eps_fn, schedule, noise[rows], row_labels, null_label,
                      steps=int(key[0]), guidance=float(key[1]), eta=float(key[2]), frames=frames)
         images[rows] = out.images
         if frames:
@@ -153,17 +197,18 @@ def sample_rows(eps_fn: EpsFn, schedule: Schedule, noise: np.ndarray, labels: np
 
 
 def denoiser_eps_fn(sig, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]]) -> EpsFn:
-    """A runtime's denoiser (``run(feeds) -> [eps]``, feeds named by ``sig.denoiser()``) as an ``eps_fn``,
-    in chunks of the denoiser's max batch."""
+    """A runtime's denoiser (``run(feeds) -> [eps]``, feeds named by ``sig.denoiser()``: x, t, and the label
+    where the model takes one) as an ``eps_fn``, in chunks of the denoiser's max batch."""
     den = sig.denoiser()
-    x_name, t_name, label_name = (t.name for t in den.inputs)
+    x_name, t_name, *label_name = (t.name for t in den.inputs)
 
     def eps(x, t, label):
         outs = []
         for i in range(0, len(x), den.max_batch_size):
             feeds = {x_name: np.ascontiguousarray(x[i:i + den.max_batch_size], np.float32),
-                     t_name: np.asarray(t[i:i + den.max_batch_size], np.float32).reshape(-1, 1),
-                     label_name: np.asarray(label[i:i + den.max_batch_size], np.int64).reshape(-1, 1)}
+                     t_name: np.asarray(t[i:i + den.max_batch_size], np.float32).reshape(-1, 1)}
+            if label_name:
+                feeds[label_name[0]] = np.asarray(label[i:i + den.max_batch_size], np.int64).reshape(-1, 1)
             outs.append(run(feeds)[0])
         return np.concatenate(outs)
 
@@ -172,9 +217,10 @@ def denoiser_eps_fn(sig, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]
 
 def run_signature(sig, eps_fn: EpsFn, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     """A validated request of a "diffuse" signature -> its outputs in ``sig.outputs`` order
-    (the image, then the trajectory). Inputs are named by the signature: noise, label, steps, guidance, eta."""
-    noise, label, steps, guidance, eta = (inputs[t.name] for t in sig.inputs)
+    (the image, then the trajectory). Inputs are named by the signature: noise, label (where the model
+    takes one), steps, guidance, eta."""
+    noise, label, steps, guidance, eta = (None if t is None else inputs[t.name] for t in sig.diffusion_inputs())
     d = sig.diffusion
-    out = sample_rows(eps_fn, Schedule(d["timesteps"]), noise, label, steps, guidance, eta,
+    out = sample_rows(eps_fn, scheduler_for(d), noise, label, steps, guidance, eta,
                       null_label=d["null_label"], frames=d["frames"])
     return [out.images, out.trajectory]

@@ -64,6 +64,23 @@ def read_image_to_fit(source: str | Path | bytes, channels: int = 3, min_side: i
     return _read(source, channels, min_side, max_side, fit=True, name=name)
 
 
+def read_image_at(source: str | Path | bytes, shape: tuple[int, int, int], *,
+                  name: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """An image at exactly ``shape`` (H, W, C), what an encoder of fixed size takes: the largest centred crop of
+    the target's aspect ratio, resized (antialiased); returns (image, notes saying what was done)."""
+    h, w, c = shape
+    arr, notes = read_image_to_fit(source, c, 1, 4 * max(h, w), name=name)
+    if arr.shape[:2] == (h, w):
+        return arr, notes
+    ih, iw = arr.shape[:2]
+    scale = min(ih / h, iw / w)
+    ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (ih - ch) // 2, (iw - cw) // 2
+    im = Image.fromarray(arr[top:top + ch, left:left + cw, 0] if c == 1 else arr[top:top + ch, left:left + cw])
+    out = np.asarray(im.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8).reshape(h, w, c)
+    return out, [*notes, f"{iw}x{ih} cropped to {cw}x{ch} and resized to {w}x{h}."]
+
+
 def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
     """(w, h) scaled down, aspect ratio kept, so the longer side is at most ``max_side``; unchanged if it fits."""
     if not max_side or max(w, h) <= max_side:

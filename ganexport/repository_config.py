@@ -131,6 +131,8 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
         parts.append(_dynamic_batching(sig, max_queue_delay_us, max_queue_size))
     parts.append(f"instance_group [\n  {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }}\n]")
     params = {"signature": json.dumps(sig.for_runtime(runtime).to_dict(), separators=(",", ":"))}
+    if sig.attributes:  # an edit model's strength order, readable without parsing the signature
+        params["attributes"] = ",".join(sig.attributes)
     if flavor == "embedded":
         params.update(runtime=runtime, model_file=MODEL_FILES[runtime])
         params.update({f"ort_{k}": str(v) for k, v in ort_options.items()})

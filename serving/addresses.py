@@ -1,8 +1,10 @@
 """Where a server listens: free and taken ports, loopback or exposed, the address a client dials.
 
 Every service this project starts (Triton, the demo page) binds 127.0.0.1 by
-default and has no authentication, so binding anything else gets a warning
-before anything else can fail; a taken port is named before a process starts.
+default. Binding anything else needs a way to authenticate clients (a token or
+login file), else it is refused in one line before anything else can fail;
+``--insecure`` turns the refusal into a warning, for a network the user already
+protects. A taken port is named before a process starts.
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ def exposure_warning(host: str, what: str = "Triton") -> str | None:
         return None
     return (f"warning: {what} will listen on {host}, reachable from other machines; it has no "
             "authentication (the default, 127.0.0.1, is reachable from this machine only)")
+
+
+def open_listen_refusal(host: str, what: str, flag: str, secret: str) -> str | None:
+    """The one-line refusal for ``what`` bound beyond loopback with nothing to authenticate its clients
+    (None on loopback): it names the flag that fixes it, and the one that overrides it."""
+    if is_loopback(host):
+        return None
+    return (f"--host {host} would let other machines reach {what} with no authentication: add {flag} FILE "
+            f"(one name:{secret} line per client), or --insecure if your network already keeps strangers out")
 
 
 def hostport(host: str, port: int) -> str:

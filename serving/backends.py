@@ -3,9 +3,13 @@ use only this, so the same call gets the same images in-process or through Trito
 
     >>> from ganexport.serving.backends import connect
     >>> backend = connect("triton-grpc", url="127.0.0.1:8001")        # doctest: +SKIP
+    >>> backend = connect("triton-http", url="gpu-box:8000", token=os.environ["GANEXPORT_TOKEN"],
+    ...                   tls_ca="ca.pem")                              # doctest: +SKIP
     >>> images = backend.sample("cgan", z, label=labels)               # doctest: +SKIP
     >>> sketch = backend.translate("cyclegan_a2b", photo[None])[0]     # doctest: +SKIP
     >>> images = backend.diffuse("ddpm", noise, label=7, steps=25, guidance=2.0)  # doctest: +SKIP
+    >>> latents = backend.encode("vae_faces_encoder", faces)            # doctest: +SKIP
+    >>> smiling = backend.edit("vae_faces_edit", faces, {"smiling": 1.0})  # doctest: +SKIP
 
 | kind          | runs                                      | model names               |
 |---------------|-------------------------------------------|---------------------------|
@@ -35,6 +39,7 @@ import numpy as np
 
 from ganexport import catalog, diffusion
 from ganexport.repository import MODEL_FILES, latest, read_signature
+from ganexport.serving.auth import bearer
 from ganexport.serving.ort_session import (  # noqa: F401  (re-exported: older published model.py copies)
     DEFAULT_ORT_OPTIONS, ORT_OPTIONS, OrtSession, session_options,
 )
@@ -60,11 +65,16 @@ class Backend(Protocol):
     def diffuse(self, model: str, noise: np.ndarray, label, steps, guidance=1.0, eta=0.0,
                 trajectory: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
 
+    def encode(self, model: str, images: np.ndarray) -> np.ndarray: ...
+
+    def edit(self, model: str, images: np.ndarray, strength) -> np.ndarray: ...
+
     def close(self) -> None: ...
 
 
 # The Backend method that serves each kind of model, for the error that names the right one.
-METHODS = {"sample": "sample()", "translate": "translate()", "diffuse": "diffuse()"}
+METHODS = {"sample": "sample()", "translate": "translate()", "diffuse": "diffuse()", "encode": "encode()",
+           "edit": "edit()"}
 
 
 class _Base:
@@ -127,6 +137,22 @@ class _Base:
         outs = self._run_outputs(model, sig, inputs, names)
         return (outs[0], outs[1]) if trajectory else outs[0]
 
+    def encode(self, model: str, images: np.ndarray) -> np.ndarray:
+        """uint8 images N x H x W x C (the model's size) -> latents float32 N x D, what its decoder takes."""
+        sig = self._signature_of_kind(model, "encode")
+        return self._checked_run(model, sig, {sig.inputs[0].name: np.asarray(images)})
+
+    def edit(self, model: str, images: np.ndarray, strength) -> np.ndarray:
+        """uint8 images N x H x W x C -> the edited images, in one request.
+
+        ``strength`` is a mapping {attribute: strength} (the others 0; names from the signature's
+        ``attributes``), one vector of A strengths for every row, or an N x A array."""
+        sig = self._signature_of_kind(model, "edit")
+        images = np.asarray(images)
+        rows = images.shape[0] if images.ndim else 1
+        return self._checked_run(model, sig, {sig.inputs[0].name: images,
+                                              sig.inputs[1].name: edit_strengths(sig, strength, rows)})
+
     def _checked_run(self, model: str, sig: catalog.Signature, inputs: dict[str, np.ndarray]) -> np.ndarray:
         validate(sig, inputs)
         return self._run(model, sig, inputs)
@@ -139,6 +165,21 @@ class _Base:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def edit_strengths(sig: catalog.Signature, strength, rows: int) -> np.ndarray:
+    """An edit request's strength tensor, rows x A float32, from a {name: value} mapping, one A-vector or
+    rows x A; an unknown attribute name is an InvalidInput that lists the known ones."""
+    if strength is None:
+        raise InvalidInput(f"{sig.name}: missing input {sig.inputs[1].name!r} ({sig.inputs[1].doc})")
+    if isinstance(strength, dict):
+        unknown = [k for k in strength if k not in sig.attributes]
+        if unknown:
+            raise InvalidInput(f"{sig.name}: unknown attribute(s) {', '.join(map(str, unknown))}; "
+                               f"known: {', '.join(sig.attributes)}")
+        strength = [float(strength.get(name, 0.0)) for name in sig.attributes]
+    values = np.asarray(strength, np.float32)
+    return np.repeat(values[None], rows, axis=0) if values.ndim == 1 else values
 
 
 # --------------------------------------------------------------------------- in-process
@@ -242,33 +283,49 @@ class TritonBackend(_Base):
     the repository writer adds), so requests are validated before they are
     sent. Connections are closed by ``close()``: an idle HTTP keep-alive
     connection would otherwise hold the server's shutdown.
+
+    ``token`` goes with every request as ``Authorization: Bearer <token>`` (what a front door started
+    with ``--token-file`` wants); ``tls_ca`` (a PEM file), or an ``https://`` url, speaks TLS and
+    trusts that CA (the system's CAs for a bare ``https://``), checking the server's name.
     """
 
-    def __init__(self, protocol: str = "grpc", url: str | None = None, timeout: float = 30.0):
+    def __init__(self, protocol: str = "grpc", url: str | None = None, timeout: float = 30.0,
+                 token: str | None = None, tls_ca: str | os.PathLike | None = None):
         self.protocol = protocol
         self.name = f"triton-{protocol}"
-        self.url = (url or DEFAULT_URLS[self.name]).removeprefix("http://").removeprefix("grpc://")
+        url = url or DEFAULT_URLS[self.name]
+        tls = tls_ca is not None or url.startswith("https://")
+        self.url = url.removeprefix("http://").removeprefix("https://").removeprefix("grpc://")
         self.timeout = timeout
+        self._token = token
+        ca = str(tls_ca) if tls_ca is not None else None
         if protocol == "http":
             import tritonclient.http as client
 
-            self._client = client.InferenceServerClient(self.url, connection_timeout=timeout,
-                                                        network_timeout=timeout)
+            self._client = client.InferenceServerClient(self.url, connection_timeout=timeout, network_timeout=timeout,
+                                                        ssl=tls, ssl_options={"ca_certs": ca} if ca else None)
         elif protocol == "grpc":
+            # gRPC's core would print an INFO line of its own before our one-line error (a failed TLS handshake)
+            os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
             import tritonclient.grpc as client
 
-            self._client = client.InferenceServerClient(self.url)
+            self._client = client.InferenceServerClient(self.url, ssl=tls, root_certificates=ca)
         else:
             raise ValueError(f"protocol must be http or grpc, not {protocol!r}")
         self._module = client
         self._signatures: dict[str, catalog.Signature] = {}
+
+    @property
+    def _headers(self) -> dict[str, str] | None:
+        """A fresh dict per call: tritonclient.http adds its own headers to the one it is given."""
+        return bearer(self._token) if self._token else None
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Retry only here, while a just-started server is not ready yet."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if self._client.is_server_ready():
+                if self._client.is_server_ready(headers=self._headers):
                     return
             except Exception:
                 pass
@@ -295,9 +352,9 @@ class TritonBackend(_Base):
         if model not in self._signatures:
             if self.protocol == "grpc":
                 config = self._call(model, self._client.get_model_config, model, as_json=True,
-                                    client_timeout=self.timeout)["config"]
+                                    client_timeout=self.timeout, headers=self._headers)["config"]
             else:
-                config = self._call(model, self._client.get_model_config, model)
+                config = self._call(model, self._client.get_model_config, model, headers=self._headers)
             raw = config.get("parameters", {}).get("signature", {}).get("string_value")
             if not raw:
                 raise BackendError(f"{model}: its config carries no signature parameter (not built by ganexport?)")
@@ -318,7 +375,7 @@ class TritonBackend(_Base):
             tensor.set_data_from_numpy(value)
             request.append(tensor)
         kw = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
-        result = self._call(model, self._client.infer, model, request,
+        result = self._call(model, self._client.infer, model, request, headers=self._headers,
                             outputs=[self._module.InferRequestedOutput(name) for name in outputs], **kw)
         return [result.as_numpy(name) for name in outputs]
 
@@ -327,12 +384,14 @@ class TritonBackend(_Base):
 
 
 def connect(kind: str, *, repository: str | Path = "model_repository", url: str | None = None,
-            timeout: float = 30.0, ort_options: dict | None = None) -> Backend:
+            timeout: float = 30.0, ort_options: dict | None = None, token: str | None = None,
+            tls_ca: str | os.PathLike | None = None) -> Backend:
     """A backend by name: onnxruntime | torchscript (in-process) | triton-http | triton-grpc.
 
-    ``ort_options`` (ORT_OPTIONS knobs) tune the in-process ONNX Runtime session."""
+    ``ort_options`` (ORT_OPTIONS knobs) tune the in-process ONNX Runtime session; ``token`` and
+    ``tls_ca`` reach a Triton front door that wants them (TritonBackend), and mean nothing in-process."""
     if kind in ("onnxruntime", "torchscript"):
         return LocalBackend(repository, runtime=kind, ort_options=ort_options)
     if kind in ("triton-http", "triton-grpc"):
-        return TritonBackend(kind.removeprefix("triton-"), url, timeout)
+        return TritonBackend(kind.removeprefix("triton-"), url, timeout, token=token, tls_ca=tls_ca)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")

@@ -16,11 +16,14 @@ from pathlib import Path
 import click
 
 from ganexport.cli_common import CONTEXT, UserError, split_names
+from ganexport.serving.auth import TokenFileError, read_secrets
 from ganexport.serving.deploy_compose import (
     COMPOSE_FILE, DEFAULT_BALANCER_IMAGE, NGINX_FILE, REPOSITORY_DIR, ComposeOptions, body_limit, compose_file,
     nginx_conf,
 )
-from ganexport.serving.deploy_kserve import KServeOptions, check_name, check_storage_uri, inference_service
+from ganexport.serving.deploy_kserve import (
+    KServeOptions, check_name, check_storage_uri, inference_service, mesh_auth_comment,
+)
 from ganexport.serving.deploy_repository import ServingKnobs, plan, write
 from ganexport.serving.deploy_server import DEFAULT_IMAGE, PORTS, DeployError, check_image
 
@@ -52,8 +55,17 @@ ISVC_FILE = "inferenceservice.yaml"
                                                        "runtimeVersion).")
 @click.option("--replicas", default=2, type=click.IntRange(min=1),
               help="Triton replicas: compose's deploy.replicas, KServe's minReplicas.")
-@click.option("--public", is_flag=True, help="Publish on every interface (compose) / leave the service "
-                                              "cluster-external (KServe). Nothing here authenticates requests.")
+@click.option("--public", is_flag=True, help="Publish on every interface (compose: needs --token-file or "
+                                              "--insecure) / leave the service cluster-external (KServe: put "
+                                              "the mesh's authentication in front, as its file says).")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="compose: nginx wants one of these tokens (name:token lines, as `ganexport serve --token-file` "
+                   "reads them) on every request but the health probes.")
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="compose: nginx terminates TLS on both ports with this PEM certificate (needs --tls-key).")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="compose: the certificate's PEM private key.")
+@click.option("--insecure", is_flag=True, help="compose: --public without --token-file (a network you protect).")
 @click.option("--storage-uri", default=None, metavar="pvc://CLAIM/PATH|s3://BUCKET/PATH|gs://BUCKET/PATH",
               help=f"KServe: where you copy OUT/{REPOSITORY_DIR}.")
 @click.option("--name", default="ganexport", help="The InferenceService / compose project name.")
@@ -67,8 +79,8 @@ ISVC_FILE = "inferenceservice.yaml"
 @click.option("--gpu-devices", default="0", metavar="ID,...", help="compose: the host GPUs the replicas share.")
 @click.option("--balancer-image", default=DEFAULT_BALANCER_IMAGE, help="compose: the nginx image (1.27.3+).")
 def deploy(out, kserve, compose, repository, models, torchscript, gpu, instances, max_queue_delay_us,
-           max_queue_size, tensorrt, image, replicas, public, storage_uri, name, namespace, cpus, memory, gpus,
-           max_replicas, gpu_devices, balancer_image):
+           max_queue_size, tensorrt, image, replicas, public, token_file, tls_cert, tls_key, insecure, storage_uri,
+           name, namespace, cpus, memory, gpus, max_replicas, gpu_devices, balancer_image):
     """Write what NVIDIA's Triton needs to serve the published models at scale, checked before it is written.
 
     OUT/model_repository is the published repository in the native flavour (onnxruntime_onnx /
@@ -85,6 +97,7 @@ def deploy(out, kserve, compose, repository, models, torchscript, gpu, instances
       kubectl apply -f deploy/inferenceservice.yaml             # after copying deploy/model_repository there
       ganexport deploy --kserve --compose --storage-uri gs://bucket/ganexport --tensorrt \\
           --max-queue-delay-us 500 --models cyclegan_a2b,cyclegan_b2a --out deploy/
+      ganexport deploy --compose --public --token-file tokens.txt --tls-cert cert.pem --tls-key key.pem --out deploy/
     """
     if tensorrt and not gpu:
         raise UserError("--tensorrt needs --gpu (TensorRT runs on GPU instances only)")
@@ -98,6 +111,19 @@ def deploy(out, kserve, compose, repository, models, torchscript, gpu, instances
     for flag, value in (("--storage-uri", storage_uri), ("--namespace", namespace), ("--max-replicas", max_replicas)):
         if value is not None and not kserve:
             raise UserError(f"{flag} applies to --kserve")
+    for flag, value in (("--token-file", token_file), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if value is not None and not compose:
+            raise UserError(f"{flag} applies to --compose (KServe: the mesh authenticates; see its file)")
+    if (tls_cert is None) != (tls_key is None):
+        raise UserError("--tls-cert and --tls-key go together: give both (the certificate and its key), or neither")
+    if compose and public and token_file is None and not insecure:
+        raise UserError("--compose --public would let other machines reach the balancer with no authentication: "
+                        "add --token-file FILE (one name:token line per client), or --insecure if your network "
+                        "already keeps strangers out")
+    try:
+        tokens = read_secrets(token_file) if token_file is not None else None
+    except TokenFileError as e:
+        raise UserError(f"--token-file {e}") from None
     from ganexport.repository import RepositoryError
     from ganexport.repository_writer import PublishError
 
@@ -114,8 +140,9 @@ def deploy(out, kserve, compose, repository, models, torchscript, gpu, instances
             gpus=gpus, replicas=replicas, max_replicas=max_replicas, public=public) if kserve else None
         compose_opts = ComposeOptions(
             image=image, replicas=replicas, gpu=gpu, public=public, balancer_image=balancer_image, project=name,
-            gpu_devices=tuple(d.strip() for d in gpu_devices.split(",") if d.strip())) if compose else None
-        files = _checked_files(planned, kserve=kserve_opts, compose=compose_opts)
+            gpu_devices=tuple(d.strip() for d in gpu_devices.split(",") if d.strip()), tls_cert=tls_cert,
+            tls_key=tls_key) if compose else None
+        files = _checked_files(planned, kserve=kserve_opts, compose=compose_opts, tokens=tokens)
         published = write(out / REPOSITORY_DIR, repository, planned)
         for filename, text in files.items():
             _write_text(out / filename, text)
@@ -127,7 +154,8 @@ def deploy(out, kserve, compose, repository, models, torchscript, gpu, instances
     _report(out, published, files, storage_uri, public)
 
 
-def _checked_files(planned, *, kserve: KServeOptions | None, compose: ComposeOptions | None) -> dict[str, str]:
+def _checked_files(planned, *, kserve: KServeOptions | None, compose: ComposeOptions | None,
+                   tokens: dict[str, str] | None = None) -> dict[str, str]:
     """Every file but the repository's, as text, each checked; DeployError (nothing written) when one fails."""
     from ganexport.serving import deploy_validate as check
 
@@ -142,23 +170,25 @@ def _checked_files(planned, *, kserve: KServeOptions | None, compose: ComposeOpt
         else:
             click.echo(f"note: the kserve package is not installed, so {ISVC_FILE} was not checked against "
                        "KServe's models (pip install kserve)")
-        files[ISVC_FILE] = _yaml(doc, f"KServe InferenceService serving {models}")
+        files[ISVC_FILE] = _yaml(doc, f"KServe InferenceService serving {models}", mesh_auth_comment(kserve))
     if compose:
         doc = compose_file(compose)
         check.check_compose(COMPOSE_FILE, doc)
         files[COMPOSE_FILE] = _yaml(doc, f"docker compose: {compose.replicas} Triton replicas serving {models}")
-        files[NGINX_FILE] = nginx_conf(body_limit({m.name: m.sig for m in planned}))
+        files[NGINX_FILE] = nginx_conf(body_limit({m.name: m.sig for m in planned}), tokens,
+                                       tls=compose.tls_cert is not None)
     return files
 
 
-def _yaml(doc: dict, what: str) -> str:
+def _yaml(doc: dict, what: str, comment: str = "") -> str:
     import yaml
 
-    return f"# Written by `ganexport deploy`: {what}.\n" + yaml.safe_dump(doc, sort_keys=False, width=4096)
+    return f"# Written by `ganexport deploy`: {what}.\n" + comment + yaml.safe_dump(doc, sort_keys=False, width=4096)
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write whole or not at all: a temporary file beside ``path``, then one rename."""
+    """Write whole or not at all: a temporary file beside ``path``, then one rename. The file is readable by
+    its owner only (mkstemp's mode): nginx.conf may hold tokens."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

@@ -9,7 +9,9 @@ initializer puts ``storageUri``; ``runtimeVersion`` picks the image tag. KServe 
 
 It runs as a plain Deployment (``deploymentMode: RawDeployment``): Knative's serverless mode allows one
 container port, and Triton answers HTTP on 8000 and gRPC on 8001. The service is cluster-local unless
-``public``: nothing here authenticates a request.
+``public``: nothing here authenticates a request. KServe leaves that to the mesh, and ``ganexport serve``'s
+front door is not in front of it, so the written file says how (``mesh_auth_comment``): Istio's
+RequestAuthentication and AuthorizationPolicy on the predictor's pods, the health probes left open.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from ganexport.serving.deploy_server import (
     DEFAULT_IMAGE, LIVE_PATH, PORTS, READY_PATH, DeployError, image_tag, server_args,
 )
 
+HEALTH_PREFIX = READY_PATH.rsplit("/", 1)[0] + "/"  # /v2/health/: liveness and readiness
+
 API_VERSION = "serving.kserve.io/v1beta1"
+ISTIO_SECURITY = "security.istio.io/v1"
+ISVC_LABEL = "serving.kserve.io/inferenceservice"  # the label KServe puts on an InferenceService's pods
 KIND = "InferenceService"
 STORAGE_SCHEMES = ("pvc", "s3", "gs")
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -88,6 +94,36 @@ def inference_service(opts: KServeOptions) -> dict:
     }
     predictor = {"minReplicas": opts.replicas, "maxReplicas": opts.max_replicas or opts.replicas, "model": model}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": {"predictor": predictor}}
+
+
+def mesh_auth(opts: KServeOptions) -> list[dict]:
+    """Istio's resources that make the predictor's pods want a JWT from the cluster's identity provider,
+    the health probes aside: what the written file documents (in comments: the issuer is the user's)."""
+    meta = {"name": f"{opts.name}-require-jwt", **({"namespace": opts.namespace} if opts.namespace else {})}
+    selector = {"matchLabels": {ISVC_LABEL: opts.name}}
+    return [
+        {"apiVersion": ISTIO_SECURITY, "kind": "RequestAuthentication", "metadata": meta, "spec": {
+            "selector": selector,
+            "jwtRules": [{"issuer": "https://issuer.example.com",
+                          "jwksUri": "https://issuer.example.com/.well-known/jwks.json"}]}},
+        {"apiVersion": ISTIO_SECURITY, "kind": "AuthorizationPolicy", "metadata": meta, "spec": {
+            "selector": selector, "action": "ALLOW",
+            "rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]},
+                      {"to": [{"operation": {"paths": [f"{HEALTH_PREFIX}*"]}}]}]}},
+    ]
+
+
+def mesh_auth_comment(opts: KServeOptions) -> str:
+    """YAML comments for the top of the InferenceService: why it needs the mesh, and ``mesh_auth`` to apply."""
+    import yaml
+
+    resources = "---\n".join(yaml.safe_dump(doc, sort_keys=False, width=4096) for doc in mesh_auth(opts))
+    return ("# Authentication: nothing in this InferenceService checks who calls. KServe leaves it to the mesh, and\n"
+            "# `ganexport serve`'s front door (tokens, TLS, limits) is not in front of it. With Istio (the sidecar\n"
+            "# injected in the namespace), these two resources let in only requests with a valid JWT from your\n"
+            "# identity provider (set issuer and jwksUri), and the health probes; save them uncommented to a\n"
+            "# file and `kubectl apply -f` it. Other meshes (Linkerd, an API gateway) have their equivalents.\n"
+            + "".join(f"#   {line}\n" if line else "#\n" for line in resources.splitlines()))
 
 
 def check_name(name: str) -> str:

@@ -16,10 +16,20 @@ started the server. Every request passes through unchanged unless it breaks a ru
 - shared-memory inputs are refused (registration is closed anyway), as is streaming inference;
 - model load and unload are refused (403 / PERMISSION_DENIED): only the supervisor reloads a model.
 
+Given tokens (auth.py), it checks every request but the health probes first, before reading a body:
+a missing or wrong token gets 401 / UNAUTHENTICATED, a client over its rate 429 / RESOURCE_EXHAUSTED
+with a Retry-After, held back first for as long as its next request would have to wait (``hold``), so a
+client that retries at once is slowed to its rate instead of keeping the door busy. The Authorization
+header is not passed on to Triton, and each request is written to the access log under its token's name.
+Given a certificate (tls.py), both public ports speak TLS.
+
 It also keeps readiness honest: while the supervisor restarts Triton, or after a model's stub was
 seen dying (Triton answers "Stub process ... is not healthy" but still says ready, or the supervisor
 sees the stub's process gone), the health and model-ready endpoints answer not-ready and that model's
 requests get a one-line "retry" error.
+
+The loop is uvloop's where it is installed (the serve extra): every microsecond of the loop's own is on
+every request's path.
 
     >>> door = FrontDoor(signatures, upstream_http="127.0.0.1:41000", upstream_grpc="127.0.0.1:41001")
     >>> door.start("127.0.0.1", http_port=8000, grpc_port=8001)   # doctest: +SKIP
@@ -36,6 +46,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ganexport.catalog import Signature
+from ganexport.serving.access_log import AccessLog
+from ganexport.serving.auth import UNAUTHENTICATED, RateLimiter, TokenBook
+from ganexport.serving.tls import TlsFiles
 from ganexport.serving.validation import (
     Declared, InvalidInput, check_json_values, max_values, request_bytes_limit, validate_declared,
 )
@@ -46,6 +59,7 @@ OTHER_BODY_LIMIT = 1024 * 1024  # every other POST (repository index, settings .
 # The longest JSON text of one value, with the ", " that separates it: 255 -> "255, "; a float's repr,
 # "-1.2345678901234567e-05, "; what tritonclient's json.dumps writes.
 JSON_CHARS_PER_VALUE = {1: 5, 2: 8, 4: 26, 8: 26}
+HOLD_MAX_S = 1.0  # the longest a request over its rate waits for its 429
 STUB_DIED = "is not healthy"  # Triton's words when a model's stub process is gone
 CLOSED_MODEL_CONTROL = "model load / unload is closed to clients: this server's models are fixed when it starts"
 
@@ -53,31 +67,78 @@ CLOSED_MODEL_CONTROL = "model load / unload is closed to clients: this server's 
 class Refused(Exception):
     """A request the front door does not pass on; ``status`` is the HTTP status, the message one line."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, for a client over its rate (429)
 
 
 class Gatekeeper:
-    """The rules (caps, declared-request checks) and the health state the two doors share."""
+    """The rules (who may call, caps, declared-request checks) and the health state the two doors share."""
 
     def __init__(self, signatures: Mapping[str, Signature], on_suspect: Callable[[str], None] | None = None,
-                 restricted: Mapping[str, str] | None = None):
+                 restricted: Mapping[str, str] | None = None, tokens: TokenBook | None = None,
+                 limiter: RateLimiter | None = None, access_log: AccessLog | None = None):
         self.signatures = dict(signatures)
         self.on_suspect = on_suspect
         self.restricted = dict(restricted or {})  # the header that unlocks Triton's repository index
+        self.tokens, self.limiter, self.access_log = tokens, limiter, access_log
+        self._held: dict[str, int] = {}  # name -> its requests over the rate waiting for their 429
         self.suspects: set[str] = set()  # models whose stub was seen dead, until the supervisor restarts them
         self.down = False  # the supervisor is restarting Triton
         self.refused = 0  # requests refused here, for the supervisor's summary
         self.last_request: dict[str, float] = {}  # model -> when its latest request came in or was answered
         self.in_flight: dict[str, int] = {}  # model -> requests passed on to Triton and not yet answered
+        self._limits: dict[tuple[str | None, bool], int] = {}  # body_limit's answers: asked on every request
         self._lock = threading.Lock()
+
+    # -- who may call ------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> str | None:
+        """The caller's token name (None when this server takes no tokens); Refused 401 for any other
+        header, missing, malformed, unknown or revoked alike, in the same words."""
+        if self.tokens is None:
+            return None
+        name = self.tokens.name_of(authorization)
+        if name is None:
+            raise Refused(UNAUTHENTICATED, status=401)
+        return name
+
+    def throttle(self, name: str | None) -> None:
+        """Refused 429 with the seconds to wait when ``name`` is over its rate; its bucket alone is spent."""
+        if self.limiter is None or name is None:
+            return
+        wait = self.limiter.retry_after(name)
+        if wait:
+            raise Refused(f"{name}: above the rate limit of {self.limiter.rate:g} requests/s (burst "
+                          f"{self.limiter.burst}); retry in {wait:.2f} s", status=429, retry_after=wait)
+
+    async def hold(self, name: str | None, retry_after: float) -> None:
+        """Before a 429: wait as long as the client would have to anyway, longer for each of its refused
+        requests already waiting (at most HOLD_MAX_S). A client that floods over many connections at once
+        then costs the door about one refusal per connection a second, and the others keep their share."""
+        held = self._held.get(name, 0)
+        self._held[name] = held + 1
+        try:
+            await asyncio.sleep(min(HOLD_MAX_S, retry_after * (held + 1)))
+        finally:
+            self._held[name] -= 1
+
+    def log(self, protocol: str, name: str | None, request: str, status: int | str, peer: str | None) -> None:
+        if self.access_log is not None:
+            self.access_log.write(protocol, name, request, status, peer)
 
     # -- limits ------------------------------------------------------------------------------
 
     def body_limit(self, model: str | None, binary: bool) -> int:
         """The most bytes a request body may have: an inference request for ``model`` at the largest valid
         size (``binary``: header + raw tensors, else all JSON), every other body ``OTHER_BODY_LIMIT``."""
+        limit = self._limits.get((model, binary))
+        if limit is None:
+            limit = self._limits[(model, binary)] = self._body_limit(model, binary)
+        return limit
+
+    def _body_limit(self, model: str | None, binary: bool) -> int:
         sig = self.signatures.get(model or "")
         if sig is None:
             return OTHER_BODY_LIMIT
@@ -177,10 +238,14 @@ class FrontDoor:
     """The HTTP and gRPC doors in one asyncio loop on a background thread; ``start`` returns once both listen."""
 
     def __init__(self, signatures: Mapping[str, Signature], *, upstream_http: str, upstream_grpc: str,
-                 on_suspect: Callable[[str], None] | None = None, restricted: Mapping[str, str] | None = None):
-        self.gate = Gatekeeper(signatures, on_suspect, restricted)
+                 on_suspect: Callable[[str], None] | None = None, restricted: Mapping[str, str] | None = None,
+                 tokens: TokenBook | None = None, limiter: RateLimiter | None = None,
+                 access_log: AccessLog | None = None, tls: TlsFiles | None = None):
+        self.gate = Gatekeeper(signatures, on_suspect, restricted, tokens, limiter, access_log)
         self.upstream_http, self.upstream_grpc = upstream_http, upstream_grpc
+        self.tls = tls
         self._thread: threading.Thread | None = None
+        self._http = None  # the HTTP door while the loop runs
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -201,10 +266,20 @@ class FrontDoor:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout)
         self._thread = None
+        if self.gate.access_log is not None:
+            self.gate.access_log.close()
+
+    def close_idle(self, timeout: float = 10.0) -> None:
+        """Close the idle connections to Triton's HTTP port, from any thread: before Triton is stopped,
+        since an idle keep-alive connection holds its shutdown for the whole exit timeout."""
+        if self._loop is not None and self._http is not None and self._thread and self._thread.is_alive():
+            done = threading.Event()
+            self._loop.call_soon_threadsafe(lambda: (self._http.close_idle(), done.set()))
+            done.wait(timeout)
 
     def _serve(self, host: str, http_port: int, grpc_port: int) -> None:
         try:
-            asyncio.run(self._main(host, http_port, grpc_port))
+            _run(self._main(host, http_port, grpc_port))
         except BaseException as e:  # reported to start(); after start, the doors log their own errors
             self._error = e
             self._started.set()
@@ -214,13 +289,23 @@ class FrontDoor:
         from ganexport.serving.front_door_http import HttpDoor
 
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        http = HttpDoor(self.gate, self.upstream_http)
+        http = self._http = HttpDoor(self.gate, self.upstream_http)
         grpc_door = GrpcDoor(self.gate, self.upstream_grpc)
         try:
-            await http.start(host, http_port)
-            await grpc_door.start(host, grpc_port)
+            await http.start(host, http_port, self.tls)
+            await grpc_door.start(host, grpc_port, self.tls)
             self._started.set()
             await self._stop.wait()
         finally:
             await grpc_door.stop()
             await http.stop()
+
+
+def _run(main) -> None:
+    """asyncio.run on uvloop's loop where uvloop is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)

@@ -1,9 +1,18 @@
-"""The front door's HTTP side (aiohttp): cap, parse and check a request, then pass it to Triton unchanged.
+"""The front door's HTTP side: cap, parse and check a request, then pass it to Triton unchanged.
 
 Triton's HTTP/REST protocol (KServe v2) sends an inference request as a JSON header, optionally
 followed by raw tensors whose sizes the header gives (``parameters.binary_data_size``); the
 ``Inference-Header-Content-Length`` header says where the JSON ends. Compressed bodies (gzip,
 deflate) are inflated under the same cap, so a small compressed bomb is refused too.
+
+With tokens, every path but ``/v2/health/*`` (what load balancers and KServe probes ask) wants the
+Authorization header, checked before the body is read; with a certificate, the port speaks HTTPS only.
+
+A pass-through should cost a request next to nothing, so the wire work is lean (http_wire.py: httptools'
+parser, no per-request framework objects) and requests go to Triton on kept-alive connections
+(upstream_http.py). What needs no body is decided once the headers are in (``admit``: who calls, the
+caps, readiness, closed model control); the body is then read once into one buffer, only its JSON header
+is parsed (a view, not a copy), and a large answer streams back in pieces instead of being held whole.
 """
 
 from __future__ import annotations
@@ -13,133 +22,158 @@ import re
 from typing import Any
 
 import orjson
-from aiohttp import ClientConnectionError, ClientSession, ClientTimeout, TCPConnector, web
 
+from ganexport.serving.auth import AUTH_HEADER, SCHEME, retry_after_header
 from ganexport.serving.front_door import CLOSED_MODEL_CONTROL, Gatekeeper, Refused, json_data_values
+from ganexport.serving.http_wire import HttpServer, Reply, Request, json_reply
+from ganexport.serving.tls import TlsFiles
+from ganexport.serving.upstream_http import CHUNK, Upstream, UpstreamError
 from ganexport.serving.validation import Declared, InvalidInput
 
 INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
 MODEL_READY = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/ready$")
 MODEL_CONTROL = re.compile(r"^/v2/repository/models/[^/]+/(load|unload)$")
 REPOSITORY_INDEX = "/v2/repository/index"
+OPEN_PREFIX = "/v2/health/"  # liveness and readiness: answered without a token
 HEADER_LENGTH = "Inference-Header-Content-Length"
-# Not passed on: they describe one hop's connection, or a body the front door re-frames.
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
-              "proxy-connection", "te", "trailer", "content-encoding"}
+# Not passed on: they describe one hop's connection, or a body the front door re-frames (an inflated gzip
+# body goes on plain); and Triton has no use for the client's token: it stays here.
+NOT_PASSED_ON = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
+                           "proxy-connection", "te", "trailer", "content-encoding", "expect", AUTH_HEADER})
 BIG_BODY = 4 * 1024 * 1024  # parsed on a worker thread, a few at a time, so the loop keeps answering
 
 
 class HttpDoor:
     def __init__(self, gate: Gatekeeper, upstream: str):
-        self.gate, self.upstream = gate, f"http://{upstream}"
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
+        self.gate = gate
+        host, _, port = upstream.rpartition(":")
+        # Only what the client sent is passed on: no Accept-Encoding of the door's own (Triton would then
+        # gzip every answer: +30 ms for a 512x512 image); and no idle keep-alive connection is held while
+        # Triton stops (close_idle, which TritonServer calls first), since one holds Triton's shutdown.
+        self.upstream = Upstream(host, int(port))
+        self.server = HttpServer(self.admit, self.handle, refused=self._count_refusal)
         self._parsing = asyncio.Semaphore(2)
 
-    async def start(self, host: str, port: int) -> None:
-        # force_close: no idle keep-alive connection to Triton, which would hold its shutdown (and so every
-        # supervised restart) for its whole --exit-timeout-secs; a loopback connect costs far less.
-        # skip_auto_headers: aiohttp would add "Accept-Encoding: gzip, deflate" to every request, and Triton
-        # would then gzip every response (+30 ms for a 512x512 image); only a client that asks gets it.
-        self._session = ClientSession(connector=TCPConnector(limit=128, force_close=True), auto_decompress=False,
-                                      skip_auto_headers=("Accept-Encoding", "User-Agent"),
-                                      timeout=ClientTimeout(total=None, sock_connect=5, sock_read=600))
-        app = web.Application(client_max_size=self.gate.message_limit())
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+    async def start(self, host: str, port: int, tls: TlsFiles | None = None) -> None:
+        await self.server.start(host, port, tls.server_context() if tls is not None else None)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        await self.server.stop()
+        self.upstream.close_idle()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def _count_refusal(self) -> None:
+        self.gate.refused += 1
+
+    def close_idle(self) -> None:
+        """Drop the idle connections to Triton: an idle keep-alive connection holds Triton's shutdown."""
+        self.upstream.close_idle()
+
+    # -- before the body ------------------------------------------------------------------------
+
+    def admit(self, request: Request) -> Reply | None:
+        """Who calls (a token's name, or refused before anything else is read), then every rule that needs
+        no body: readiness, closed model control, the body's cap (``request.limit``)."""
         path = request.path
-        infer, ready = INFER.match(path), MODEL_READY.match(path)
-        model = (infer or ready).group(1) if (infer or ready) else None
+        logged = self.gate.tokens is not None and not path.startswith(OPEN_PREFIX)
+        name = None
         try:
+            if logged:
+                name = request.notes["name"] = self.gate.authenticate(request.headers.get(AUTH_HEADER))
+                self.gate.throttle(name)
+            infer, ready = INFER.match(path), MODEL_READY.match(path)
+            model = (infer or ready).group(1) if (infer or ready) else None
+            request.notes["model"] = model if infer else None
             if path == "/v2/health/ready" and not self.gate.ready():
                 raise Refused("not ready: Triton is restarting", status=503)
             if ready and not self.gate.ready(model):
                 raise Refused(f"{model} is not ready: it is being restarted", status=503)
             if MODEL_CONTROL.match(path):
                 raise Refused(CLOSED_MODEL_CONTROL, status=403)
-            body = b""
-            if request.method == "POST" or request.can_read_body:
-                binary = HEADER_LENGTH.lower() in {k.lower() for k in request.headers}
-                body = await self._read(request, self.gate.body_limit(model if infer else None, binary))
-                if body:
-                    await self._check(request, body, model if infer else None)
+            request.limit = self.gate.body_limit(model if infer else None, HEADER_LENGTH.lower() in request.headers)
+            if request.content_length is not None and request.content_length > request.limit:
+                raise Refused(f"request body of {request.content_length} bytes is above this endpoint's "
+                              f"limit of {request.limit} bytes", status=413)
         except Refused as e:
             self.gate.refused += 1
-            return _error(str(e), e.status)
-        except InvalidInput as e:
+            reply = _error(str(e), e.status, e.retry_after)
+            if e.retry_after is not None:
+                wait = e.retry_after  # ``e`` is gone once the except block ends
+                reply.hold = lambda: self.gate.hold(name, wait)
+            return self._logged(request, reply) if logged else reply
+        request.notes["logged"] = logged
+        return None
+
+    def _logged(self, request: Request, reply: Reply) -> Reply:
+        """The reply, written to the access log under the caller's token name once it is out."""
+        line = f"{request.method} {request.path[:200]}"
+        reply.on_written = lambda status: self.gate.log("http", request.notes.get("name"), line, status, request.peer)
+        return reply
+
+    # -- with the body --------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Reply:
+        model = request.notes.get("model")
+        try:
+            if request.body:
+                await self._check(request, model)
+        except (Refused, InvalidInput) as e:
             self.gate.refused += 1
-            return _error(str(e), 400)
-        with self.gate.serving(model if infer else None):
-            return await self._forward(request, body, model)
+            reply = _error(str(e), getattr(e, "status", 400))
+        else:
+            reply = await self._forward(request, model)
+        return self._logged(request, reply) if request.notes.get("logged") else reply
 
-    async def _read(self, request: web.Request, limit: int) -> bytes:
-        """The whole body, refused (413) as soon as it passes ``limit``. aiohttp inflates a gzip or deflate
-        body chunk by chunk as it arrives, so the count is of inflated bytes and a small bomb stops early."""
-        if request.content_length is not None and request.content_length > limit:
-            raise Refused(f"request body of {request.content_length} bytes is above this endpoint's "
-                          f"limit of {limit} bytes", status=413)
-        if request.content_length is not None and "Content-Encoding" not in request.headers:
-            try:
-                return await request.content.readexactly(request.content_length)
-            except asyncio.IncompleteReadError:
-                raise Refused("the request body is shorter than its Content-Length") from None
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > limit:
-                raise Refused(f"request body is above this endpoint's limit of {limit} bytes", status=413)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _check(self, request: web.Request, body: bytes, model: str | None) -> None:
-        header_length = request.headers.get(HEADER_LENGTH)
+    async def _check(self, request: Request, model: str | None) -> None:
+        body = request.body
+        header_length = request.headers.get(HEADER_LENGTH.lower())
         try:
             split = int(header_length) if header_length is not None else len(body)
         except ValueError:
             raise Refused(f"{HEADER_LENGTH} {header_length!r} is not a number") from None
         if not 0 <= split <= len(body):
             raise Refused(f"{HEADER_LENGTH} {split} is outside the body of {len(body)} bytes")
+        header = memoryview(body)[:split]  # a view: the body is not copied
         if len(body) > BIG_BODY:
             async with self._parsing:
-                await asyncio.get_running_loop().run_in_executor(None, self._check_sync, body, split, model)
+                await asyncio.get_running_loop().run_in_executor(None, self._check_header, header, len(body) - split,
+                                                                 model)
         else:
-            self._check_sync(body, split, model)
+            self._check_header(header, len(body) - split, model)
 
-    def _check_sync(self, body: bytes, split: int, model: str | None) -> None:
+    def _check_header(self, header, binary_length: int, model: str | None) -> None:
+        """The JSON header, followed by ``binary_length`` bytes of tensors, against the model's signature."""
         try:
-            header = orjson.loads(body[:split])
+            parsed = orjson.loads(header)
         except orjson.JSONDecodeError as e:
             raise Refused(f"malformed JSON: {e}") from None
         if model is not None:
-            declared, values = infer_declaration(header, len(body) - split)
+            declared, values = infer_declaration(parsed, binary_length)
             self.gate.check_infer(model, declared, values)
 
-    async def _forward(self, request: web.Request, body: bytes, model: str | None) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    async def _forward(self, request: Request, model: str | None) -> Reply:
+        """Triton's answer: whole when small, else in pieces as they come."""
+        headers = [(k, v) for k, v in request.raw_headers if k.lower() not in NOT_PASSED_ON]
         if request.path == REPOSITORY_INDEX:  # read-only, but Triton restricts it with load and unload
-            headers.update(self.gate.restricted)
-        url = self.upstream + request.rel_url.raw_path_qs
-        try:
-            async with self._session.request(request.method, url, data=body or None, headers=headers) as up:
-                payload = await up.read()
-                out = {k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP - {"content-encoding"}}
-                status = up.status
-        except (ClientConnectionError, asyncio.TimeoutError) as e:
-            return _error(f"Triton is not answering (it may be restarting; retry in a few seconds): "
-                          f"{type(e).__name__}", 503)
-        if status >= 500 and model is not None:
-            self.gate.saw_failure(model, payload[:2000].decode(errors="replace"))
-        return web.Response(status=status, body=payload, headers=out)
+            headers += self.gate.restricted.items()
+        with self.gate.serving(model):
+            try:
+                answer = await self.upstream.request(request.method, request.target, headers, request.body)
+                if request.method == "HEAD" or answer.status in (204, 304):
+                    answer.length = 0
+                payload = await answer.read() if answer.length is not None and answer.length <= CHUNK else None
+            except UpstreamError as e:
+                return _error(f"Triton is not answering (it may be restarting; retry in a few seconds): {e}", 503)
+        if payload is not None:
+            if answer.status >= 500 and model is not None:
+                self.gate.saw_failure(model, payload[:2000].decode(errors="replace"))
+            return Reply(answer.status, answer.headers, payload)
+        return Reply(answer.status, answer.headers, stream=self._streamed(answer, model), length=answer.length,
+                     abandon=answer.discard)
+
+    async def _streamed(self, answer, model: str | None):
+        with self.gate.serving(model):  # the model is busy until its answer is out
+            async for piece in answer.pieces():
+                yield piece
 
 
 def infer_declaration(header: Any, binary_length: int) -> tuple[dict[str, Declared], dict[str, Any]]:
@@ -178,6 +212,10 @@ def infer_declaration(header: Any, binary_length: int) -> tuple[dict[str, Declar
     return declared, values
 
 
-def _error(message: str, status: int) -> web.Response:
-    """Triton's own error form, which tritonclient turns into its exception's message."""
-    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
+def _error(message: str, status: int, retry_after: float | None = None) -> Reply:
+    """Triton's own error form, which tritonclient turns into its exception's message; a 401 says which
+    scheme to use (RFC 6750), a 429 when to come back."""
+    headers = [("WWW-Authenticate", SCHEME)] if status == 401 else []
+    if retry_after is not None:
+        headers.append(("Retry-After", retry_after_header(retry_after)))
+    return json_reply(status, orjson.dumps({"error": message}), headers)

@@ -1,5 +1,5 @@
-"""``ganexport infer``: sample a grid, translate an image or run a diffusion model's sampler, through any backend
-of the Backend protocol.
+"""``ganexport infer``: sample a grid, translate an image, run a diffusion model's sampler, encode an image to its
+latent or edit its attributes, through any backend of the Backend protocol.
 
 ganexport/cli.py lists it and imports this module only when it runs or shows its help; numpy and
 the backends are imported inside the command.
@@ -15,6 +15,7 @@ import click
 
 from ganexport import catalog
 from ganexport.cli_common import UserError
+from ganexport.serving.auth import TLS_CA_ENV, TOKEN_ENV
 
 TRITON_MODELS = catalog.triton_models(tuple(catalog.RUNTIME_SUFFIX))
 # What a diffusion model's sampler runs with unless told: DDIM at 50 steps, the guidance its spec trains for.
@@ -35,6 +36,12 @@ DIFFUSION_TIMEOUT_S = 600.0
 @click.option("--url", default=None,
               help="Triton endpoint [default: 127.0.0.1:8000 (http) / 127.0.0.1:8001 (grpc), or the port in "
                    "$GANEXPORT_HTTP_PORT / $GANEXPORT_GRPC_PORT, as `ganexport serve` takes them].")
+@click.option("--token", default=None, envvar=TOKEN_ENV, show_envvar=True,
+              help="Triton backends: the token a front door started with --token-file wants. Prefer the "
+                   "environment variable: a command line is visible to other users of the machine.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), default=None, envvar=TLS_CA_ENV,
+              show_envvar=True, help="Triton backends: speak TLS, trusting the server's certificate if this CA "
+                                     "(PEM) signed it.")
 @click.option("--repository", "repo", default="model_repository", type=click.Path(file_okay=False),
               help="Where in-process backends find published models.")
 @click.option("--seed", default=0, type=int, help="Seeds the latent vectors (the initial noise, for diffusion).")
@@ -45,17 +52,24 @@ DIFFUSION_TIMEOUT_S = 600.0
                    "no class].")
 @click.option("--steps", type=int, default=None, show_default=str(DEFAULT_STEPS),
               help="Diffusion models: sampler steps (the signature's range, 1..1000 for ddpm).")
-@click.option("--guidance", type=float, default=None, show_default=str(DEFAULT_GUIDANCE),
+@click.option("--guidance", type=float, default=None,
+              show_default=f"{DEFAULT_GUIDANCE}, or the model's own where its signature says one (1 for an "
+                           "imported pipeline)",
               help="Diffusion models: classifier-free guidance scale (1 = plain conditional, 0 = unconditional).")
 @click.option("--eta", type=float, default=None, show_default="0.0",
               help="Diffusion models: 0 = deterministic DDIM, 1 = ancestral DDPM noise.")
 @click.option("--trajectory", is_flag=True,
               help="Diffusion models: one row per sample, its image after evenly spaced steps, the last final.")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
-              help="Image to translate (translators): JPEG/PNG/WebP..., any size within the model's limits.")
+              help="Image to translate (translators): JPEG/PNG/WebP..., any size within the model's limits; to "
+                   "encode or edit (encoders, edit models): cropped to a square and resized to the model's size.")
+@click.option("--edit", "edits", multiple=True, metavar="ATTRIBUTE=STRENGTH",
+              help="Edit models: an attribute and its strength, repeatable (e.g. --edit smiling=1 --edit "
+                   "glasses=-1); the attributes not named stay 0.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="PNG to write [default: MODEL.png].")
-def infer(model, backend, url, repo, seed, count, label, steps, guidance, eta, trajectory, input_path, output):
+              help="PNG to write [default: MODEL.png]; an encoder writes its latents as JSON [default: MODEL.json].")
+def infer(model, backend, url, token, tls_ca, repo, seed, count, label, steps, guidance, eta, trajectory, input_path,
+          edits, output):
     """Sample a grid of images, translate an image file, or run a diffusion model's sampler, through any backend.
 
     \b
@@ -65,6 +79,9 @@ def infer(model, backend, url, repo, seed, count, label, steps, guidance, eta, t
       ganexport infer --model cyclegan_a2b --input photo.jpg --output sketch.png
       ganexport infer --model ddpm --label 7 --steps 25 --guidance 2 --count 16 --output grid.png
       ganexport infer --model ddpm --label 3 --steps 50 --count 4 --trajectory --output walk.png
+      ganexport infer --model vae_faces_encoder --input face.png --output latent.json
+      ganexport infer --model vae_faces_edit --input face.png --edit smiling=1 --output smiling.png
+      GANEXPORT_TOKEN=... ganexport infer --model dcgan --backend triton-grpc --url gpu-box:8001 --tls-ca ca.pem
     """
     from ganexport import images
     from ganexport.serving.backends import BackendError, connect
@@ -74,19 +91,24 @@ def infer(model, backend, url, repo, seed, count, label, steps, guidance, eta, t
     given = [o for o, v in zip(SAMPLER_OPTIONS, (steps, guidance, eta, trajectory or None)) if v is not None]
     if given and kind != "diffuse":
         raise click.UsageError(f"{', '.join(given)}: for diffusion models only; {model} is a {kind} model")
-    output = Path(output or f"{model}.png")
+    if edits and kind != "edit":
+        raise click.UsageError(f"--edit: for edit models only; {model} is a {kind} model")
+    output = Path(output or f"{model}.{'json' if kind == 'encode' else 'png'}")
     if url is None and backend.startswith("triton-"):
         port = os.environ.get(f"GANEXPORT_{backend.removeprefix('triton-').upper()}_PORT")
         url = f"127.0.0.1:{port}" if port else None
     timeout = DIFFUSION_TIMEOUT_S if kind == "diffuse" else 30.0
     try:
-        with connect(backend, repository=repo, url=url, timeout=timeout) as b:
+        with connect(backend, repository=repo, url=url, timeout=timeout, token=token, tls_ca=tls_ca) as b:
             sig = b.metadata(model)
             if sig.kind == "translate":
                 what, seconds = _translate(b, model, sig, input_path, output)
+            elif sig.kind in ("encode", "edit"):
+                what, seconds = _latent(b, model, sig, input_path, edits, output)
             elif sig.kind == "diffuse":
-                settings = (DEFAULT_STEPS if steps is None else steps,
-                            DEFAULT_GUIDANCE if guidance is None else guidance, eta or 0.0)
+                own = (sig.diffusion or {}).get("guidance", DEFAULT_GUIDANCE)  # an imported pipeline's: 1
+                settings = (DEFAULT_STEPS if steps is None else steps, own if guidance is None else guidance,
+                            eta or 0.0)
                 what, seconds = _diffuse(b, model, sig, seed, count, label, settings, trajectory, output)
             else:
                 what, seconds = _sample(b, model, sig, seed, count, label, output)
@@ -108,6 +130,38 @@ def _translate(b, model, sig, input_path, output) -> tuple[str, float]:
     seconds = time.perf_counter() - t0
     images.save_image(result, output)
     return f"{image.shape[1]}x{image.shape[0]} image -> {result.shape[1]}x{result.shape[0]}", seconds
+
+
+def _latent(b, model, sig, input_path, edits, output) -> tuple[str, float]:
+    """An encoder's latent of the image (written as JSON), or an edit model's edited image (PNG)."""
+    import json
+
+    from ganexport import images
+
+    if not input_path:
+        raise click.UsageError(f"{model} takes an image: give --input IMAGE")
+    image, _ = images.read_image_at(input_path, sig.inputs[0].shape)
+    t0 = time.perf_counter()
+    if sig.kind == "encode":
+        latent = b.encode(model, image[None])[0]
+        seconds = time.perf_counter() - t0
+        output.write_text(json.dumps({"model": model, "input": Path(input_path).name,
+                                      "latent": [round(float(v), 6) for v in latent]}) + "\n")
+        return f"{Path(input_path).name} -> a {latent.shape[0]}-D latent", seconds
+    strength = {}
+    for item in edits:
+        name, sep, value = item.partition("=")
+        try:
+            strength[name] = float(value) if sep else float("nan")
+        except ValueError:
+            strength[name] = float("nan")
+        if strength[name] != strength[name]:
+            raise click.BadParameter(f"{item!r}: expected ATTRIBUTE=STRENGTH, a number", param_hint="--edit")
+    edited = b.edit(model, image[None], strength)[0]
+    seconds = time.perf_counter() - t0
+    images.save_image(edited, output)
+    shown = ", ".join(f"{k} {v:+g}" for k, v in strength.items()) or "nothing (the reconstruction)"
+    return f"{Path(input_path).name} edited: {shown}", seconds
 
 
 def _sample(b, model, sig, seed, count, label, output) -> tuple[str, float]:

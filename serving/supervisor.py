@@ -66,6 +66,9 @@ def probe_inputs(sig) -> tuple[str, tuple]:
         return "translate", (np.full((1, side, side, channels), 128, np.uint8),)
     if sig.kind == "diffuse":  # one step, "no class": a diffusion model's least work
         return "diffuse", (np.zeros((1, *sig.inputs[0].shape), np.float32), None, 1)
+    if sig.kind in ("encode", "edit"):  # a grey image (and no edit)
+        image = np.full((1, *sig.inputs[0].shape), 128, np.uint8)
+        return sig.kind, (image,) + ((np.zeros((1, *sig.inputs[1].shape), np.float32),) if sig.kind == "edit" else ())
     z = np.zeros((1, *sig.inputs[0].shape), np.float32)
     label = np.zeros((1,), np.int64) if len(sig.inputs) > 1 else None
     return "sample", (z, label)

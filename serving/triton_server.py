@@ -12,6 +12,15 @@ fails to load) surfaces as a one-line ``ServerError`` naming the user's
 repository, never the view. The server log goes to a file (``log_path``), never
 to the terminal. Readiness and introspection use plain urllib: no torch, no tritonclient.
 
+Given ``tokens`` (serving/auth.py), the front door wants a token on every request but the health
+probes and writes an access log beside the server log (``access_log_path``); ``limiter`` caps each
+token's rate; ``tls`` (serving/tls.py) puts the public ports on TLS. With tokens, Triton's metrics
+port, which nothing authenticates, listens on loopback whatever ``host`` is.
+
+``planned=True`` (what ``serve``, the demo and the bench pass) serves each CPU ONNX Runtime model with
+the instance count and ONNX Runtime threads instances.py plans for its kind and the cores Triton gets;
+``instances`` / ``threads`` override the plan for every model. Without them, the published configs.
+
 ``ServerError`` (triton_log.py) and ``free_port`` (addresses.py) are re-exported
 for callers that only start a server.
 """
@@ -37,8 +46,10 @@ from typing import Any, Iterable, Mapping
 
 from ganexport.repository import RepositoryError, latest, make_view, read_signature, select_models
 from ganexport.serving.addresses import DEFAULT_HOST, check_port, exposure_warning, free_port, hostport
+from ganexport.serving.auth import RateLimiter, TokenBook
 from ganexport.serving.process_group import group_pids, send_signal, shm_mapped, suppress_gone, wait_group_gone
 from ganexport.serving.triton_binary import find_tritonserver, make_backend_dir, server_env, server_root
+from ganexport.serving.tls import TlsFiles
 from ganexport.serving.triton_log import ServerError, exit_text, failure_reason, log_tail
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORTS", "RESTRICTED_HEADER", "ModelInfo", "ServerError", "TensorInfo",
@@ -100,10 +111,18 @@ class TritonServer:
                  http_port: int = DEFAULT_PORTS["http"], grpc_port: int = DEFAULT_PORTS["grpc"],
                  metrics_port: int = DEFAULT_PORTS["metrics"], triton_bin: str | os.PathLike | None = None,
                  log_dir: str | os.PathLike | None = None, log_verbose: int = 0, exit_timeout: int = 5,
-                 extra_args: tuple[str, ...] = (), front_door: bool = True):
+                 extra_args: tuple[str, ...] = (), front_door: bool = True, tokens: TokenBook | None = None,
+                 limiter: RateLimiter | None = None, tls: TlsFiles | None = None, planned: bool = False,
+                 instances: int | None = None, threads: int | None = None):
+        if (tokens is not None or limiter is not None or tls is not None) and not front_door:
+            raise ValueError("tokens, a rate limit and TLS live in the front door: they need front_door=True")
+        if limiter is not None and tokens is None:
+            raise ValueError("a rate limit is per token: it needs tokens")
         self.repository = Path(repository)
         self.chosen = tuple(models) if models is not None else None  # None: every model of the repository
         self.configs = dict(configs or {})  # model -> config.pbtxt text served instead of the published one
+        self.planned = planned or instances is not None or threads is not None
+        self.instances, self.threads = instances, threads
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.triton_bin = triton_bin
@@ -123,6 +142,8 @@ class TritonServer:
         # Clients reach the front door on http_port / grpc_port; Triton listens on private loopback ports.
         self.front_door_enabled = front_door
         self.front_door = None  # serving.front_door.FrontDoor while started
+        self.tokens, self.limiter, self.tls = tokens, limiter, tls
+        self._access_log_path: Path | None = None
         self._upstream: dict[str, int] | None = None  # Triton's own ports behind the front door
 
     # ---------------------------------------------------------------- addresses
@@ -136,8 +157,13 @@ class TritonServer:
         return hostport(self.host, self.grpc_port)
 
     @property
+    def scheme(self) -> str:
+        """How clients reach the HTTP port: https when the front door has a certificate."""
+        return "https" if self.tls is not None else "http"
+
+    @property
     def base_url(self) -> str:
-        return f"http://{self.http_url}"
+        return f"{self.scheme}://{self.http_url}"
 
     @property
     def _triton_host(self) -> str:
@@ -156,12 +182,27 @@ class TritonServer:
         return hostport(self._triton_host, self._triton_port("http"))
 
     @property
+    def triton_grpc_url(self) -> str:
+        """Triton's own gRPC port, behind the front door (what benchmarks/door_cost.py compares it with)."""
+        return hostport(self._triton_host, self._triton_port("grpc"))
+
+    @property
     def _triton_base_url(self) -> str:
         return f"http://{self.triton_http_url}"
 
     @property
+    def metrics_host(self) -> str:
+        """Triton's metrics have no authentication: with tokens they stay on loopback."""
+        return DEFAULT_HOST if self.tokens is not None else self.host
+
+    @property
     def metrics_url(self) -> str | None:
-        return f"http://{hostport(self.host, self.metrics_port)}/metrics" if self.metrics_port else None
+        return f"http://{hostport(self.metrics_host, self.metrics_port)}/metrics" if self.metrics_port else None
+
+    @property
+    def access_log_path(self) -> Path | None:
+        """The front door's access log (with tokens only): one line per request, by token name."""
+        return self._access_log_path
 
     @property
     def pid(self) -> int | None:
@@ -217,7 +258,7 @@ class TritonServer:
         if caches.is_dir():
             cmd += ["--cache-directory", str(caches)]
         if self.metrics_port:
-            cmd += ["--metrics-address", self.host, "--metrics-port", str(self.metrics_port)]
+            cmd += ["--metrics-address", self.metrics_host, "--metrics-port", str(self.metrics_port)]
         else:
             cmd += ["--allow-metrics", "false"]
         return cmd + list(self.extra_args)
@@ -226,7 +267,7 @@ class TritonServer:
         """Every check that can fail before a process exists (repository and models, ports, binary);
         returns the binary. A non-loopback ``host`` is warned about first, once, before anything can fail.
         """
-        warning = exposure_warning(self.host)
+        warning = exposure_warning(self.host) if self.tokens is None else None
         if warning and not self._warned:
             print(warning, file=sys.stderr)
             self._warned = True
@@ -238,7 +279,7 @@ class TritonServer:
             raise ServerError(f"ports must differ: {', '.join(f'{k} {v}' for k, v in ports.items())}")
         for what, port in ports.items():
             if self.front_door is None or what == "metrics":  # an open front door holds HTTP and gRPC itself
-                check_port(self.host, port, what)
+                check_port(self.metrics_host if what == "metrics" else self.host, port, what)
         return find_tritonserver(self.triton_bin)
 
     def start(self, timeout: float = 60.0) -> "TritonServer":
@@ -253,8 +294,14 @@ class TritonServer:
         t0 = time.monotonic()
         try:
             self._backend_dir = make_backend_dir(server_root(binary))
+            configs = self.configs
+            if self.planned:  # instances and threads for these cores; configs given explicitly win
+                from ganexport.serving.instances import tuned_configs
+
+                configs = {**tuned_configs(self.repository, self.model_names(), instances=self.instances,
+                                           threads=self.threads), **configs}
             try:
-                self._view = make_view(self.repository, self.model_names(), configs=self.configs)
+                self._view = make_view(self.repository, self.model_names(), configs=configs)
             except RepositoryError as e:  # the repository changed since check()
                 raise ServerError(str(e)) from None
             self._spawn(binary)
@@ -274,12 +321,25 @@ class TritonServer:
         signatures = {name: read_signature(latest(self._view, name)) for name in self.model_names()}
         door = FrontDoor(signatures, upstream_http=hostport("127.0.0.1", self._triton_port("http")),
                          upstream_grpc=hostport("127.0.0.1", self._triton_port("grpc")),
-                         restricted={RESTRICTED_HEADER: self._restricted_key})
+                         restricted={RESTRICTED_HEADER: self._restricted_key}, tokens=self.tokens,
+                         limiter=self.limiter, access_log=self._open_access_log(), tls=self.tls)
         try:
             door.start(self.host, self.http_port, self.grpc_port)
         except RuntimeError as e:
+            door.stop()
             raise ServerError(str(e)) from None
         self.front_door = door
+
+    def _open_access_log(self):
+        """With tokens, a new access log beside the server's log (who called, not with what token)."""
+        if self.tokens is None:
+            return None
+        from ganexport.serving.access_log import AccessLog
+
+        fd, name = tempfile.mkstemp(prefix=f"front-door-{self.http_port}-", suffix=".log", dir=self.log_dir)
+        os.close(fd)
+        self._access_log_path = Path(name)
+        return AccessLog(self._access_log_path)
 
     def restart(self, timeout: float = 60.0) -> "TritonServer":
         """Stop what is left (the process group, stubs, /dev/shm, the view) and start again on the same
@@ -288,6 +348,7 @@ class TritonServer:
         gate = self.front_door.gate if self.front_door is not None else None
         if gate is not None:
             gate.restarting()
+            self.front_door.close_idle()  # an idle keep-alive connection would hold Triton's shutdown
         self._stop_triton()
         self.process, self._stopped = None, False
         self.start(timeout)

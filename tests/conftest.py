@@ -58,8 +58,9 @@ def _private_cache(tmp_path_factory):
         os.environ["GANEXPORT_CACHE"] = old
 
 
-# Smoke data: cyclegan trains on a few photo2sketch crops; the others on scikit-learn's 8x8 digits (instant).
-SMOKE_DATA = {name: ("photo2sketch" if spec.two_domains else "digits")
+# Smoke data: cyclegan trains on a few photo2sketch crops; a model that edits attributes on a few faces drawn
+# for the test (the data set that labels them); the others on scikit-learn's 8x8 digits (instant).
+SMOKE_DATA = {name: ("photo2sketch" if spec.two_domains else spec.dataset if spec.edits else "digits")
               for name, spec in catalog.MODELS.items()}
 
 

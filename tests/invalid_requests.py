@@ -131,12 +131,17 @@ TRITON_OWN_CHECKS = ("unexpected shape", "expects '", "missing required input", 
 
 
 def through_api(backend, model: str, inputs: dict[str, np.ndarray]):
-    """The request through the Backend API (sample / translate), as ``infer`` and the demo send it."""
+    """The request through the Backend API (sample / translate / diffuse / encode / edit), as ``infer`` and the
+    demo send it."""
     sig = backend.metadata(model)
     if sig.kind == "translate":
         return backend.translate(model, inputs.get(sig.inputs[0].name))
     if sig.kind == "diffuse":
         return backend.diffuse(model, *(inputs.get(t.name) for t in sig.inputs))
+    if sig.kind == "encode":
+        return backend.encode(model, inputs.get(sig.inputs[0].name))
+    if sig.kind == "edit":
+        return backend.edit(model, *(inputs.get(t.name) for t in sig.inputs))
     label = inputs.get(sig.inputs[1].name) if len(sig.inputs) > 1 else None
     return backend.sample(model, inputs.get(sig.inputs[0].name), label)
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from browser import demo_page, needs_chromium
+from ganexport import catalog
 from ganexport.serving.backends import connect
 from ganexport.serving.triton_server import TritonServer, free_port
 
@@ -238,6 +239,10 @@ def test_every_api_parameter_has_a_name(client):
         "/manifold": ["model", "grid_size", "extent"],
         "/diffusion": ["class_name", "steps", "guidance", "seed", "count", "model", "ancestral"],
         "/translate": ["image", "model"],
+        "/locate": ["model", "image"],
+        "/edit_face": ["model", "face", "image", *catalog.DATASETS["faces"].attribute_names],
+        "/morph": ["model", "face_a", "face_b", "frames", "image"],
+        "/combine": ["model", "face_a", "face_b", "face_c", "image"],
     }
 
 

@@ -92,6 +92,10 @@ def test_every_catalog_model_lands_in_the_tab_its_signature_says():
             assert tabs[name] == ("translate",), name
         elif spec.kind == "diffuse":  # a class-conditional one also meets the GANs in the Conditional tab
             assert tabs[name] == (("conditional", "diffusion") if spec.conditional else ("diffusion",)), name
+        elif sig.kind == "encode":  # no tab of its own: it works in its decoder's tabs
+            assert tabs[name] == (), name
+        elif sig.kind == "edit":
+            assert tabs[name] == ("arithmetic",), name
         elif spec.conditional:
             assert tabs[name] == ("conditional",), name
         else:

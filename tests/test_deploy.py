@@ -173,7 +173,8 @@ def test_nginx_balances_both_protocols_and_caps_bodies_at_the_largest_valid_requ
 
 
 def test_public_publishes_on_every_interface(published, tmp_path):
-    result = deploy("--repository", str(published), "--out", str(tmp_path), "--compose", "--public")
+    """With --insecure: without it, and without --token-file, --public is refused (tests/test_auth_deploy.py)."""
+    result = deploy("--repository", str(published), "--out", str(tmp_path), "--compose", "--public", "--insecure")
     assert result.exit_code == 0, result.output
     ports = yaml.safe_load((tmp_path / COMPOSE_FILE).read_text())["services"]["balancer"]["ports"]
     assert {p["host_ip"] for p in ports} == {"0.0.0.0"}

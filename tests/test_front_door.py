@@ -99,6 +99,31 @@ def test_an_http_declaration_must_add_up(sigs):
                                        "data": [[1, 2], [3]]}]}, 0)
 
 
+def test_a_large_grpc_request_is_read_without_its_tensors_and_declares_what_protobuf_reads():
+    from tritonclient.grpc import service_pb2
+
+    from ganexport.serving.front_door_grpc import infer_declaration as grpc_declaration
+    from ganexport.serving.grpc_wire import WALK_ABOVE, MalformedMessage, infer_header
+
+    request = service_pb2.ModelInferRequest(model_name=TRANSLATOR, model_version="1", id="big")
+    request.parameters["priority"].int64_param = 3
+    for name, side in (("image", 640), ("mask", 9)):  # two raw tensors, one above the walk threshold
+        request.inputs.add(name=name, datatype="UINT8", shape=[1, side, side, 3])
+        request.raw_input_contents.append(bytes(range(256)) * (side * side * 3 // 256) + b"x" * (side * side * 3 % 256))
+    request.outputs.add(name="translated")
+    message = request.SerializeToString()
+    assert len(message) > WALK_ABOVE
+    header, sizes = infer_header(message)
+    assert sizes == [640 * 640 * 3, 9 * 9 * 3] and not header.raw_input_contents
+    whole = service_pb2.ModelInferRequest.FromString(message)
+    del whole.raw_input_contents[:]
+    assert header == whole  # every other field, as protobuf reads it
+    assert grpc_declaration(header, sizes) == grpc_declaration(service_pb2.ModelInferRequest.FromString(message))
+    for broken in (message[:-5], message[:WALK_ABOVE], b"\x0f" + message):  # cut short; wire type 7
+        with pytest.raises(MalformedMessage):
+            infer_header(broken)
+
+
 def test_readiness_follows_the_supervisor_and_dead_stubs(sigs):
     woken = []
     gate = Gatekeeper(sigs, on_suspect=woken.append)

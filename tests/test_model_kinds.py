@@ -15,8 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("spec", catalog.MODELS.values(), ids=lambda s: s.name)
 def test_every_published_signature_has_the_specs_kind(spec):
+    """... and an autoencoder publishes its encoder (and, on attribute-labelled data, its edit model) beside."""
     assert spec.kind in catalog.KINDS
-    assert {sig.kind for sig in spec.signatures()} == {spec.kind}
+    kinds = [sig.kind for sig in spec.signatures()]
+    assert set(kinds) - set(catalog.LATENT_KINDS) == {spec.kind}
+    assert kinds.count("encode") == (spec.encoder is not None) and kinds.count("edit") == spec.edits
 
 
 @pytest.mark.parametrize("spec", catalog.MODELS.values(), ids=lambda s: s.name)
@@ -32,7 +35,7 @@ def test_the_catalog_says_what_each_model_is():
     assert kinds == {"autoencoder": ("sample", False, False), "vae": ("sample", False, False),
                      "dcgan": ("sample", False, False), "wgan_gp": ("sample", False, False),
                      "cgan": ("sample", False, True), "cyclegan": ("translate", True, False),
-                     "ddpm": ("diffuse", False, True)}
+                     "ddpm": ("diffuse", False, True), "vae_faces": ("sample", False, False)}
 
 
 def test_only_diffusion_signatures_carry_a_denoiser():

@@ -16,7 +16,7 @@ def tiny(spec):
 @pytest.mark.parametrize("spec", [s for s in catalog.MODELS.values() if s.kind == "sample"], ids=lambda s: s.name)
 def test_samplers_make_the_catalog_output_shape(spec):
     shape = catalog.DATASETS[spec.dataset].image_shape
-    for sig in spec.signatures(shape, tiny(spec)):
+    for sig in (s for s in spec.signatures(shape, tiny(spec)) if s.kind == "sample"):
         net = spec.build(sig.net, shape, tiny(spec)).eval()
         z_spec = sig.input("z")
         args = [torch.randn(3, *z_spec.shape)]

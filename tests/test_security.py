@@ -98,18 +98,19 @@ def test_the_demo_page_listens_on_loopback_only(published):
 
 
 def test_serve_and_demo_warn_before_binding_anything_else(published, tmp_path):
-    """An impossible port and a missing repository stop both commands before any socket is bound,
-    yet the warning about --host 0.0.0.0 has already been printed."""
+    """With --insecure (without it, and without a token or login file, they refuse: tests/test_auth_unit.py),
+    an impossible port and a missing repository stop both commands before any socket is bound, yet the
+    warning about --host 0.0.0.0 has already been printed."""
     from click.testing import CliRunner
 
     from ganexport.demo.demo_cli import demo
     from ganexport.serving.serve_cli import serve
 
-    served = CliRunner().invoke(serve, ["--repository", str(published[0]), "--host", "0.0.0.0",
+    served = CliRunner().invoke(serve, ["--repository", str(published[0]), "--host", "0.0.0.0", "--insecure",
                                         "--http-port", "70000", "--grpc-port", str(free_port())])
     assert served.exit_code == 2 and "not a valid port number" in served.stderr, served.output
     assert served.stderr.startswith("warning: Triton will listen on 0.0.0.0"), served.stderr
-    shown = CliRunner().invoke(demo, ["--repository", str(tmp_path / "missing"), "--host", "0.0.0.0"])
+    shown = CliRunner().invoke(demo, ["--repository", str(tmp_path / "missing"), "--host", "0.0.0.0", "--insecure"])
     assert shown.exit_code == 1 and "does not exist" in shown.stderr, shown.output
     assert shown.stderr.startswith("warning: the demo will listen on 0.0.0.0"), shown.stderr
 

@@ -26,6 +26,11 @@ def request_for(sig, rng, n=3):
         labels[-1] = sig.diffusion["null_label"]
         return {"noise": rng.standard_normal((n, *sig.inputs[0].shape)).astype(np.float32), "label": labels,
                 "steps": 4, "guidance": 2.0, "eta": 0.0}
+    if sig.kind in ("encode", "edit"):  # images of the encoder's size; an edit moves every attribute
+        req = {"images": rng.integers(0, 256, (n, *sig.inputs[0].shape), dtype=np.uint8)}
+        if sig.kind == "edit":
+            req["strength"] = rng.uniform(-1, 1, (n, *sig.inputs[1].shape)).astype(np.float32)
+        return req
     req = {"z": rng.standard_normal((n, *sig.inputs[0].shape)).astype(np.float32)}
     if len(sig.inputs) > 1:
         req["label"] = np.arange(n, dtype=np.int64) % (int(sig.inputs[1].high) + 1)
@@ -33,7 +38,8 @@ def request_for(sig, rng, n=3):
 
 
 def call(backend, model, sig, req):
-    method = {"translate": backend.translate, "diffuse": backend.diffuse}.get(sig.kind, backend.sample)
+    method = {"translate": backend.translate, "diffuse": backend.diffuse, "encode": backend.encode,
+              "edit": backend.edit}.get(sig.kind, backend.sample)
     return method(model, **req)
 
 
@@ -50,9 +56,12 @@ def test_onnxruntime_and_torchscript_backends_agree_for_every_model(published):
             sig = ort_b.metadata(model)
             req = request_for(sig, rng)
             a, b = call(ort_b, model, sig, req), call(ts_b, model, sig, req)
-            assert a.dtype == np.uint8 and a.shape == b.shape
+            assert a.dtype == np.dtype(sig.outputs[0].numpy_dtype) and a.shape == b.shape
             assert a.shape[1:] == (req["images"].shape[1:] if sig.kind == "translate" else sig.outputs[0].shape)
-            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, model
+            if a.dtype == np.uint8:
+                assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, model
+            else:  # an encoder's latents: the parity gate's float tolerance
+                np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=model)
 
 
 @pytest.mark.parametrize("case", invalid_requests.cases(invalid_requests.base_models()), ids=lambda c: c.id)

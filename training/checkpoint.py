@@ -56,6 +56,16 @@ class Checkpoint:
             return list(self.meta["latent_mean"]), list(self.meta["latent_std"])
         return None
 
+    def attribute_vectors(self, names: tuple[str, ...]) -> torch.Tensor:
+        """len(names) x latent: the attribute vectors the run stored (training/vae_faces.py), in ``names``' order."""
+        stored = self.meta.get("attribute_names") or []
+        missing = [n for n in names if n not in stored]
+        if missing or "attribute_vectors" not in self.meta:
+            raise CheckpointError(f"{self.meta['model']} checkpoint without attribute vectors for "
+                                  f"{', '.join(missing or names)}; train it again with this version")
+        vectors = torch.tensor(self.meta["attribute_vectors"], dtype=torch.float32)
+        return vectors[[stored.index(n) for n in names]]
+
     def build(self, role: str) -> torch.nn.Module:
         """The net playing ``role``, with its trained weights, in eval mode."""
         net = self.spec.build(role, self.image_shape, self.hp)

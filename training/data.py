@@ -57,6 +57,7 @@ class ImageSet:
     labels: np.ndarray | None
     class_names: tuple[str, ...]
     source: str
+    attributes: np.ndarray | None = None  # N x A binary labels (catalog's attribute_names), where the set has them
 
 
 @dataclass
@@ -117,6 +118,14 @@ def load_images(dataset: str, *, data_dir: str | None = None, split: str = "trai
         images, src = _load_folder_images(_require_dir(data_dir, dataset), size)
         out = ImageSet(images, None, (), src)
         image_size = None  # already at size
+    elif dataset == "faces":
+        from ganexport.training import faces
+
+        try:
+            out = faces.load(split, limit=limit, seed=seed)
+        except faces.FacesError as e:
+            raise DatasetError(str(e)) from None
+        limit = None  # already chosen: only those faces were drawn
     else:  # a catalog entry this module does not know how to read
         raise DatasetError(f"dataset {dataset!r} has no loader in ganexport.training.data")
     out = _subset(out, limit, seed)
@@ -124,6 +133,26 @@ def load_images(dataset: str, *, data_dir: str | None = None, split: str = "trai
         out.images = _resize_all(out.images, image_size)
         out.source += f", resized to {image_size}x{image_size}"
     return out
+
+
+def example(dataset: str, index: int, split: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
+    """One image of a split (uint8 HWC) and its attribute labels (None where the set has none), without loading
+    the rest: a drawn data set draws that one image (the demo's "pick a held-out face")."""
+    _check_args(split)
+    if dataset == "faces":
+        from ganexport.training import faces
+
+        if not 0 <= index < faces.COUNTS[split]:
+            raise DatasetError(f"faces: the {split} split has faces 0..{faces.COUNTS[split] - 1}, not {index}")
+        opts = faces.face_options(split, index)
+        try:
+            return faces.render(opts), faces.attributes(opts)
+        except faces.FacesError as e:
+            raise DatasetError(str(e)) from None
+    images = load_images(dataset, split=split).images
+    if not 0 <= index < len(images):
+        raise DatasetError(f"{dataset}: the {split} split has images 0..{len(images) - 1}, not {index}")
+    return images[index], None
 
 
 def load_domains(dataset: str, *, data_dir: str | None = None, split: str = "train",

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ganexport import catalog, diffusion
 from ganexport.sketch import luminance, sobel_sketch, stroke_f1, stroke_mask
-from ganexport.training import checkpoint, data, judge, photos
+from ganexport.training import checkpoint, data, judge, latent_metrics, photos
 from ganexport.training.nets import to_uint8, translate_photo
 from ganexport.training.unet import numpy_eps_fn
 
@@ -359,6 +359,18 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            _photo_sketch, photo_l1_512),
     Metric("cycle_l1", "reconstruction L1 of A->B->A and B->A->B on held-out crops",
            lambda s, d: s.two_domains, cycle_l1),
+    Metric("attr_edit", "per attribute, the share of held-out faces without it that the attribute judge sees with "
+           "it after an edit of strength 1 (its vector added to the latent), and the share of the other "
+           "attributes it sees as before; also faces with it at strength -1",
+           lambda s, d: s.edits and bool(catalog.DATASETS[d].attribute_names), latent_metrics.attr_edit),
+    Metric("recon_faces2k", "the 2k held-out faces through encoder (mean) and decoder: pixel L1 (0..1), the share "
+           "of attributes the judge sees alike in face and reconstruction, sharpness of reconstructions vs faces",
+           lambda s, d: s.encoder is not None and bool(catalog.DATASETS[d].attribute_names),
+           latent_metrics.recon_faces2k),
+    Metric("fid_faces2k", "Frechet distance, attribute-judge features, N random decodes vs N held-out faces "
+           "(default: all 2000; floor: as many train faces vs them)",
+           lambda s, d: s.kind == "sample" and bool(catalog.DATASETS[d].attribute_names),
+           latent_metrics.fid_faces2k, 2000),
 )}
 
 
@@ -424,6 +436,8 @@ def headline(record: dict[str, Any]) -> str:
                                   f"{r['baselines']['grayscale_photo']['f1']:.2f}; {r['n_photos']} photos)"),
         "photo_l1_512": lambda: (f"{r['l1']:.4f} (the sketch itself {r['baselines']['sketch_itself']:.4f}, "
                                  f"mean-colour page {r['baselines']['mean_colour_page']:.4f})"),
+        **{name: (lambda name=name: latent_metrics.headline(name, r))
+           for name in ("attr_edit", "recon_faces2k", "fid_faces2k")},
     }[record["metric"]]()
 
 

@@ -226,6 +226,9 @@ def _load_data(cfg: TrainConfig, spec: catalog.ModelSpec, dataset: str, hp: dict
         raise data.DatasetError(f"{dataset}: {spec.name} needs two domains (photo2sketch, or DIR/trainA + DIR/trainB)")
     if spec.conditional and not info.num_classes:
         raise data.DatasetError(f"{dataset}: {spec.name} needs class labels; use fashion-mnist or digits")
+    if spec.edits and not info.attribute_names:
+        raise data.DatasetError(f"{dataset}: {spec.name} needs attribute labels; use "
+                                f"{', '.join(n for n, d in catalog.DATASETS.items() if d.attribute_names)}")
     return data.load_images(dataset, image_size=size, **kw)
 
 

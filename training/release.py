@@ -26,7 +26,7 @@ import torch
 from ganexport import catalog, diffusion
 from ganexport.images import grid_image, upscale_for_viewing
 from ganexport.released import weights_dir
-from ganexport.training import checkpoint, eval as metrics, photos
+from ganexport.training import checkpoint, eval as metrics, latent_metrics, latent_sizes, photos
 from ganexport.training.loop import hardware
 from ganexport.training.nets import Classifier, count_parameters
 from ganexport.training.unet import numpy_eps_fn
@@ -39,7 +39,9 @@ NOTES = {
     "autoencoder": "Trained on reconstruction alone, so its 2-D latent space has holes: random points between the "
                    "training codes decode to blurry or odd garments. Random decodes are drawn from a normal fit to the "
                    "training codes (`latent_mean`, `latent_std` in the metadata); the exported decoder carries that "
-                   "fit, so clients send z ~ N(0, I) as they do to every other sampler.",
+                   "fit, so clients send z ~ N(0, I) as they do to every other sampler; the served encoder "
+                   "(`autoencoder_encoder`) answers in the same standard units, (code - mean) / std, so the decoder "
+                   "model draws back what the encoder model was given.",
     "vae": "The KL term makes N(0, I) the prior, so any z decodes to a plausible garment, but the reconstruction "
            "loss averages: samples are blurry (see `sharpness`). The latent is 16-D, not the autoencoder's 2-D: "
            "a 2-D VAE blurs coats into pullovers and sandals into sneakers. The earlier 2-D release (1500 steps) "
@@ -216,12 +218,38 @@ def sample_picture(ckpt: checkpoint.Checkpoint, seed: int = 0):
     ctx = metrics.Context(ckpt, seed=seed)
     if ckpt.spec.two_domains:
         return translation_picture(ctx)
+    if ckpt.spec.edits:
+        return edit_picture(ctx)
     if ckpt.spec.conditional:
         k = catalog.DATASETS[ckpt.meta["dataset"]].num_classes
         images, nrow = ctx.sample(k * 8, np.repeat(np.arange(k), 8)), 8
     else:
         images, nrow = ctx.sample(64), 8
     return grid_image(images, nrow, scale=upscale_for_viewing(images.shape[1], 56))
+
+
+@torch.no_grad()
+def edit_picture(ctx: metrics.Context, n: int = 8):
+    """What an edit model serves: held-out faces; their reconstructions; each attribute toggled at strength 1
+    (added where a face lacks it, taken away where it has it), one row per attribute; then random decodes."""
+    test = ctx.real("test")
+    faces, labels = test.images[:n], test.attributes[:n].astype(np.float32)
+    names = catalog.DATASETS[ctx.dataset].attribute_names
+    mu = latent_metrics.codes(ctx, faces)
+    vectors = ctx.ckpt.attribute_vectors(names).to(mu.device)
+    sign = torch.from_numpy(1 - 2 * labels).to(mu.device)
+    rows = [faces, latent_metrics.decode(ctx, mu)]
+    rows += [latent_metrics.decode(ctx, mu + sign[:, a:a + 1] * vectors[a]) for a in range(len(names))]
+    rows.append(ctx.sample(2 * n))
+    images = np.concatenate(rows)
+    return grid_image(images, n, scale=upscale_for_viewing(images.shape[1], 56))
+
+
+def edit_picture_caption(model: str) -> str:
+    names = catalog.DATASETS[catalog.get(model).dataset].attribute_names
+    return (f"Rows, top to bottom: 8 held-out faces; their reconstructions (encoder mean, decoder); then each "
+            f"attribute toggled at strength 1 ({', '.join(names)}: added where a face lacks it, taken away where it "
+            f"has it); then 16 random decodes of z ~ N(0, I).")
 
 
 @torch.no_grad()
@@ -347,6 +375,17 @@ def note_figures(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if "photo_l1_512" in records:
         r = records["photo_l1_512"]["results"]
         out.update(photo_l1=r["l1"], mean_colour=r["baselines"]["mean_colour_page"])
+    if "attr_edit" in records:
+        r = records["attr_edit"]["results"]
+        out.update({f"{name}_added": v["added"] for name, v in r["per_attribute"].items()},
+                   {f"{name}_removed": v["removed"] for name, v in r["per_attribute"].items()},
+                   others_kept=r["worst_others_kept"])
+    if "recon_faces2k" in records:
+        r = records["recon_faces2k"]["results"]
+        out.update(recon_kept=r["attribute_agreement"], recon_l1=r["l1"], recon_sharp=r["sharpness_ratio"])
+    if "fid_faces2k" in records:
+        out.update(faces_fid=records["fid_faces2k"]["results"]["fid"],
+                   faces_fid_floor=records["fid_faces2k"]["results"]["floor_train_vs_test"])
     return out
 
 
@@ -371,7 +410,8 @@ def card(model: str, path: Path, picture: str) -> str:
     stopped = f" of {hp['steps']}: stopped early, the last checkpoint is released" if meta["step"] < hp["steps"] else ""
     note = NOTES.get(model, "").format_map(_Figures(
         width=hp.get("width"), n_blocks=hp.get("n_blocks"), params=params.get("g_ab", 0),
-        params_denoiser=params.get("denoiser", 0), **note_figures(records)))
+        params_denoiser=params.get("denoiser", 0), params_encoder=params.get("encoder", 0),
+        params_decoder=params.get("decoder", 0), latent_dim=hp.get("latent_dim"), **note_figures(records)))
     lines = [
         f"# {model}: model card", "",
         f"![{model} samples]({picture})", "",
@@ -417,6 +457,10 @@ def card(model: str, path: Path, picture: str) -> str:
                   f"![sketch, G_B->A(sketch), photo]({reverse.name})", "",
                   "Each row: the filter's sketch of a held-out photo | what the B->A generator makes of it | "
                   "the photo."]
+    if ckpt.spec.edits:
+        at = lines.index(f"![{model} samples]({picture})") + 1
+        lines[at:at] = ["", edit_picture_caption(model)]
+    lines += latent_sizes.table(latent_sizes.path_for(path))
     trajectory = trajectory_path(path.with_name(picture))
     if trajectory.is_file():
         lines += ["", "## Denoising", "", f"![denoising trajectory, one row per class]({trajectory.name})", "",
@@ -431,6 +475,8 @@ def card(model: str, path: Path, picture: str) -> str:
 def judge_card(path: Path) -> str:
     """Card of the shipped judge classifier: the FID features and class histograms depend on it."""
     meta = checkpoint.read_meta(path)
+    if "attribute_names" in meta:
+        return attribute_judge_card(path, meta)
     params = count_parameters(Classifier(tuple(meta["image_shape"]), meta["num_classes"]))
     return "\n".join([
         f"# judge_{meta['dataset']}: the classifier behind the metrics", "",
@@ -445,6 +491,31 @@ def judge_card(path: Path) -> str:
         f"| seed | {meta['seed']} |",
         f"| parameters | {params:,} |",
         f"| test accuracy | **{meta['test_accuracy']:.4f}** on the 10k test images |",
+    ]) + "\n"
+
+
+def attribute_judge_card(path: Path, meta: dict[str, Any]) -> str:
+    """Card of a shipped attribute judge: ``attr_edit``, ``recon_faces2k`` and ``fid_faces2k`` read faces with it."""
+    names = meta["attribute_names"]
+    params = count_parameters(Classifier(tuple(meta["image_shape"]), len(names)))
+    acc = meta["test_accuracy"]
+    return "\n".join([
+        f"# judge_{meta['dataset']}: the attribute judge behind the metrics", "",
+        "A small CNN (`training/nets.py: Classifier`, one logit per attribute, `training/attribute_judge.py`) that "
+        "`ganexport eval` uses: it says which attributes it sees in an edited or reconstructed face (`attr_edit`, "
+        "`recon_faces2k`), and its penultimate 128 features are the FID embedding (`fid_faces2k`).", "",
+        "| | |", "|---|---|",
+        f"| file | `{path.name}`, {path.stat().st_size / 2**10:.0f} KB, fp16 safetensors |",
+        f"| data | {meta['dataset']} train split ({meta['train_images']} faces, exact labels), each face blurred by a "
+        f"random Gaussian (sigma 0 to {meta['max_blur']} px) and noised (sigma {meta['noise']}): it reads a VAE's "
+        "soft output as well as a drawn face |",
+        f"| command | `ganexport train-judge --dataset {meta['dataset']} --epochs {meta['epochs']} "
+        f"--out {path.parent.name}/{path.name}` |",
+        f"| seed | {meta['seed']} |",
+        f"| parameters | {params:,} |", "",
+        "Held-out accuracy per attribute (the 2k held-out faces, against their labels):", "",
+        "| attribute | clean | blurred (sigma " + f"{meta['max_blur']}) |", "|---|---|---|",
+        *[f"| {n} | {acc['clean'][n]:.4f} | {acc['blurred'][n]:.4f} |" for n in names],
     ]) + "\n"
 
 

@@ -205,7 +205,8 @@ def photos(manifest):
 
 @click.command("train-judge")
 @click.option("--dataset", default="fashion-mnist", type=click.Choice(
-    [n for n, d in catalog.DATASETS.items() if d.num_classes]), help="A labelled dataset.")
+    [n for n, d in catalog.DATASETS.items() if d.num_classes or d.attribute_names]),
+              help="A dataset labelled with classes, or with attributes (faces: the attribute judge).")
 @click.option("--epochs", default=3, type=click.IntRange(min=1))
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -217,6 +218,13 @@ def train_judge(dataset, epochs, device, out):
 
     out = Path(out) if out else judge.cache_dir() / f"judge_{dataset}.safetensors"
     try:
+        if catalog.DATASETS[dataset].attribute_names:
+            from ganexport.training.attribute_judge import train_attribute_judge
+
+            _, acc = train_attribute_judge(dataset, device=resolve_device(device), epochs=epochs, out=out)
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in acc["clean"].items())
+            click.echo(f"attribute judge for {dataset}: held-out accuracy {shown}, saved to {out}")
+            return
         _, acc = judge.train_judge(dataset, device=resolve_device(device), epochs=epochs, out=out)
     except data.DatasetError as e:
         raise UserError(str(e)) from None

@@ -136,14 +136,15 @@ class NHWCDenoiser(nn.Module):
 
     The exported file computes exactly this (export/wrappers.py wraps it), and training's
     grids, evaluation and parity call it too, so every path runs one sampler over one interface.
+    A net that takes no class (an imported unconditional UNet) is called without a label.
     """
 
-    def __init__(self, net: UNet):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x, t, label):
-        eps = self.net.eps(x.permute(0, 3, 1, 2), t.reshape(-1), label.reshape(-1))
+    def forward(self, x, t, label: torch.Tensor | None = None):
+        eps = self.net.eps(x.permute(0, 3, 1, 2), t.reshape(-1), None if label is None else label.reshape(-1))
         return eps.permute(0, 2, 3, 1)
 
 
@@ -157,8 +158,9 @@ def numpy_eps_fn(denoiser: nn.Module, batch_size: int = 256):
         outs = []
         for i in range(0, len(x), batch_size):
             args = (torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device),
-                    torch.from_numpy(np.asarray(t[i:i + batch_size], np.float32)).to(device)[:, None],
-                    torch.from_numpy(np.asarray(label[i:i + batch_size], np.int64)).to(device)[:, None])
+                    torch.from_numpy(np.asarray(t[i:i + batch_size], np.float32)).to(device)[:, None])
+            if label is not None:
+                args += (torch.from_numpy(np.asarray(label[i:i + batch_size], np.int64)).to(device)[:, None],)
             outs.append(module(*args).float().cpu().numpy())
         return np.concatenate(outs)
 

@@ -1,0 +1,137 @@
+"""Reading a foreign weights file without running its code, and finding the state dict in it.
+
+``.safetensors`` files are read by safetensors; anything else by ``torch.load(weights_only=True)``,
+torch's restricted unpickler, which rebuilds tensors, numbers and containers and refuses every other
+global. A file that needs code unpickled (a whole pickled module, an optimizer of a custom class) is
+refused in one line naming the file: an imported checkpoint never runs anything.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ganexport.training.checkpoint import CheckpointError
+
+State = dict[str, torch.Tensor]
+SHOWN = 4  # keys listed in a message
+
+
+class ImportRefused(CheckpointError):
+    """A file, an option or a module that cannot be imported; the message is one line naming what is wrong."""
+
+
+def some(keys, n: int = SHOWN) -> str:
+    """'a, b, c, d and 5 more': a few keys for a one-line message."""
+    keys = list(keys)
+    shown = ", ".join(keys[:n])
+    return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def load(path: Path) -> Any:
+    """The file's contents, read without unpickling code (ImportRefused otherwise)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ImportRefused(f"{path.name}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError...: all mean "not plain weights"
+        found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", str(e))
+        why = found.group(1) if found else (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ImportRefused(f"{path.name}: refused: it needs code unpickled to load ({why}); ganexport reads "
+                            f"weights only: save the state dict (torch.save(net.state_dict(), ...)) or "
+                            f"safetensors") from None
+
+
+def is_state(obj: Any) -> bool:
+    """A flat mapping of names to tensors: what ``state_dict()`` returns."""
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def state_dict(path: Path, contents: Any, key: str | None, fits: Callable[[State], bool] | None = None,
+               what: str = "a state dict") -> State:
+    """The state dict in a file's ``contents``: under ``key`` (dots go deeper; a safetensors file's keys are
+    prefixes), else the contents themselves, else the one entry of a checkpoint dict that ``fits``."""
+    name = Path(path).name
+    if key is not None:
+        found = _under(contents, key)
+        if found is None:
+            top = list(contents) if isinstance(contents, Mapping) else []
+            raise ImportRefused(f"{name}: no entry --key {key!r} (it holds {some(top) or 'no entries'})")
+        if not is_state(found):
+            raise ImportRefused(f"{name}: --key {key!r} holds a {type(found).__name__}, not a state dict")
+        return _plain(found)
+    if is_state(contents) and (fits is None or fits(contents)):
+        return _plain(contents)
+    if isinstance(contents, Mapping):
+        states = {k: v for k, v in contents.items() if is_state(v)}
+        fitting = [k for k, v in states.items() if fits is None or fits(v)]
+        if len(fitting) == 1:
+            return _plain(states[fitting[0]])
+        if len(fitting) > 1:
+            raise ImportRefused(f"{name}: {len(fitting)} entries look like {what} ({some(fitting)}); "
+                                f"name one with --key")
+        raise ImportRefused(f"{name}: no entry looks like {what} (entries: {some(list(contents))}); name it with "
+                            f"--key")
+    raise ImportRefused(f"{name}: holds a {type(contents).__name__}, not {what}")
+
+
+def _under(contents: Any, key: str) -> Any:
+    if isinstance(contents, Mapping) and key in contents:
+        return contents[key]
+    node = contents
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            node = None
+            break
+        node = node[part]
+    if node is not None:
+        return node
+    if is_state(contents):  # a flat safetensors file: the key is a prefix
+        prefix = key + "."
+        found = {k[len(prefix):]: v for k, v in contents.items() if k.startswith(prefix)}
+        return found or None
+    return None
+
+
+def _plain(state: Mapping[str, torch.Tensor]) -> State:
+    """A plain dict, without DataParallel's ``module.`` prefix when every key has it."""
+    state = dict(state)
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def check_finite(path: Path, state: State) -> None:
+    """ImportRefused naming the first tensors holding NaN or infinity."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ImportRefused(f"{Path(path).name}: non-finite weights (NaN or infinity) in {some(bad)}")
+
+
+def load_into(net: torch.nn.Module, state: State, path: Path) -> torch.nn.Module:
+    """``net`` with ``state`` loaded strictly; missing or unexpected keys and wrong shapes in one line."""
+    name = Path(path).name
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = ([f"missing keys {some(missing)}"] if missing else []) + (
+            [f"unexpected keys {some(unexpected)}"] if unexpected else [])
+        raise ImportRefused(f"{name}: {'; '.join(parts)}")
+    wrong = [f"{k} is {list(state[k].shape)}, expected {list(v.shape)}" for k, v in own.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ImportRefused(f"{name}: wrong shapes: {some(wrong, 2)}")
+    net.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()})
+    return net.eval()

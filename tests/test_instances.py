@@ -1,0 +1,80 @@
+"""Instances and ONNX Runtime threads per model, planned from the cores Triton gets, and `serve`'s overrides.
+
+The plan is a rule (serving/instances.py; BENCHMARKS.md has the measurement behind it). These tests hold
+the rule to its kinds and cores, check that the published files are never touched (only the served view
+is rewritten), and start the real Triton to see that it runs what the plan says: the instance count and
+thread parameter in the config Triton reports, one stub process per instance, and an answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ganexport.serving.instances import HEAVY_KINDS, plan, rewrite, tuned_configs
+
+
+def test_heavy_kinds_get_more_instances_than_light_ones_and_every_core_per_request():
+    for cores in (1, 2, 8, 64):
+        for kind in HEAVY_KINDS:
+            instances, threads = plan(kind, cores)
+            assert threads == cores and instances == min(2, cores)  # a lone request still gets every core
+        assert plan("sample", cores) == plan("encode", cores) == plan("edit", cores) == (1, cores)
+
+
+def test_the_rewrite_sets_instances_and_threads_once_and_leaves_the_rest(published):
+    repo, _ = published
+    config = (repo / "cyclegan_a2b" / "config.pbtxt").read_text()
+    twice = rewrite(rewrite(config, 3, 5), 2, 1)
+    assert "{ count: 2 kind: KIND_CPU }" in twice and twice.count("ort_intra_op_threads") == 1
+    assert '"ort_intra_op_threads" value: { string_value: "1" }' in twice
+    strip = lambda text: [line for line in text.splitlines() if "count:" not in line and "ort_intra" not in line]  # noqa: E731
+    assert strip(twice) == strip(config)
+
+
+def test_only_cpu_onnxruntime_models_are_planned(published, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    for name in ("cyclegan_a2b", "dcgan", "dcgan_torchscript"):
+        shutil.copytree(published[0] / name, repo / name)
+    gpu = repo / "dcgan" / "config.pbtxt"
+    gpu.write_text(gpu.read_text().replace("KIND_CPU", "KIND_GPU"))
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    configs = tuned_configs(repo, ["cyclegan_a2b", "dcgan", "dcgan_torchscript"], cores=4)
+    assert list(configs) == ["cyclegan_a2b"]  # the GPU model and the TorchScript twin are served as published
+    assert "{ count: 2 kind: KIND_CPU }" in configs["cyclegan_a2b"] and 'string_value: "4" }' in configs["cyclegan_a2b"]
+    assert tuned_configs(repo, ["cyclegan_a2b"], cores=4, instances=1, threads=3)["cyclegan_a2b"].count(
+        '"ort_intra_op_threads" value: { string_value: "3" }') == 1
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+
+
+def test_serve_offers_the_overrides_with_their_defaults():
+    from ganexport.serving.serve_cli import serve
+
+    out = CliRunner().invoke(serve, ["--help"], terminal_width=200).output
+    assert "--instances N" in out and "--threads N" in out and "planned per kind of model" in out
+    bad = CliRunner().invoke(serve, ["--instances", "0"])
+    assert bad.exit_code == 2 and "--instances" in bad.output
+
+
+@pytest.mark.integration
+def test_triton_runs_the_planned_instances_and_threads(published):
+    from ganexport.serving.backends import connect
+    from ganexport.serving.instances import triton_cores
+    from ganexport.serving.triton_server import TritonServer, free_port
+
+    planned = plan("translate", triton_cores())[0]
+    with TritonServer(published[0], models=("cyclegan_a2b", "dcgan"), http_port=free_port(), grpc_port=free_port(),
+                      metrics_port=0, planned=True, threads=1) as server:
+        config = server._json("/v2/models/cyclegan_a2b/config")
+        assert [g["count"] for g in config["instance_group"]] == [planned]
+        assert config["parameters"]["ort_intra_op_threads"]["string_value"] == "1"
+        stubs = server.stub_pids()
+        assert len(stubs["cyclegan_a2b"]) == planned and len(stubs["dcgan"]) == 1
+        with connect("triton-grpc", url=server.grpc_url) as backend:
+            out = backend.translate("cyclegan_a2b", np.full((2, 16, 16, 3), 90, np.uint8))
+        assert out.shape == (2, 16, 16, 3)
+    assert (published[0] / "cyclegan_a2b" / "config.pbtxt").read_text().count("count: 1 kind: KIND_CPU") == 1
+
