@@ -145,3 +145,23 @@ def perturbing_export(real_export):
         return path
 
     return export_then_perturb
+
+
+# Kernels run at another batch size (a request merged with others by Triton's batcher, or a row of a batch against a
+# request of its own) may sum in another order, and their rounding depends on the CPU (AVX2 or AVX-512 kernels): a
+# value can cross a uint8 level. A request answered with another request's image differs by far more.
+BATCH_ROUNDING_LEVELS = 1
+
+
+def assert_rows_are_their_own(got, want) -> None:
+    """Each image of ``got`` (uint8, one per request) within BATCH_ROUNDING_LEVELS of the same row of ``want``, and
+    nearer to it than to any other row of ``want``: the right image went back to each caller."""
+    import numpy as np
+
+    got, want = [np.asarray(g).astype(np.int64) for g in got], [np.asarray(w).astype(np.int64) for w in want]
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"row {i}: shape {g.shape}, expected {w.shape}"
+        levels = int(np.abs(g - w).max())
+        assert levels <= BATCH_ROUNDING_LEVELS, f"row {i} is {levels} uint8 levels from its own image"
+        distances = [int(np.abs(g - other).sum()) for other in want]
+        assert distances[i] == min(distances), f"row {i} is nearer another request's image: {distances}"
