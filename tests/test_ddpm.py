@@ -114,6 +114,7 @@ def test_the_sampler_gate_counts_levels_and_differing_values():
         assert bool(c.failures) == fails, c.failures
 
 
+@pytest.mark.slow  # a second whole build (export and the sampler's parity); verify's refusal stays fast
 def test_build_refuses_a_tampered_denoiser_and_the_previous_version_keeps_serving(tmp_path, repo, sig,
                                                                                   tiny_checkpoints, monkeypatch):
     copy = tmp_path / "repo"

@@ -150,7 +150,8 @@ def test_sketch_l1_reports_the_trivial_baselines(tiny_checkpoints, tmp_path):
     from ganexport.training import data
 
     (record,) = ev.evaluate(_copy(tiny_checkpoints, "cyclegan", tmp_path), ["sketch_l1"], log=lambda m: None)
-    truth = data.load_domains("photo2sketch", split="test").b.astype(np.float64)
+    side = checkpoint.read_meta(tiny_checkpoints["cyclegan"])["image_shape"][0]  # crops at the size it trained on
+    truth = data.load_domains("photo2sketch", split="test", image_size=side).b.astype(np.float64)
     r = record["results"]
     assert r["baselines"]["blank_page"] == pytest.approx(np.abs(255 - truth).mean() / 255)
     assert r["ratio_to_best_baseline"] == pytest.approx(r["l1"] / min(r["baselines"].values()))
@@ -159,7 +160,7 @@ def test_sketch_l1_reports_the_trivial_baselines(tiny_checkpoints, tmp_path):
     # one level; one level on one of the ~5.5M values moves the mean by 7e-10, another protocol by about 1e-2.
     from ganexport.training import sketch_bound
 
-    pair = data.load_domains("photo2sketch", split="test")
+    pair = data.load_domains("photo2sketch", split="test", image_size=side)
     net = checkpoint.load(tiny_checkpoints["cyclegan"]).build("g_ab")
     assert sketch_bound.held_out_l1(net, pair.a, pair.b) == pytest.approx(r["l1"], abs=1e-5)
 

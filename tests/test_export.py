@@ -171,6 +171,7 @@ def test_build_refuses_a_checkpoint_of_another_model(tmp_path, tiny_checkpoints)
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # a whole build: export and parity
 def test_build_takes_a_run_directory_as_its_checkpoint(tmp_path, tiny_checkpoints):
     """`ganexport build --checkpoint runs/<model>/<run-id>`, the form the README shows."""
     from click.testing import CliRunner

@@ -14,19 +14,17 @@ from ganexport import catalog
 from ganexport.training import checkpoint
 from ganexport.training.loop import TrainConfig, train
 
-from conftest import SMOKE_DATA  # cyclegan: a few photo2sketch crops; the rest: scikit-learn's 8x8 digits
-
+from conftest import SMOKE_DATA, smoke_config  # cyclegan: a few photo2sketch crops; the rest: 8x8 digits
 
 
 def smoke_run(tmp_path, model, **kw):
-    cfg = TrainConfig(model=model, profile="smoke", dataset=SMOKE_DATA[model], out=str(tmp_path),
-                      limit=64, progress=False, **kw)
-    return train(cfg)
+    return train(smoke_config(model, tmp_path, **kw))
 
 
 @pytest.mark.parametrize("model", list(catalog.MODELS))
-def test_every_family_trains_smoke_steps(tmp_path, model):
-    run = smoke_run(tmp_path, model)
+def test_every_family_trains_smoke_steps(tiny_checkpoints, model):
+    """The session's smoke run of each model (the one the export and eval tests use)."""
+    run = tiny_checkpoints[model].parent
     for name in ("checkpoint.safetensors", "train_state.pt", "samples.png", "loss_curve.png", "health.jsonl",
                  "config.json"):
         assert (run / name).is_file(), name

@@ -9,7 +9,7 @@ from ganexport.training import checkpoint
 from ganexport.training.loop import TrainConfig, train
 from ganexport.training.weight_average import WeightAverage
 
-from conftest import SMOKE_DATA
+from conftest import smoke_config
 
 
 def test_the_average_follows_the_weights_with_the_warmed_up_decay():
@@ -46,8 +46,9 @@ def test_a_decay_outside_zero_to_one_is_refused(decay):
 def test_a_run_saves_the_average_serves_it_and_resumes_from_the_raw_weights(tmp_path):
     def run(out, steps, resume=None):  # no image pool: its contents are not saved for --resume
         hp = {"ema_decay": 0.9, "pool_size": 0}
-        return train(TrainConfig(model="cyclegan", profile="smoke", dataset=SMOKE_DATA["cyclegan"], out=str(out),
-                                 limit=64, progress=False, steps=steps, resume=resume, hp=hp))
+        if resume:
+            return train(TrainConfig(model="cyclegan", resume=resume, steps=steps, progress=False, hp=hp))
+        return train(smoke_config("cyclegan", out, steps=steps, hp=hp))
 
     straight = run(tmp_path / "a", 4)
     saved = checkpoint.load(straight)

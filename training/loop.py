@@ -405,11 +405,14 @@ def _train(cfg: TrainConfig, device: torch.device, world: parallel.World) -> Pat
         recipe.train_mode(True)
         save_grid(images, nrow, run_dir / "samples" / f"step_{step:06d}.png")
         save_grid(images, nrow, run_dir / "samples.png")
-        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
         full_meta = {**meta, **recipe.extra_meta(), "step": step, "metrics": {**logs, **health},
                      "wall_time_s": round(wall_before + time.time() - wall0, 1)}
         checkpoint.save(run_dir / "checkpoint.safetensors", recipe.nets, full_meta)
         return health
+
+    def draw_curves() -> None:
+        """loss_curve.png from health.jsonl: after each checkpoint's record is written, so it ends at that step."""
+        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
 
     if resume_state:  # last, so nothing built above (e.g. the judge's init) shifts the random streams
         batches.generator.set_state(resume_state["batch_rng"])
@@ -446,13 +449,15 @@ def _train(cfg: TrainConfig, device: torch.device, world: parallel.World) -> Pat
                 record = {"step": done, **logs, **health}
                 history.write(json.dumps(record) + "\n")
                 history.flush()
+                if done % hp["sample_every"] == 0 or done == total:  # drawn with this step's record
+                    draw_curves()
                 for w in health_warnings(logs, health.get("classes_present"), num_classes,
                                          health.get("class_variety")):
                     tqdm.write(f"[{spec.name} step {done}] warning: {w}")
     if start >= total:  # resumed a finished run: still leave fresh pictures
         checkpoint_now(total, logs)
-    if world.is_main:
-        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
+        if world.is_main:
+            draw_curves()
     return run_dir
 
 
