@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 PROFILES = ("smoke", "quick", "full")
+# The float types a run can train in (`train --precision`); float32 unless a check needs float64's rounding.
+PRECISIONS = ("float32", "float64")
 
 
 # --------------------------------------------------------------------------- datasets

@@ -18,11 +18,24 @@ from ganexport.serving.triton_log import ServerError
 DEFAULT_HOST = "127.0.0.1"
 
 
+# Ports free_port has handed out in this process. The OS may offer the port it just offered again once the
+# probing socket is closed, and a server asks for its HTTP, gRPC and metrics ports before it binds any of them:
+# two alike are refused ("ports must differ"), seen once in a thousand server starts.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = DEFAULT_HOST) -> int:
-    """A port the OS says is free right now on ``host`` (for tests: another process may still take it)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port the OS says is free right now on ``host`` and that this process was not given before (for tests:
+    another process may still take it)."""
+    while True:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) > 10_000:  # most of the ephemeral range: forget the oldest hand-outs
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _family(host: str) -> int:

@@ -123,13 +123,6 @@ def _cases_for(model: str, sig: catalog.Signature) -> list[Case]:
     return cases
 
 
-# What Triton 2.51 itself says when it refuses a request before the model sees it (shape, dtype, missing
-# input, batch size): the table's words are the validator's, which answers everything that passes these.
-TRITON_OWN_CHECKS = ("unexpected shape", "expects '", "missing required input", "must be <=", "byte size mismatch",
-                     "expected 1 inputs",
-                     "expected 2 inputs")
-
-
 def through_api(backend, model: str, inputs: dict[str, np.ndarray]):
     """The request through the Backend API (sample / translate / diffuse / encode / edit), as ``infer`` and the
     demo send it."""

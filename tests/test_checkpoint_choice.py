@@ -42,6 +42,7 @@ def test_choose_follows_the_rule(tmp_path, tiny_checkpoints):
     assert checkpoint.choose("cgan", runs=runs, weights=weights) is None
 
 
+@pytest.mark.slow  # a whole build: export and parity
 def test_build_says_which_checkpoint_and_why(tmp_path, tiny_checkpoints, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = _place(tiny_checkpoints["dcgan"], tmp_path / "runs" / "dcgan" / "mine" / "checkpoint.safetensors")
@@ -58,6 +59,7 @@ def test_build_help_states_the_rule():
     assert "--latest-run" in out and "released weights" in out and "newest" in out
 
 
+@pytest.mark.slow  # a whole build: export and parity
 def test_verify_defaults_to_the_checkpoint_the_repository_was_built_from(tmp_path, tiny_checkpoints, monkeypatch):
     """The project ships weights/dcgan.safetensors; a repository built from a run must be checked against
     the run, not reported as corrupt against the released weights."""

@@ -78,18 +78,46 @@ def test_evaluate_appends_json_lines_beside_the_checkpoint(tiny_checkpoints, tmp
     lines = [json.loads(x) for x in (ckpt.parent / "eval.jsonl").read_text().splitlines()]
     assert [r["metric"] for r in lines] == ["cgan_acc", "class_variety", "sharpness", "cgan_acc"]
     acc = first[0]["results"]
-    assert 0.0 <= acc["accuracy"] <= 1.0 and len(acc["per_class"]) == 10
+    assert len(acc["per_class"]) == 10 and acc["n"] == 50
     # balanced labels: the overall accuracy is the mean of the per-class ones
     assert acc["accuracy"] == pytest.approx(np.mean(list(acc["per_class"].values())))
     assert ev.latest(ckpt)["cgan_acc"]["seed"] == 1
     assert all(ev.headline(r) for r in first)
 
 
-def test_class_coverage_histogram_counts_the_thousand_samples(tiny_checkpoints, tmp_path):
-    (record,) = ev.evaluate(_copy(tiny_checkpoints, "vae", tmp_path), ["class_coverage"], log=lambda m: None)
+def test_cgan_acc_of_a_generator_that_ignores_the_label_is_a_tenth(tiny_checkpoints, tmp_path):
+    """The label's part of the generator's input projection zeroed: what it draws no longer depends on the class
+    asked for, so with balanced labels the judge agrees with the asked class 1/10 of the time (in expectation;
+    2000 samples put 0.1 within +-0.02 at two standard deviations)."""
+    import torch
+
+    ckpt = _copy(tiny_checkpoints, "cgan", tmp_path)
+    loaded = checkpoint.load(ckpt)
+    nets = {role: loaded.build(role) for role in loaded.state}
+    with torch.no_grad():  # the first latent_dim inputs of the projection are z; the rest, the label embedding
+        nets["generator"].project[0].weight[:, loaded.hp["latent_dim"]:] = 0
+    checkpoint.save(ckpt, nets, loaded.meta)
+    (record,) = ev.evaluate(ckpt, ["cgan_acc"], n=2000, log=lambda m: None)
+    assert record["results"]["accuracy"] == pytest.approx(0.1, abs=0.03)
+
+
+def test_class_coverage_of_a_decoder_that_draws_one_image_is_one_class(tiny_checkpoints, tmp_path):
+    """Every weight of the decoder zeroed (biases kept): each latent decodes to the same image, so the 1000
+    samples fall into one class: present 1, share 1, and a KL from uniform of log(10) (closed form)."""
+    import torch
+
+    ckpt = _copy(tiny_checkpoints, "vae", tmp_path)
+    loaded = checkpoint.load(ckpt)
+    nets = {role: loaded.build(role) for role in loaded.state}
+    with torch.no_grad():
+        for name, param in nets["decoder"].named_parameters():
+            if name.endswith("weight"):
+                param.zero_()
+    checkpoint.save(ckpt, nets, loaded.meta)
+    (record,) = ev.evaluate(ckpt, ["class_coverage"], log=lambda m: None)
     r = record["results"]
-    assert sum(r["histogram"]) == 1000 and r["classes_present"] == sum(h > 0 for h in r["histogram"])
-    assert r["largest_class_share"] == max(r["histogram"]) / 1000
+    assert r["classes_present"] == 1 and max(r["histogram"]) == 1000 == sum(r["histogram"])
+    assert r["largest_class_share"] == 1.0 and r["kl_from_uniform"] == pytest.approx(np.log(10))
 
 
 def test_within_class_l1_on_known_images():
@@ -122,16 +150,19 @@ def test_sketch_l1_reports_the_trivial_baselines(tiny_checkpoints, tmp_path):
     from ganexport.training import data
 
     (record,) = ev.evaluate(_copy(tiny_checkpoints, "cyclegan", tmp_path), ["sketch_l1"], log=lambda m: None)
-    truth = data.load_domains("photo2sketch", split="test").b.astype(np.float64)
+    side = checkpoint.read_meta(tiny_checkpoints["cyclegan"])["image_shape"][0]  # crops at the size it trained on
+    truth = data.load_domains("photo2sketch", split="test", image_size=side).b.astype(np.float64)
     r = record["results"]
     assert r["baselines"]["blank_page"] == pytest.approx(np.abs(255 - truth).mean() / 255)
     assert r["ratio_to_best_baseline"] == pytest.approx(r["l1"] / min(r["baselines"].values()))
-    # the paired-ceiling script (training/sketch_bound.py) scores a generator exactly as this metric does
+    # the paired-ceiling script (training/sketch_bound.py) scores a generator as this metric does: the same crops
+    # and scale. It runs batches of another size, whose kernels may round differently and move a few values by
+    # one level; one level on one of the ~5.5M values moves the mean by 7e-10, another protocol by about 1e-2.
     from ganexport.training import sketch_bound
 
-    pair = data.load_domains("photo2sketch", split="test")
+    pair = data.load_domains("photo2sketch", split="test", image_size=side)
     net = checkpoint.load(tiny_checkpoints["cyclegan"]).build("g_ab")
-    assert sketch_bound.held_out_l1(net, pair.a, pair.b) == pytest.approx(r["l1"], rel=1e-9)
+    assert sketch_bound.held_out_l1(net, pair.a, pair.b) == pytest.approx(r["l1"], abs=1e-5)
 
 
 @pytest.mark.slow  # trains the paired bound for real steps
@@ -162,6 +193,18 @@ def test_whole_photo_protocol_scores_the_filter_perfect_and_a_blank_page_zero():
     assert len(exact["per_photo_f1"]) == 3 and photos.LONG_SIDE == 512
 
 
+def test_whole_photo_protocol_on_a_case_worked_by_hand():
+    """A 10x10 page with a true stroke down column 3; drawn: column 4 (a pixel off: right within the 1-pixel
+    tolerance) and column 8 (wrong). Precision 10/20, recall 10/10, F1 2 * 0.5 * 1 / 1.5 = 2/3; L1: 30 of 100
+    pixels wrong by the full range = 0.3, a blank page 0.1, so 3x a blank page's; 20 of 100 pixels drawn."""
+    truth, drawn = np.full((10, 10, 3), 255, np.uint8), np.full((10, 10, 3), 255, np.uint8)
+    truth[:, 3] = 0
+    drawn[:, 4] = drawn[:, 8] = 0
+    r = ev.score_sketches(lambda photo: drawn, [("page", np.zeros_like(truth), truth)])
+    assert (r["precision"], r["recall"]) == (0.5, 1.0) and r["f1"] == pytest.approx(2 / 3)
+    assert r["l1"] == pytest.approx(0.3) and r["l1_ratio"] == pytest.approx(3.0) and r["stroke_share"] == 0.2
+
+
 @pytest.mark.slow  # translates every held-out photo whole at 512 px
 def test_sketch_f1_512_translates_whole_held_out_photos(tiny_checkpoints, tmp_path):
     from ganexport.training import photos
@@ -176,11 +219,12 @@ def test_sketch_f1_512_translates_whole_held_out_photos(tiny_checkpoints, tmp_pa
     assert 0 <= r["f1"] <= 1 and r["l1_ratio"] > 0 and 0.02 < r["filter_stroke_share"] < 0.4
     assert r["baselines"]["sobel_edges"]["f1"] > 0.3  # edges line up with the filter's strokes on real photos
     assert back["results"]["l1"] > 0 and back["results"]["baselines"]["sketch_itself"] > 0
-    # the paired-ceiling script scores whole photos exactly as this metric does
+    # the paired-ceiling script scores whole photos as this metric does (a few values one level apart at most,
+    # from kernels that round differently at another batch: a stroke pixel more or less moves F1 by about 1e-5)
     from ganexport.training import sketch_bound
 
     net = checkpoint.load(ckpt).build("g_ab").eval()
-    assert sketch_bound.held_out_photos_score(net)["f1"] == pytest.approx(r["f1"], rel=1e-9)
+    assert sketch_bound.held_out_photos_score(net)["f1"] == pytest.approx(r["f1"], abs=1e-3)
 
 
 def test_unknown_or_unfit_metrics_are_refused(tiny_checkpoints, tmp_path):
@@ -218,8 +262,8 @@ def test_release_writes_fp16_and_drops_stale_metrics(tiny_checkpoints, tmp_path)
 
 
 def test_release_refuses_weights_over_the_size_limit(tiny_checkpoints, tmp_path, monkeypatch):
-    monkeypatch.setattr(release, "MAX_RELEASE_BYTES", 100)
-    with pytest.raises(ValueError, match="over the 0 MB limit|over the"):
+    monkeypatch.setattr(release, "MAX_RELEASE_BYTES", 2**20 // 100)  # 0.01 MiB, below the tiny net's size
+    with pytest.raises(ValueError, match=r"^cyclegan: 0\.0[2-9] MiB in fp16, over the 0\.01 MiB limit for released"):
         release.release(tiny_checkpoints["cyclegan"], tmp_path, log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
 

@@ -60,6 +60,45 @@ def test_build_publishes_every_triton_model_with_passing_parity(published, tiny_
         assert str(repo.parent) not in p.read_text() and str(Path.home()) not in p.read_text()
 
 
+def _uint8_nhwc(x: torch.Tensor) -> np.ndarray:
+    """An eager net's NCHW output in [-1, 1] as the uint8 NHWC image a client receives, written here from the
+    convention (tanh range onto 0..255, rounded) rather than taken from the wrappers under test."""
+    return np.clip(np.rint((x.permute(0, 2, 3, 1).numpy().astype(np.float64) + 1.0) * 127.5), 0, 255)
+
+
+@pytest.mark.parametrize("model", [m for m, spec in catalog.MODELS.items() if spec.kind in ("sample", "translate")])
+def test_each_published_file_run_by_onnxruntime_gives_the_eager_nets_images(published, tiny_checkpoints, model):
+    """Not parity.json's own figures: the published .onnx file in a plain onnxruntime session, against the
+    checkpoint's net run eagerly in this test, on inputs drawn here (images at sides that need no padding)."""
+    import onnxruntime as ort
+
+    ckpt = checkpoint.load(tiny_checkpoints[model])
+    rng = np.random.default_rng(11)
+    for sig in ckpt.spec.signatures(ckpt.image_shape, ckpt.hp):
+        path = repository.latest(published[0], sig.name) / ONNX_FILE
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        net = ckpt.build(sig.net).eval()
+        if sig.kind == "translate":
+            image = rng.integers(0, 256, (2, 16, 24, sig.inputs[0].shape[-1]), dtype=np.uint8)
+            feeds = {sig.inputs[0].name: image}
+            eager_in = (torch.from_numpy(image).permute(0, 3, 1, 2).double() / 127.5 - 1.0).float(),
+        else:
+            z = rng.standard_normal((3, *sig.inputs[0].shape)).astype(np.float32)
+            feeds, eager_in = {sig.inputs[0].name: z}, ()
+            prior = ckpt.latent_prior  # a decoder fitted to its codes maps N(0, I) onto them in the graph
+            code = z * np.asarray(prior[1], np.float32) + np.asarray(prior[0], np.float32) if prior else z
+            eager_in = (torch.from_numpy(code),)
+            if len(sig.inputs) == 2:  # a class label
+                label = np.array([[0], [int(sig.inputs[1].high)], [1]], np.int64)
+                feeds[sig.inputs[1].name] = label
+                eager_in += (torch.from_numpy(label.reshape(-1)),)
+        served = session.run([sig.outputs[0].name], feeds)[0]
+        with torch.no_grad():
+            want = _uint8_nhwc(net(*eager_in))
+        assert served.dtype == np.uint8 and served.shape == want.shape, sig.name
+        assert np.abs(served.astype(np.int64) - want).max() <= 1, sig.name  # float rounding at a level's edge
+
+
 def test_onnx_file_is_self_contained_with_requested_opset_and_dynamic_axes(published):
     repo, _ = published
     files = os.listdir(repo / "cgan" / "1")
@@ -132,6 +171,7 @@ def test_build_refuses_a_checkpoint_of_another_model(tmp_path, tiny_checkpoints)
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # a whole build: export and parity
 def test_build_takes_a_run_directory_as_its_checkpoint(tmp_path, tiny_checkpoints):
     """`ganexport build --checkpoint runs/<model>/<run-id>`, the form the README shows."""
     from click.testing import CliRunner

@@ -11,7 +11,6 @@ RSS (VmHWM) stays under twice its peak at the largest legal request.
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import json
 import os
@@ -72,15 +71,51 @@ def test_json_values_must_fit_the_dtype(sigs):
     check_json_values(sig, name, np.asarray([0, 255, 17]))
 
 
-def test_body_limits_are_the_largest_valid_request(sigs):
-    gate = Gatekeeper(sigs)
-    sig = sigs[TRANSLATOR]
-    largest = 8 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 3  # 8 images of 1024x1024x3 uint8 (max batch 8 for tiny nets too)
-    assert sig.max_batch_size == 8 and sig.max_image_side == MAX_IMAGE_SIDE
-    assert gate.body_limit(TRANSLATOR, binary=True) == HEADER_ALLOWANCE + largest
-    assert gate.body_limit(TRANSLATOR, binary=False) == HEADER_ALLOWANCE + 5 * largest  # "255, " per value
-    latent = sigs[SAMPLER].inputs[0].shape[0]
-    assert gate.body_limit(SAMPLER, binary=False) == HEADER_ALLOWANCE + sigs[SAMPLER].max_batch_size * latent * 26
+def _largest_request(sig) -> dict[str, np.ndarray]:
+    """Every input of ``sig`` at the largest valid size (max batch, max side), holding the value with the longest
+    text in JSON: 255 for images, a float like -1.2345678e-05, the top of a label's range."""
+    shape = lambda spec: (sig.max_batch_size, *(sig.max_image_side if d == -1 else d for d in spec.shape))  # noqa: E731
+    fill = {"UINT8": 255, "FP32": -1.2345678e-05}
+    return {spec.name: np.full(shape(spec), fill.get(spec.dtype, spec.high), spec.numpy_dtype) for spec in sig.inputs}
+
+
+def _body(sig, inputs: dict[str, np.ndarray], binary: bool) -> tuple[int, int]:
+    """(the whole body, its tensor data) in bytes, of the request tritonclient writes for ``inputs``."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    tensors = []
+    for name, value in inputs.items():
+        tensor = httpclient.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+        tensor.set_data_from_numpy(value, binary_data=binary)
+        tensors.append(tensor)
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(tensors)
+    if binary:
+        return len(body), len(body) - json_size
+    empty = {name: value[:0] for name, value in inputs.items()}  # the same JSON without the values
+    bare = httpclient.InferenceServerClient.generate_request_body(
+        [httpclient.InferInput(n, list(v.shape), np_to_triton_dtype(v.dtype)) for n, v in empty.items()])[0]
+    return len(body), len(body) - len(bare)
+
+
+def test_body_limits_fit_the_largest_valid_request_as_tritonclient_writes_it(sigs):
+    """Measured on what tritonclient sends, not recomputed: the largest valid request fits under each cap, and the
+    cap is no looser than that request (binary: its tensor bytes exactly; JSON: within the longest value's text).
+    The translator's JSON is measured at sides of 16 (a 1024-side JSON body is 100 MB of text); the cap scales
+    with the values either way."""
+    from dataclasses import replace
+
+    for sig in (sigs[SAMPLER], sigs[TRANSLATOR], replace(sigs[TRANSLATOR], max_image_side=16)):
+        gate, largest = Gatekeeper({sig.name: sig}), _largest_request(sig)
+        for binary in (True, sig.max_image_side == 16 or sig.kind != "translate"):
+            whole, data = _body(sig, largest, binary)
+            cap = gate.body_limit(sig.name, binary=binary)
+            assert whole <= cap, (sig.name, binary, whole, cap)
+            if binary:
+                assert cap - HEADER_ALLOWANCE == sum(v.nbytes for v in largest.values()) == data
+            else:
+                assert data <= cap - HEADER_ALLOWANCE <= 1.25 * data, (sig.name, data, cap - HEADER_ALLOWANCE)
+    assert sigs[TRANSLATOR].max_image_side == MAX_IMAGE_SIDE
 
 
 def test_an_http_declaration_must_add_up(sigs):
@@ -167,6 +202,20 @@ def _vm_hwm(pid: int) -> int:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
+def _reset_own_peak() -> int:
+    """Resets this process's VmHWM to its current resident set (Linux clear_refs 5); returns that in bytes."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _vm_hwm(os.getpid())
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    """A gzip body inflating to ``size`` zero bytes, compressed a MiB at a time (never ``size`` bytes in memory)."""
+    import zlib
+
+    packer, chunk = zlib.compressobj(1, zlib.DEFLATED, 31), bytes(2**20)  # wbits 31: the gzip container
+    return b"".join(packer.compress(chunk) for _ in range(size // len(chunk))) + packer.flush()
+
+
 def _answers(server, sigs) -> None:
     from ganexport.serving.backends import connect
 
@@ -196,22 +245,27 @@ def _grpc_infer(server, shape, raw: bytes | None = None, uint_values=None):
 
 @pytest.mark.integration
 def test_the_hostile_corpus_is_refused_and_the_server_neither_dies_nor_grows(onnx_triton, sigs):
+    """The front door runs in this process (a thread of TritonServer), so its memory is this process's: its peak
+    is reset (/proc/self/clear_refs) before the largest legal request and again before the corpus, every body
+    being built beforehand, and what the corpus adds must stay under what one legal request adds."""
     server = onnx_triton
     pid = server.process.pid
     infer = f"/v2/models/{TRANSLATOR}/infer"
     largest = np.zeros((8, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE, 3), np.uint8)  # the largest legal request
     body, headers = _binary_request("image", list(largest.shape), largest.tobytes())
-    status, _ = _post(server, infer, body, headers)
-    assert status == 200
-    legal_peak = _vm_hwm(pid)
-
     deep = (b'{"inputs":[{"name":"image","shape":[1,8,8,3],"datatype":"UINT8","data":'
             + b"[" * 60000 + b"]" * 60000 + b"}]}")
     huge = json.dumps({"inputs": [{"name": "image", "shape": [100000, 256, 256, 3], "datatype": "UINT8",
                                    "data": [1, 2, 3]}]}).encode()
     wraps = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 3], "datatype": "UINT8",
                                     "data": [300] * 96 + [511] * 96}]}).encode()
-    bomb = gzip.compress(b"\0" * (200 * 1024 * 1024), compresslevel=1)
+    bomb = _gzip_of_zeros(200 * 1024 * 1024)
+
+    door_before = _reset_own_peak()
+    status, _ = _post(server, infer, body, headers)
+    assert status == 200
+    legal_peak, door_legal = _vm_hwm(pid), _vm_hwm(os.getpid()) - door_before
+    door_before = _reset_own_peak()
     http_cases = {
         "JSON nested 60,000 levels": (deep, {}, 400, "depth limit"),
         "JSON declaring [100000, 256, 256, 3]": (huge, {}, 400, "above max_batch_size"),
@@ -238,10 +292,13 @@ def test_the_hostile_corpus_is_refused_and_the_server_neither_dies_nor_grows(onn
         assert server.process.poll() is None and server.process.pid == pid, f"gRPC {why}: tritonserver died"
         _answers(server, sigs)
 
-    peak = _vm_hwm(pid)
+    peak, door_hostile = _vm_hwm(pid), _vm_hwm(os.getpid()) - door_before
     print(f"\n[front door] tritonserver peak RSS {legal_peak / 2**20:.0f} MiB after the largest legal request, "
-          f"{peak / 2**20:.0f} MiB after {len(http_cases) + len(grpc_cases)} hostile requests")
+          f"{peak / 2**20:.0f} MiB after {len(http_cases) + len(grpc_cases)} hostile requests; the front door's "
+          f"process grew {door_legal / 2**20:.0f} MiB at its peak for the legal request, "
+          f"{door_hostile / 2**20:.0f} MiB for the hostile ones")
     assert peak <= 2 * legal_peak
+    assert door_hostile <= door_legal
     assert server.front_door.gate.refused >= len(http_cases) + len(grpc_cases)
 
 

@@ -20,8 +20,6 @@ FLAG_ZLIB = 0x01
 FLAG_DIRECTORY = 0x02
 FLAG_ZSTD = 0x04
 
-RCC_DIR = Path("/usr/share/gcompris-qt/rcc")
-PHOTO_SOURCES = Path(__file__).resolve().parents[1] / "training" / "photo_sources.tsv"
 
 
 def _u16(value: int) -> bytes:
@@ -251,28 +249,18 @@ def test_directory_instead_of_archive(tmp_path):
         qt_resources.list_files(tmp_path)
 
 
-def _rcc_references() -> list[tuple[Path, str]]:
-    refs = []
-    for line in PHOTO_SOURCES.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            continue
-        for field in line.split("\t"):
-            if ".rcc!" in field:
-                archive, entry = field.split("!", 1)
-                refs.append((Path(archive), entry))
-    return refs
-
-
 def test_real_gcompris_archive():
-    if not RCC_DIR.is_dir():
-        pytest.skip(f"{RCC_DIR} not found: install the Debian package gcompris-qt-data")
-    refs = _rcc_references()
-    assert refs, f"{PHOTO_SOURCES} references no ARCHIVE.rcc!entry locations"
-    present = [(archive, entry) for archive, entry in refs if archive.is_file()]
+    """A photo inside gcompris-qt-data's archives, found where the photo collection finds it: installed, or
+    unpacked by `make setup` under PHOTO_ROOT."""
+    from ganexport.training import photos
+
+    in_archives = [p for p in photos.catalogue() if ".rcc!" in p.location]
+    assert in_archives, "photo_sources.tsv references no ARCHIVE.rcc!entry locations"
+    present = [p for p in in_archives if p.file is not None]
     if not present:
-        pytest.skip("none of the .rcc archives in photo_sources.tsv is installed (package gcompris-qt-data)")
+        pytest.skip(f"gcompris-qt-data is neither installed nor unpacked under {photos.PHOTO_ROOT} (make setup)")
     Image = pytest.importorskip("PIL.Image")
-    archive, entry = present[0]
+    archive, entry = present[0].file, present[0].location.split("!", 1)[1]
     assert entry in qt_resources.list_files(archive)
     content = qt_resources.read_file(archive, entry)
     with Image.open(io.BytesIO(content)) as image:

@@ -18,6 +18,7 @@ from ganexport.serving.backends import connect
 from ganexport.serving.triton_server import TritonServer, free_port
 from ganexport.serving.validation import InvalidInput
 
+from conftest import assert_rows_are_their_own
 from test_serving_local import call, request_for, triton_names
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,9 @@ def test_concurrent_requests_are_batched_and_answered_right(published):
 
     The published config has no queue delay, so whether requests merge depends on
     timing (eight blocking clients on two busy cores may never overlap). Here the
-    same model waits up to 200 ms for company, which makes merged executions certain.
+    same model waits up to 1 s for company (it runs as soon as a preferred batch of 4
+    or 8 is queued), so merged executions are certain however loaded the machine is:
+    Triton's own statistics count them.
     """
     from ganexport.benchmarks.targets import Variant, variant_configs
 
@@ -60,7 +63,7 @@ def test_concurrent_requests_are_batched_and_answered_right(published):
         sig = ort_b.metadata("dcgan")
         zs = [rng.standard_normal((1, *sig.inputs[0].shape)).astype(np.float32) for _ in range(expected_calls)]
         want = [ort_b.sample("dcgan", z) for z in zs]
-    patient = variant_configs(published[0], ["dcgan"], Variant("wait", {"max_queue_delay_us": 200_000}))
+    patient = variant_configs(published[0], ["dcgan"], Variant("wait", {"max_queue_delay_us": 1_000_000}))
     got, errors = [None] * expected_calls, []
 
     with TritonServer(published[0], models=["dcgan"], configs=patient, http_port=free_port(), grpc_port=free_port(),
@@ -79,8 +82,7 @@ def test_concurrent_requests_are_batched_and_answered_right(published):
         [t.join(timeout=120) for t in threads]
         after = _stats(server, "dcgan")
     assert not errors
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+    assert_rows_are_their_own([g[0] for g in got], [w[0] for w in want])
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == expected_calls
@@ -124,8 +126,7 @@ def test_every_invalid_request_of_the_shared_table_gets_a_client_error_and_the_s
         assert str(err.value.status()) in ("400", "StatusCode.INVALID_ARGUMENT"), err.value
         message = err.value.message()
         assert "\n" not in message, message
-        assert (all(w in message for w in case.words)
-                or any(c in message for c in invalid_requests.TRITON_OWN_CHECKS)), message
+        assert all(w in message for w in case.words), message
         # the next valid request is served
         good = client.infer(case.model, tensors(invalid_requests.valid_inputs(sig, batch=1)))
         assert good.as_numpy(sig.outputs[0].name).shape[0] == 1
@@ -247,5 +248,4 @@ def test_invalid_requests_in_a_dynamic_batch_fail_alone(server, published):
     [t.start() for t in threads]
     [t.join(timeout=120) for t in threads]
     assert set(failures) == bad and set(failures.values()) == {"400"}
-    for i, image in want.items():
-        np.testing.assert_array_equal(results[i], image)
+    assert_rows_are_their_own([results[i][0] for i in want], [image[0] for image in want.values()])

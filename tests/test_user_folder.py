@@ -109,25 +109,32 @@ def test_training_says_what_it_read_and_what_it_skipped(user):
     assert re.search(r"step \d+/\d+", output) or "it/s" in output  # progress, also without a terminal
 
 
-def test_build_takes_the_run_folder_and_says_so(user):
+@pytest.fixture(scope="module")
+def built(user):
+    """(repository, the build's output): `ganexport build --checkpoint RUN` run once in the user's directory,
+    for every test that needs the published models, whichever of them runs first or alone."""
     _, work, run, _, _ = user
     r = ganexport(work, "build", "--model", "cyclegan", "--checkpoint", str(run.relative_to(work)),
                   "--repository", "model_repository")
     assert r.returncode == 0, r.stderr
+    return work / "model_repository", r
+
+
+def test_build_takes_the_run_folder_and_says_so(user, built):
+    _, work, run, _, _ = user
+    repo, r = built
     first = r.stdout.splitlines()[0]
     assert f"checkpoint {run.relative_to(work)}/checkpoint.safetensors (given with --checkpoint" in first, first
     assert "trained on cyclegan-folder" in first, first
     assert "published version 1" in r.stdout
     assert "torchvision" not in r.stdout + r.stderr  # the exporter's warnings about operators we never use
-    source = json.loads((work / "model_repository" / "cyclegan_a2b" / "1" / "parity.json").read_text())["source"]
+    source = json.loads((repo / "cyclegan_a2b" / "1" / "parity.json").read_text())["source"]
     assert source["dataset"] == "cyclegan-folder" and "--data … --image-size 32" in source["command"]
     assert str(work) not in json.dumps(source)  # no folder of this machine in a published file
 
 
-def test_verify_checks_against_the_run_it_was_built_from(user):
+def test_verify_checks_against_the_run_it_was_built_from(user, built):
     _, work, _, _, _ = user
-    if not (work / "model_repository" / "cyclegan_a2b").is_dir():
-        pytest.skip("the build test did not run")
     r = ganexport(work, "verify", "--model", "cyclegan", "--repository", "model_repository")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "the one this repository was built from" in r.stdout
@@ -143,14 +150,12 @@ def test_eval_measures_on_the_folders_own_test_split(user, tmp_path):
     assert record["metric"] == "cycle_l1" and record["model"] == "cyclegan"
 
 
-def test_infer_through_triton_keeps_sizes_and_turns_phone_photos_upright(user, tmp_path):
+def test_infer_through_triton_keeps_sizes_and_turns_phone_photos_upright(user, built, tmp_path):
     from ganexport.repository import default_models
     from ganexport.serving.triton_server import TritonServer, free_port
 
-    data, work, _, _, _ = user
-    repo = work / "model_repository"
-    if not (repo / "cyclegan_a2b").is_dir():
-        pytest.skip("the build test did not run")
+    data = user[0]
+    repo = built[0]
     a = data / "trainA"
     # file -> (width, height) people see: EXIF-rotated for the phone photo
     expected = {a / "phone" / "IMG_1234.jpg": (40, 64), a / "sticker.png": (40, 40), a / "depth16.png": (48, 40),

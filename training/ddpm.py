@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ganexport import diffusion
+from ganexport.training import judge
 from ganexport.training.loop import Family
 from ganexport.training.unet import numpy_eps_fn
 
@@ -29,7 +30,7 @@ class Recipe(Family):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.schedule = diffusion.Schedule(self.hp["timesteps"])
-        self.sqrt_abar = torch.from_numpy(np.sqrt(self.schedule.alpha_bar())).float().to(self.device)
+        self.sqrt_abar = torch.from_numpy(np.sqrt(self.schedule.alpha_bar())).to(self.device, torch.get_default_dtype())
         self.null_label = self.hp["num_classes"]
 
     def make_optimizers(self):
@@ -51,7 +52,7 @@ class Recipe(Family):
         eps = self.random.randn_like(x)
         a = self.sqrt_abar[t][:, None, None, None]
         x_t = a * x + (1 - a * a).sqrt() * eps
-        loss = F.mse_loss(net(x_t, t.float(), label), net.target(x, eps, t))
+        loss = F.mse_loss(net(x_t, t.to(x.dtype), label), net.target(x, eps, t))
         grad = self.backward_step(loss, self.optimizers["denoiser"], net)
         return {"loss_mse": loss.item(), "grad_denoiser": grad}
 
@@ -59,7 +60,7 @@ class Recipe(Family):
         """DDIM (eta 0) at the profile's guidance, through the served sampler's own loop; NCHW in [-1, 1]."""
         out = diffusion.sample(numpy_eps_fn(self.nets["denoiser"]), self.schedule, noise, labels,
                                self.null_label, steps=steps, guidance=self.hp["guidance"])
-        return torch.from_numpy(out.images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return judge.to_tensor(out.images)
 
     def grid(self):
         """One row per class, the same 8 initial noises in every row."""

@@ -48,8 +48,9 @@ def _stderr(message: str) -> None:
 
 
 def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1], the range every net here uses."""
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """uint8 NHWC -> float NCHW in [-1, 1], the range every net here uses, in torch's default float type (the
+    run's precision)."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).to(torch.get_default_dtype()).div(127.5).sub(1.0)
 
 
 def load_judge(dataset: str, device="cpu", train_if_missing: bool = True,

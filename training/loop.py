@@ -20,7 +20,7 @@ import platform
 import shlex
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +62,10 @@ class TrainConfig:
     hp: dict[str, Any] = field(default_factory=dict)
     command: str = ""
     progress: bool = True
+    # the float type of the run's nets, data and random draws (catalog.PRECISIONS). float64 costs several times
+    # float32's time and keeps the rounding of sums taken in another order (another batch split, another CPU's
+    # kernels) about 1e9 times smaller: what a check that N processes train what one process trains needs.
+    precision: str = "float32"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -268,12 +272,29 @@ def train(cfg: TrainConfig) -> Path:
     if world.parallel and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     try:
-        run_dir = _train(cfg, device, world)
+        if cfg.resume:  # a run goes on in the precision it started with
+            cfg.precision = checkpoint.read_meta(cfg.resume).get("precision", "float32")
+        if cfg.precision not in catalog.PRECISIONS:
+            raise ValueError(f"precision {cfg.precision!r}: expected one of {', '.join(catalog.PRECISIONS)}")
+        with default_dtype(getattr(torch, cfg.precision)):
+            run_dir = _train(cfg, device, world)
     except BaseException:
         world.close(finished=False)  # no barrier: the other processes may never reach it
         raise
     world.close()
     return run_dir
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype):
+    """torch's default float type set to ``dtype`` for the duration: the nets, the data (judge.to_tensor) and
+    the random draws of a run all take it."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def _train(cfg: TrainConfig, device: torch.device, world: parallel.World) -> Path:
@@ -347,7 +368,7 @@ def _train(cfg: TrainConfig, device: torch.device, world: parallel.World) -> Pat
         "class_names": list(catalog.DATASETS[dataset].class_names), "profile": profile, "hparams": hp,
         "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size,
         "command": _command(cfg, resume_ckpt),
-        "device": str(device), "hardware": hardware(world), "processes": world.size,
+        "device": str(device), "hardware": hardware(world), "processes": world.size, "precision": cfg.precision,
         "versions": _versions(),
     }
     if world.is_main:
@@ -387,11 +408,14 @@ def _train(cfg: TrainConfig, device: torch.device, world: parallel.World) -> Pat
         recipe.train_mode(True)
         save_grid(images, nrow, run_dir / "samples" / f"step_{step:06d}.png")
         save_grid(images, nrow, run_dir / "samples.png")
-        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
         full_meta = {**meta, **recipe.extra_meta(), "step": step, "metrics": {**logs, **health},
                      "wall_time_s": round(wall_before + time.time() - wall0, 1)}
         checkpoint.save(run_dir / "checkpoint.safetensors", recipe.nets, full_meta)
         return health
+
+    def draw_curves() -> None:
+        """loss_curve.png from health.jsonl: after each checkpoint's record is written, so it ends at that step."""
+        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
 
     if resume_state:  # last, so nothing built above (e.g. the judge's init) shifts the random streams
         batches.generator.set_state(resume_state["batch_rng"])
@@ -428,13 +452,15 @@ def _train(cfg: TrainConfig, device: torch.device, world: parallel.World) -> Pat
                 record = {"step": done, **logs, **health}
                 history.write(json.dumps(record) + "\n")
                 history.flush()
+                if done % hp["sample_every"] == 0 or done == total:  # drawn with this step's record
+                    draw_curves()
                 for w in health_warnings(logs, health.get("classes_present"), num_classes,
                                          health.get("class_variety")):
                     tqdm.write(f"[{spec.name} step {done}] warning: {w}")
     if start >= total:  # resumed a finished run: still leave fresh pictures
         checkpoint_now(total, logs)
-    if world.is_main:
-        save_loss_curves(history_path, run_dir / "loss_curve.png", title=f"{spec.name} ({profile})")
+        if world.is_main:
+            draw_curves()
     return run_dir
 
 

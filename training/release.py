@@ -175,8 +175,8 @@ def release(run: Path, weights: Path | None = None, log: Callable[[str], None] =
     size = tmp.stat().st_size
     if size > MAX_RELEASE_BYTES:
         tmp.unlink()
-        raise ValueError(f"{model}: {size / 2**20:.1f} MB in fp16, over the {MAX_RELEASE_BYTES >> 20} MB limit "
-                         "for released weights; train a narrower net (--width)")
+        raise ValueError(f"{model}: {size / 2**20:.2f} MiB in fp16, over the {MAX_RELEASE_BYTES / 2**20:.2f} MiB "
+                         "limit for released weights; train a narrower net (--width)")
     previous = weights / f"{model}.safetensors"
     if previous.is_file():
         record_replaced(previous)

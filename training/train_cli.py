@@ -65,9 +65,13 @@ def parse_hp(profile_hp: dict, items: tuple[str, ...]) -> dict:
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train data-parallel on this many processes on this machine (torchrun; one per GPU, gloo on "
                    "CPU). The batch size is the global batch: each process takes batch_size / N rows.")
+@click.option("--precision", type=click.Choice(catalog.PRECISIONS), default=catalog.PRECISIONS[0], show_default=True,
+              help="The float type of the nets, data and random draws. float64 is several times slower; it makes "
+                   "runs comparable value by value, e.g. --nproc 2 against one process, on any CPU. A resumed run "
+                   "keeps its own.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_size, lr, width, image_size,
-          limit, out, resume, hp_overrides, nproc, quiet):
+          limit, out, resume, hp_overrides, nproc, precision, quiet):
     """Train one model; writes runs/<model>/<run-id>/ with a checkpoint, sample grids,
     loss curves and a training-health log.
 
@@ -105,7 +109,7 @@ def train(model, profile, dataset, data_dir, device, seed, steps, epochs, batch_
                       steps=steps, epochs=epochs, out=out, resume=resume, image_size=image_size, limit=limit,
                       hp={**overrides,
                           "batch_size": batch_size, "lr": lr, "width": width},
-                      command=shlex.join(["ganexport", *sys.argv[1:]]), progress=not quiet)
+                      command=shlex.join(["ganexport", *sys.argv[1:]]), progress=not quiet, precision=precision)
     try:
         run_dir = run_training(cfg)
     except (data.DatasetError, checkpoint.CheckpointError) as e:

@@ -31,8 +31,9 @@ def _groups(ch: int) -> int:
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of float timesteps [N] -> [N, dim] (the Transformer's position code)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None]
+    dtype = torch.get_default_dtype()  # float32 in export; a run's precision in training
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    angles = t.to(dtype)[:, None] * freqs[None]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
@@ -84,7 +85,7 @@ class UNet(nn.Module):
         if prediction not in ("eps", "v"):
             raise ValueError(f"UNet prediction must be 'eps' or 'v', got {prediction!r}")
         self.prediction = prediction
-        abar = torch.from_numpy(diffusion.Schedule(timesteps).alpha_bar()).float()
+        abar = torch.from_numpy(diffusion.Schedule(timesteps).alpha_bar()).to(torch.get_default_dtype())
         self.register_buffer("sqrt_abar", abar.sqrt(), persistent=False)  # rebuilt from the schedule, not stored
         self.register_buffer("sqrt_one_minus_abar", (1 - abar).sqrt(), persistent=False)
         w, emb = width, width * 4
@@ -151,14 +152,15 @@ class NHWCDenoiser(nn.Module):
 def numpy_eps_fn(denoiser: nn.Module, batch_size: int = 256):
     """A PyTorch denoiser (a UNet, or its NHWC wrapper) as ganexport.diffusion's ``eps_fn``, in chunks."""
     module = denoiser if isinstance(denoiser, NHWCDenoiser) else NHWCDenoiser(denoiser)
-    device = next(module.parameters()).device
+    first = next(module.parameters())
+    device, dtype = first.device, first.dtype
 
     @torch.no_grad()
     def eps(x, t, label):
         outs = []
         for i in range(0, len(x), batch_size):
-            args = (torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device),
-                    torch.from_numpy(np.asarray(t[i:i + batch_size], np.float32)).to(device)[:, None])
+            args = (torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device, dtype),
+                    torch.from_numpy(np.asarray(t[i:i + batch_size], np.float32)).to(device, dtype)[:, None])
             if label is not None:
                 args += (torch.from_numpy(np.asarray(label[i:i + batch_size], np.int64)).to(device)[:, None],)
             outs.append(module(*args).float().cpu().numpy())
