@@ -4,7 +4,7 @@ An autoencoder publishes an encoder beside its decoder, and a VAE on attribute-l
 model too (tabs.py finds them by their signatures' kinds and the spec they share). Here a face, held-out or
 uploaded, is reconstructed and edited in one request (strength 0 everywhere is the reconstruction); two
 faces are morphed by walking the straight line between their latents; and three faces combine as A - B + C.
-Held-out faces are drawn from the data set on demand (``training.data.example``: no torch).
+Held-out faces are drawn on demand (``ganexport.faces.example``: no torch).
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ class LatentArithmetic:
             upload = self._upload(str(image), last)
             arr, notes = read_image_at(upload.data, shape, name=upload.name)
             return arr, " ".join([f"your upload {upload.name}.", *notes]), upload
-        from ganexport.training import data  # numpy only, but the training layer: on demand
+        from ganexport import faces  # draws the face (DiceBear, cairosvg): on demand
 
         try:
-            arr, labels = data.example(served.dataset_name, int(index))
-        except data.DatasetError as e:
+            arr, labels = faces.example("test", int(index))
+        except faces.FacesError as e:
             raise DemoError(str(e)) from None
-        names = served.dataset.attribute_names if served.dataset is not None else ()
-        has = [n for n, v in zip(names, labels if labels is not None else ()) if v]
+        names = faces.attribute_names()
+        has = [n for n, v in zip(names, labels) if v]
         return arr, f"held-out face {int(index)} ({', '.join(has) or 'none of the attributes'}).", last
 
     def _partner(self, model: str, kind: str) -> str:

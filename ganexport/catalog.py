@@ -73,7 +73,7 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("faces", (64, 64, 3),
                     description="30k train / 2k held-out 64x64 cartoon faces drawn offline by DiceBear's avataaars "
                                 "style (free for personal and commercial use), labelled exactly by the options each "
-                                "was drawn with (training/faces.py)",
+                                "was drawn with (ganexport/faces.py)",
                     attribute_names=("smiling", "glasses", "beard", "moustache", "hat", "bald", "eyes_closed")),
     )
 }

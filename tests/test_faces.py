@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from ganexport import catalog
-from ganexport.training import data, faces
+from ganexport import faces
+from ganexport.training import data
 
 pytest.importorskip("dicebear")
 pytest.importorskip("cairosvg")
 
-# What each attribute means, written from the style's own variant names (not read from training/faces.py).
+# What each attribute means, written from the style's own variant names (not read from ganexport/faces.py).
 MEANING = {
     "smiling": lambda r: r.get("mouthVariant") == "smile",
     "glasses": lambda r: r.get("accessoriesVariant") in {"kurt", "prescription01", "prescription02", "round",

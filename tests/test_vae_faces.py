@@ -132,7 +132,7 @@ def test_strengths_by_name_vector_or_rows_and_their_validation():
 def smoke_run(tmp_path_factory):
     """vae_faces trained for the smoke profile's steps on a few drawn faces; the held-out split cut to 12 faces
     (a test never draws the 2000)."""
-    from ganexport.training import faces
+    from ganexport import faces
     from ganexport.training.loop import TrainConfig, train
 
     mp = pytest.MonkeyPatch()
@@ -150,7 +150,8 @@ def smoke_run(tmp_path_factory):
 def test_metrics_cards_and_latent_size_table_of_a_run(smoke_run, tmp_path, monkeypatch):
     import json
 
-    from ganexport.training import data, eval as ev, faces, latent_sizes, release
+    from ganexport import faces
+    from ganexport.training import data, eval as ev, latent_sizes, release
 
     monkeypatch.setitem(faces.COUNTS, "test", 12)
     monkeypatch.setitem(faces.COUNTS, "train", 40)

@@ -119,10 +119,11 @@ def load_images(dataset: str, *, data_dir: str | None = None, split: str = "trai
         out = ImageSet(images, None, (), src)
         image_size = None  # already at size
     elif dataset == "faces":
-        from ganexport.training import faces
+        from ganexport import faces
 
         try:
-            out = faces.load(split, limit=limit, seed=seed)
+            images, labels, src = faces.load(split, limit=limit, seed=seed)
+            out = ImageSet(images, None, (), src, attributes=labels)
         except faces.FacesError as e:
             raise DatasetError(str(e)) from None
         limit = None  # already chosen: only those faces were drawn
@@ -140,13 +141,10 @@ def example(dataset: str, index: int, split: str = "test") -> tuple[np.ndarray, 
     the rest: a drawn data set draws that one image (the demo's "pick a held-out face")."""
     _check_args(split)
     if dataset == "faces":
-        from ganexport.training import faces
+        from ganexport import faces
 
-        if not 0 <= index < faces.COUNTS[split]:
-            raise DatasetError(f"faces: the {split} split has faces 0..{faces.COUNTS[split] - 1}, not {index}")
-        opts = faces.face_options(split, index)
         try:
-            return faces.render(opts), faces.attributes(opts)
+            return faces.example(split, index)
         except faces.FacesError as e:
             raise DatasetError(str(e)) from None
     images = load_images(dataset, split=split).images

@@ -11,7 +11,6 @@ metrics in the model cards were measured with the shipped one.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -22,13 +21,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from ganexport.cache import cache_dir
 from ganexport import catalog, released
 from ganexport.training import checkpoint, data
 from ganexport.training.nets import Classifier
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("GANEXPORT_CACHE", Path.home() / ".cache" / "ganexport"))
 
 
 def _candidates(dataset: str) -> list[Path]:

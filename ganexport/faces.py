@@ -6,10 +6,10 @@ from options instead: glasses, facial hair, 12 mouths, hats and hair styles, ski
 face's attributes are read from the options it was drawn with, never guessed by a labeller.
 
 Face ``i`` of a split is drawn from its own seed, so one face renders the same alone (tests, a
-``--limit``) as inside the whole set. The whole set is rendered once into the cache (``judge.cache_dir()``,
+``--limit``) as inside the whole set. The whole set is rendered once into the cache (``ganexport.cache.cache_dir()``,
 about 6 minutes on one core), with a manifest of every face's options beside it:
 
-    >>> from ganexport.training import faces
+    >>> from ganexport import faces
     >>> faces.face_options("test", 0)["seed"]
     'test-0'
     >>> faces.render(faces.face_options("test", 0)).shape  # doctest: +SKIP
@@ -166,11 +166,19 @@ def render(opts: dict[str, Any], side: int = SIDE) -> np.ndarray:
     return np.asarray(Image.alpha_composite(page, face).convert("RGB"), dtype=np.uint8)
 
 
+def example(split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Face ``index`` of ``split`` (uint8 HWC) and its labels, drawn alone (the demo's "pick a held-out face")."""
+    if split not in COUNTS or not 0 <= index < COUNTS[split]:
+        raise FacesError(f"faces: the {split} split has faces 0..{COUNTS.get(split, 0) - 1}, not {index}")
+    opts = face_options(split, index)
+    return render(opts), attributes(opts)
+
+
 # --------------------------------------------------------------------------- the data set
 
 
 def cache_root() -> Path:
-    from ganexport.training.judge import cache_dir
+    from ganexport.cache import cache_dir
 
     return cache_dir() / "faces"
 
@@ -224,18 +232,15 @@ def write_manifest(path: Path, split: str, options: list[dict], labels: np.ndarr
     os.replace(tmp, path)
 
 
-def load(split: str, *, limit: int | None = None, seed: int = 0):
-    """``split`` as a ``data.ImageSet`` with ``attributes``: the whole split from the cache (rendered on first
-    use), or ``limit`` faces chosen by ``seed`` and drawn now, unless the cache already holds them."""
-    from ganexport.training.data import ImageSet
-
+def load(split: str, *, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images, labels, what they are) of ``split``: the whole split from the cache (rendered on first use), or
+    ``limit`` faces chosen by ``seed`` and drawn now, unless the cache already holds them."""
     n = COUNTS[split]
     npz, _ = _paths(split)
     chosen = None if limit is None or limit >= n else np.sort(np.random.default_rng(seed).choice(n, limit, False))
     if chosen is not None and not npz.is_file():
         images, labels, _ = draw(split, chosen)
-        return ImageSet(images, None, (), f"{limit} of the {n:,} {split} faces ({STYLE}, drawn now; seed {seed})",
-                        attributes=labels)
+        return images, labels, f"{limit} of the {n:,} {split} faces ({STYLE}, drawn now; seed {seed})"
     if not npz.is_file():
         build_cache(split)
     with np.load(npz) as f:
@@ -243,5 +248,5 @@ def load(split: str, *, limit: int | None = None, seed: int = 0):
     what = f"{n:,} {split} faces" if chosen is None else f"{limit} of the {n:,} {split} faces (seed {seed})"
     if chosen is not None:
         images, labels = images[chosen], labels[chosen]
-    return ImageSet(images, None, (), f"{what} from {npz} ({STYLE} by {style_meta()['creator']['name']}, "
-                                      f"{style_meta()['license']['name']})", attributes=labels)
+    return images, labels, (f"{what} from {npz} ({STYLE} by {style_meta()['creator']['name']}, "
+                            f"{style_meta()['license']['name']})")
