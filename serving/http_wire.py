@@ -34,6 +34,7 @@ MAX_HEAD = 64 * 1024  # request line and headers together
 SKIP_AT_MOST = 1024 * 1024  # a refused request's body up to this is read and dropped (the connection stays)
 IDLE_S = 75.0  # aiohttp's keep-alive timeout
 QUEUED_AT_MOST = 4  # pipelined requests waiting for their turn before the connection stops reading
+INFLATE_STEP = 1 << 20  # bytes a compressed body inflates by per step
 ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS}
 
 
@@ -228,22 +229,25 @@ class Connection(asyncio.Protocol):
         if self._refusal is not None or self._closing:
             return
         try:
-            if self._inflate is not None:
-                data = self._inflate.decompress(data, self._request.limit + 1 - self._size)
-                if self._inflate.unconsumed_tail:
-                    raise TooLarge
-            end = self._size + len(data)
-            if end > self._request.limit:
-                raise TooLarge
-            if end <= len(self._body):
-                self._body[self._size:end] = data
-            else:
-                self._body += data
-            self._size = end
+            if self._inflate is None:
+                self._append(data)
+            while self._inflate is not None and data:  # inflated a step at a time: never the whole body twice
+                self._append(self._inflate.decompress(data, INFLATE_STEP))
+                data = self._inflate.unconsumed_tail
         except TooLarge:
             self._fail(413, f"request body is above this endpoint's limit of {self._request.limit} bytes")
         except zlib.error as e:
             self._fail(400, f"the compressed body cannot be inflated: {e}")
+
+    def _append(self, data: bytes) -> None:
+        end = self._size + len(data)
+        if end > self._request.limit:
+            raise TooLarge
+        if end <= len(self._body):
+            self._body[self._size:end] = data
+        else:
+            self._body += data
+        self._size = end
 
     def on_message_complete(self) -> None:
         if self._closing:

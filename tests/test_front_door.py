@@ -247,7 +247,7 @@ def _grpc_infer(server, shape, raw: bytes | None = None, uint_values=None):
 def test_the_hostile_corpus_is_refused_and_the_server_neither_dies_nor_grows(onnx_triton, sigs):
     """The front door runs in this process (a thread of TritonServer), so its memory is this process's: its peak
     is reset (/proc/self/clear_refs) before the largest legal request and again before the corpus, every body
-    being built beforehand, and what the corpus adds must stay under what one legal request adds."""
+    being built beforehand, and what the corpus adds must stay under what one legal request may take."""
     server = onnx_triton
     pid = server.process.pid
     infer = f"/v2/models/{TRANSLATOR}/infer"
@@ -298,7 +298,10 @@ def test_the_hostile_corpus_is_refused_and_the_server_neither_dies_nor_grows(onn
           f"process grew {door_legal / 2**20:.0f} MiB at its peak for the legal request, "
           f"{door_hostile / 2**20:.0f} MiB for the hostile ones")
     assert peak <= 2 * legal_peak
-    assert door_hostile <= door_legal
+    # A JSON body may legally be this large, and the door must hold one to check it; the gzip bomb inflates up to
+    # it and is refused there. Beyond that the corpus must cost nothing (a bytearray grows by about 1/8).
+    json_limit = Gatekeeper({TRANSLATOR: sigs[TRANSLATOR]}).body_limit(TRANSLATOR, binary=False)
+    assert door_hostile <= max(door_legal, 1.25 * json_limit)
     assert server.front_door.gate.refused >= len(http_cases) + len(grpc_cases)
 
 

@@ -79,9 +79,12 @@ class Serve:
             time.sleep(0.2)
         raise AssertionError(f"{text!r} not printed within {timeout} s:\n" + "".join(self.lines))
 
+    def pids_of(self, program: str, needle: str = "") -> list[int]:
+        """The processes of serve running ``program`` (its /proc comm) with ``needle`` in their command line."""
+        return [p for p in descendants(self.proc.pid) if _comm(p) == program and needle in _cmdline(p)]
+
     def pid_of(self, program: str, needle: str = "") -> int:
-        """The one process of serve running ``program`` (its /proc comm) with ``needle`` in its command line."""
-        found = [p for p in descendants(self.proc.pid) if _comm(p) == program and needle in _cmdline(p)]
+        found = self.pids_of(program, needle)
         assert len(found) == 1, f"processes of serve running {program} with {needle!r}: {found}"
         return found[0]
 
@@ -123,8 +126,9 @@ def test_serve_restarts_a_killed_server_and_a_killed_stub(published):
         assert "supervisor: tritonserver" in out and "SIGKILL" in out and "restarting Triton" in out, out
 
         # the translator's Python stub (its comm is cut at 15 characters): what an overflowing shape kills
-        stub = serve.pid_of("triton_python_b", "/cyclegan_a2b/")
-        os.kill(stub, signal.SIGKILL)
+        stubs = serve.pids_of("triton_python_b", "/cyclegan_a2b/")  # one per instance: one is killed
+        assert stubs, "no stub process of cyclegan_a2b found"
+        os.kill(stubs[0], signal.SIGKILL)
         print(f"stub SIGKILL: cyclegan_a2b answered again after {_recovers(serve, 'cyclegan_a2b'):.1f} s")
         out = serve.wait_for("cyclegan_a2b is back", timeout=RECOVERY_CEILING_S)
         assert "cyclegan_a2b: its stub process exited; reloading cyclegan_a2b" in out, out
