@@ -1,8 +1,8 @@
-# The README's commands. `make test` and (soon) `make demo` set everything up from scratch.
+# The commands of README.md and docs/. `make test` and (soon) `make demo` set everything up from scratch.
 #
 #   make setup   .venv with torch, the package and its test tools; Debian data and photo packages when apt is usable
 #   make test    setup, then the whole test suite, then `make install-check`
-#   make install-check  the README's "Install with pip" commands in fresh venvs (tests/install_check.sh)
+#   make install-check  the "Install with pip" commands of docs/getting-started.md in fresh venvs (tests/install_check.sh)
 #   make test-fast  setup, then the fast tier (under a minute: no Triton, Gradio, browser or long training)
 #   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
