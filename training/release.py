@@ -167,7 +167,7 @@ NOTES = {
 
 def release(run: Path, weights: Path | None = None, log: Callable[[str], None] = print) -> Path:
     """Copy a run's checkpoint into ``weights/<model>.safetensors`` (default: ``released.weights_dir()``) in fp16,
-    refusing files over 15 MB."""
+    refusing files over 15 MiB."""
     weights = weights_dir() if weights is None else Path(weights)
     ckpt = checkpoint.load(run)
     model = ckpt.meta["model"]

@@ -297,7 +297,7 @@ def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, steps, g
 @click.option("--weights", type=click.Path(file_okay=False), default=None,
               help="Default: the released weights (`ganexport weights` says where; $GANEXPORT_WEIGHTS moves them).")
 def release_cmd(run, weights):
-    """Publish a training run as released weights: weights/<model>.safetensors in fp16 (under 15 MB).
+    """Publish a training run as released weights: weights/<model>.safetensors in fp16 (under 15 MiB).
 
     \b
     Then measure it and regenerate its card and the gallery (docs/models.md):
