@@ -85,7 +85,7 @@ demo: setup
 	$(VENV)/bin/ganexport demo
 
 # Every published model on every backend, interleaved; writes benchmarks/results/<hardware>/bench.{json,md,png}.
-# BENCHMARKS.md lists the tuning, perf_analyzer and soak runs (e.g. BENCH_ARGS="--soak --duration 300").
+# docs/benchmarks.md lists the tuning, perf_analyzer and soak runs (e.g. BENCH_ARGS="--soak --duration 300").
 BENCH_ARGS ?=
 bench: setup
 	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all --train-if-missing

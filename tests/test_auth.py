@@ -384,7 +384,7 @@ def _paced_latencies(served, token: str, z: np.ndarray, n: int) -> list[float]:
 def test_a_flood_from_one_token_leaves_the_others_their_share(served, z, tmp_path):
     """mallory floods over HTTPS from another process (FLOOD_THREADS connections, back to back); bob, at half
     the rate limit, is answered every time, and mallory's requests that reach Triton stay within her burst
-    and rate. The figure printed (bob's p50 under the flood against his quiet p50) is what RELIABILITY.md
+    and rate. The figure printed (bob's p50 under the flood against his quiet p50) is what docs/reliability.md
     records; it is not asserted: timings on shared cores are no test."""
     bob, n = served.tokens["bob"], 40
     quiet = _paced_latencies(served, bob, z, n)

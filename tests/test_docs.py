@@ -66,3 +66,36 @@ def test_every_example_the_tests_run_is_on_its_page():
     assert {k: v for k, v in found.items() if v != "serving.md" and k.startswith("example:")} == {}
     assert {found[f"install-check: {n}"] for n in ("train-and-serve", "serve-only")} == {"getting-started.md"}
     assert {v for k, v in found.items() if k.startswith("import-example:")} == {"import.md"}
+
+
+# --------------------------------------------------------------------------- figures that come from records
+
+RESULTS = ROOT / "benchmarks" / "results" / "cpu-amd-epyc-2c"
+
+
+def test_the_capacity_table_and_its_prose_come_from_the_records():
+    from ganexport.benchmarks import capacity
+
+    text = (DOCS / "benchmarks.md").read_text()
+    assert capacity.table() in text, "docs/benchmarks.md: rerun python -m ganexport.benchmarks.capacity"
+    per_replica = capacity.cpu_512_images_per_s()
+    cores = {rate: capacity.replicas(rate, per_replica) * capacity.CPU_CORES_PER_REPLICA for rate in (1_000, 10_000)}
+    assert f"carries {per_replica:.1f} translations per second" in text
+    assert f"about {cores[1_000]:,} cores per thousand" in text and f"{cores[10_000]:,} CPU cores" in text
+
+
+def test_the_ddpm_sampling_table_matches_its_record():
+    import json
+
+    rows = json.loads((RESULTS / "ddpm-sampling.json").read_text())["results"]
+    p50 = {(r["steps"], r["batch"], r["backend"]): r["p50_ms"] for r in rows}
+    section = (DOCS / "benchmarks.md").read_text().split("## Diffusion sampling (ddpm)", 1)[1].split("\n## ", 1)[0]
+    table = re.findall(r"^\| (\d+) \| (\d+) \| ([\d.]+) \([\d.]+\) \| ([\d.]+) \([\d.]+\) \| ([\d.]+) \([\d.]+\) "
+                       r"\| ([\d.]+) \([\d.]+\) \| \**([\d.]+)", section, re.M)
+    assert len(table) == len({(s, b) for s, b, _ in p50}) == len({tuple(row[:2]) for row in table}), "one row each"
+    for steps, batch, *shown, ratio in table:
+        key = int(steps), int(batch)
+        for backend, value in zip(("eager", "onnxruntime", "triton-http", "triton-grpc"), shown):
+            assert abs(float(value) - p50[(*key, backend)]) <= 0.03 * p50[(*key, backend)], (key, backend)
+        want = p50[(*key, "triton-grpc")] / p50[(*key, "onnxruntime")]
+        assert abs(float(ratio) - want) < 0.006, (key, ratio, want)
