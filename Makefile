@@ -8,6 +8,7 @@
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
 #   make bench   setup, build every model (once), then `ganexport bench` on all of them (benchmarks/results/)
 #   make gpu-check  setup, then the GPU path on a CUDA machine: onnxruntime-gpu, gpu tests, fp32/fp16 bench records
+#   make docs    setup, then the documentation site (docs/, mkdocs.yml) at http://127.0.0.1:8008
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,7 +29,7 @@ PHOTO_PACKAGES = gcompris-qt-data scratch tuxpaint-data kphotoalbum opencv-doc g
 PHOTO_ROOT ?= /opt/ganexport/photo-packages
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench gpu-check clean
+.PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench gpu-check docs clean
 
 setup: system-deps photo-packages $(VENV)/.setup-done
 
@@ -67,6 +68,10 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) install-check
+
+# tests/test_docs.py builds the same site with --strict, inside `make test`.
+docs: setup
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8008
 
 # The wheel as users install it: built, installed into fresh venvs (train + serve, then serve only, no torch),
 # used from an empty directory. Needs only python3 and the package index (pip's cache makes it quick).
