@@ -1,13 +1,14 @@
-# The README's commands. `make test` and (soon) `make demo` set everything up from scratch.
+# The commands of README.md and docs/. `make test` and (soon) `make demo` set everything up from scratch.
 #
 #   make setup   .venv with torch, the package and its test tools; Debian data and photo packages when apt is usable
 #   make test    setup, then the whole test suite, then `make install-check`
-#   make install-check  the README's "Install with pip" commands in fresh venvs (tests/install_check.sh)
+#   make install-check  the "Install with pip" commands of docs/getting-started.md in fresh venvs (tests/install_check.sh)
 #   make test-fast  setup, then the fast tier (under a minute: no Triton, Gradio, browser or long training)
 #   make demo    setup, build every model (once), start Triton and the demo at http://127.0.0.1:7860
 #   make smoke   setup, then a seconds-long training run of every model (runs/)
 #   make bench   setup, build every model (once), then `ganexport bench` on all of them (benchmarks/results/)
 #   make gpu-check  setup, then the GPU path on a CUDA machine: onnxruntime-gpu, gpu tests, fp32/fp16 bench records
+#   make docs    setup, then the documentation site (docs/, mkdocs.yml) at http://127.0.0.1:8008
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,7 +29,7 @@ PHOTO_PACKAGES = gcompris-qt-data scratch tuxpaint-data kphotoalbum opencv-doc g
 PHOTO_ROOT ?= /opt/ganexport/photo-packages
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench gpu-check clean
+.PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench gpu-check docs clean
 
 setup: system-deps photo-packages $(VENV)/.setup-done
 
@@ -68,6 +69,10 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) install-check
 
+# tests/test_docs.py builds the same site with --strict, inside `make test`.
+docs: setup
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8008
+
 # The wheel as users install it: built, installed into fresh venvs (train + serve, then serve only, no torch),
 # used from an empty directory. Needs only python3 and the package index (pip's cache makes it quick).
 install-check:
@@ -85,7 +90,7 @@ demo: setup
 	$(VENV)/bin/ganexport demo
 
 # Every published model on every backend, interleaved; writes benchmarks/results/<hardware>/bench.{json,md,png}.
-# BENCHMARKS.md lists the tuning, perf_analyzer and soak runs (e.g. BENCH_ARGS="--soak --duration 300").
+# docs/benchmarks.md lists the tuning, perf_analyzer and soak runs (e.g. BENCH_ARGS="--soak --duration 300").
 BENCH_ARGS ?=
 bench: setup
 	test -n "$$(ls model_repository/*/config.pbtxt 2>/dev/null)" || $(VENV)/bin/ganexport build --model all --train-if-missing

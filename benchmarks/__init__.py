@@ -8,5 +8,5 @@
     hardware.py       what the figures were measured on
     bench_cli.py      the click command
 
-Results are data: benchmarks/results/<hardware-slug>/*.{json,md,png}; BENCHMARKS.md explains them.
+Results are data: benchmarks/results/<hardware-slug>/*.{json,md,png}; docs/benchmarks.md explains them.
 """

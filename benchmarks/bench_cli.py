@@ -17,7 +17,7 @@ from ganexport import catalog
 
 KINDS = ("eager", "torchscript", "onnxruntime", "triton-http", "triton-grpc")
 SOAK_TARGETS = ("triton-grpc", "triton-http", "demo")
-RECORDED = Path(__file__).resolve().parent / "results"  # the figures BENCHMARKS.md cites; written by --record only
+RECORDED = Path(__file__).resolve().parent / "results"  # the figures docs/benchmarks.md cites; written by --record only
 
 
 def _ints(ctx, param, value: str) -> list[int]:
@@ -124,7 +124,7 @@ def triton_names(model: str, repository: Path) -> tuple[list[str], list[str]]:
 @click.option("--out", default=Path("bench-results"), type=click.Path(path_type=Path, file_okay=False),
               help="Results go to OUT/<hardware>/NAME.{json,md,png}.")
 @click.option("--record", is_flag=True,
-              help="Write into the project's recorded results (benchmarks/results/<hardware>/, what BENCHMARKS.md "
+              help="Write into the project's recorded results (benchmarks/results/<hardware>/, what docs/benchmarks.md "
                    "cites) instead of --out, replacing a record of the same name.")
 @click.option("--name", default=None, help="File name stem [default: bench, or soak-<target>].")
 @click.option("--soak", is_flag=True, help="Soak instead: --concurrency clients for --duration seconds.")

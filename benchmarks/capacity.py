@@ -1,6 +1,6 @@
 """How many Triton replicas a CycleGAN translation rate needs, from one replica's throughput.
 
-    python -m ganexport.benchmarks.capacity     # from a checkout: BENCHMARKS.md's "How serving cost grows with traffic"
+    python -m ganexport.benchmarks.capacity     # the table of docs/benchmarks.md, "How serving cost grows with traffic"
 
 Measured: a CPU replica's throughput (2 cores, Triton gRPC, batch 1: throughput does not grow with batch or
 clients on 2 compute-bound cores, bench.json's 256x256 rows). Assumed: a GPU replica's throughput (nothing
@@ -21,7 +21,7 @@ CPU_CORES_PER_REPLICA = 2  # the measured machine
 # `ganexport bench --model cyclegan_a2b --size 256 --batch 1 --concurrency 1 --backends triton-grpc` (an
 # unrecorded run, 2026-12-01, nothing else running): the same released nets as cyclegan-512.json.
 CPU_256_P50_MS = 55.0
-# Assumed, not measured: the H100 target for cyclegan_a2b (BENCHMARKS.md, "GPU knobs: not measured
+# Assumed, not measured: the H100 target for cyclegan_a2b (docs/benchmarks.md, "GPU knobs: not measured
 # here") at the bench's default 256x256; a 512x512 image is 4x the pixels and the work (on CPU 227 / 55 = 4.1x).
 GPU_256_IMAGES_PER_S = 2000.0
 

@@ -49,7 +49,7 @@ def _run(args: list[str], what: str) -> int:
 @click.option("--onnxruntime-gpu", "ort_gpu", default="onnxruntime-gpu", metavar="REQUIREMENT",
               help="What pip installs in place of onnxruntime, when onnxruntime-gpu is not installed yet.")
 @click.option("--record/--no-record", default=True,
-              help="Write the bench results into benchmarks/results/<gpu>/ (what BENCHMARKS.md cites).")
+              help="Write the bench results into benchmarks/results/<gpu>/ (what docs/benchmarks.md cites).")
 @click.option("--duration", default=3.0, type=click.FloatRange(min=0, min_open=True),
               help="Seconds measured per backend and scenario.")
 @click.option("--tests/--no-tests", "run_tests", default=True, help="Run the gpu-marked tests first.")

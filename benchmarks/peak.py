@@ -8,7 +8,7 @@ cache can run a little faster than a 2048^2 GEMM, so a row can show slightly abo
 
 Why ONNX Runtime's MatMul: it is the kernel library (MLAS on CPU, cuBLAS through the CUDA execution
 provider on GPU) that every ONNX row and every Triton row runs on, and it is installed wherever serving
-is. On the 2-core AMD EPYC of BENCHMARKS.md it was also the fastest GEMM at hand: a 2048^2 fp32 matmul
+is. On the 2-core AMD EPYC of docs/benchmarks.md it was also the fastest GEMM at hand: a 2048^2 fp32 matmul
 ran 1.6x numpy's (OpenBLAS) and 1.8x torch's, interleaved. CPU: fp32 on as many threads as the process
 may use (what a row's instances x threads add up to), spinning off as every session here. GPU: fp32 and
 fp16, inputs and output bound on the device, so no copy is timed.

@@ -309,7 +309,7 @@ def write(out_dir: Path, name: str, doc: dict) -> list[Path]:
              f"- {doc['settings']['concurrency']} clients for {doc['seconds']} s; latency and memory baseline "
              f"after {doc['settings']['warmup']:.0f} s warm-up; {doc['started']}", "",
              f"**{doc['verdict']}**", "", "| requests | errors | requests/s | p50 ms | p90 ms | p99 ms | max ms "
-             "| memory after warm-up MB | memory at end MB | growth | peak growth |",
+             "| memory after warm-up MiB | memory at end MiB | growth | peak growth |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     mem_cells = (f"{m['baseline_mb']} | {m['final_mb']} | {m['growth_pct']:+.2f}% | {m['peak_growth_pct']:+.2f}%"
                  if m.get("watched") else "- | - | - | -")

@@ -83,7 +83,7 @@ def config_pbtxt(sig: Signature, *, flavor: str = "embedded", runtime: str = "on
                  ort_options: Mapping[str, object] | None = None) -> str:
     """The config.pbtxt text of one Triton model, derived entirely from ``sig``.
 
-    The serving knobs default to what BENCHMARKS.md measured best on CPU: one
+    The serving knobs default to what docs/benchmarks.md measured best on CPU: one
     instance (two gained nothing), dynamic batching with no queue delay (a busy
     instance still collects the requests that queue meanwhile, and a lone request
     is not held back: 1 ms of delay doubled dcgan's p50 at one client). ``ganexport

@@ -47,7 +47,7 @@ ISVC_FILE = "inferenceservice.yaml"
 @click.option("--instances", default=1, type=click.IntRange(min=1), help="Model instances per model per replica.")
 @click.option("--max-queue-delay-us", default=0, type=click.IntRange(min=0),
               help="Dynamic batching: how long a request may wait for others (0: measured best on CPU, "
-                   "BENCHMARKS.md; a busy instance still batches what queued meanwhile).")
+                   "docs/benchmarks.md; a busy instance still batches what queued meanwhile).")
 @click.option("--max-queue-size", default=0, type=click.IntRange(min=0),
               help="Requests queued per model before Triton answers UNAVAILABLE; 0 leaves the queue unbounded.")
 @click.option("--tensorrt", is_flag=True, help="With --gpu: run the ONNX models through TensorRT (FP16).")

@@ -13,7 +13,7 @@ Runtime model in the view it serves (the published files stay as they are), from
   instance of ``light_threads`` threads, since their time goes to the request's trip through Triton
   and the Python stub, not to arithmetic another thread could share.
 
-BENCHMARKS.md ("Instances and threads") has the measurement that chose these, at batch 1 and 1, 2 and 8
+docs/benchmarks.md ("Instances and threads") has the measurement that chose these, at batch 1 and 1, 2 and 8
 clients. ``serve --instances N --threads T`` (``TritonServer(instances=, threads=)``) overrides both for
 every model; TorchScript and GPU models keep what was published.
 """

@@ -18,7 +18,7 @@ import numpy as np
 from ganexport import catalog
 
 # ONNX Runtime session knobs, as `ganexport bench --variant` and the Triton config's `ort_*`
-# parameters name them. Unset knobs keep ONNX Runtime's defaults (BENCHMARKS.md: what each bought),
+# parameters name them. Unset knobs keep ONNX Runtime's defaults (docs/benchmarks.md: what each bought),
 # but for DEFAULT_ORT_OPTIONS and arena_release_s (ARENA_RELEASE_S).
 GRAPH_OPTIMIZATION = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -26,7 +26,7 @@ EXECUTION_MODE = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 ORT_OPTIONS = ("intra_op_threads", "inter_op_threads", "graph_optimization", "execution_mode", "allow_spinning",
                "arena_release_s")
 # Idle pool threads that busy-wait steal the cores other models, the Triton server and its clients need:
-# without spinning, ONNX Runtime ran 1.4-3x faster on the shared 2-core machine (BENCHMARKS.md, tuning-ort).
+# without spinning, ONNX Runtime ran 1.4-3x faster on the shared 2-core machine (docs/benchmarks.md, tuning-ort).
 DEFAULT_ORT_OPTIONS = {"allow_spinning": False}
 # ONNX Runtime's CPU arena keeps every block it has grown to (in powers of two) until a run asks it to
 # shrink: 64 concurrent 1024x1024 translations leave a cyclegan_a2b stub at 4.4 GB, up from 0.48.

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# The install as users do it: the README's "Install with pip" commands, run verbatim, checked between lines.
+# The install as users do it: the "Install with pip" commands of docs/getting-started.md, run verbatim, checked between lines.
 #
 #   tests/install_check.sh          # `make install-check`; `make test` runs it after pytest
 #
-# The commands are read from README.md (the fenced blocks after the `install-check:` markers), so the README
+# The commands are read from docs/getting-started.md (the fenced blocks after the `install-check:` markers), so the page
 # cannot drift from what CI runs. They run one line at a time in one shell, each line's output in a log, with
 # these checks in between:
 #   - the wheel carries every released checkpoint (`ganexport weights` lists each with the sha256 of weights/);
 #   - from an empty directory, `ganexport build --model cgan` takes the released weights: it trains nothing,
 #     writes no runs/ and no judge into the user cache;
 #   - `ganexport serve &` answers a tritonclient HTTP request, `ganexport infer` writes its picture, and the
-#     server stops cleanly on the README's `kill %1`;
+#     server stops cleanly on the page's `kill %1`;
 #   - a serving-only venv (no torch: `import torch` must fail) serves the repository the first venv built.
 # Isolation: the wheel is built from a copy of the working tree (git's tracked and unignored files), HOME is a
-# temporary folder (so `~/...` in the README is), ports are free ones handed to serve and infer through
+# temporary folder (so `~/...` in the page is), ports are free ones handed to serve and infer through
 # GANEXPORT_HTTP_PORT / _GRPC_PORT / _METRICS_PORT; pip's cache is kept, so the second torch install is quick.
 # PYTHON picks the interpreter (default python3); KEEP_WORK=1 keeps the temporary folder.
 set -euo pipefail
@@ -48,16 +48,16 @@ fail() {
     exit 1
 }
 
-# --- the README's blocks
+# --- the page's blocks
 block() {  # the fenced block after <!-- install-check: NAME -->
     awk -v marker="<!-- install-check: $1 -->" '
         $0 == marker { found = 1; next }
         found && /^```/ { if (inside) exit; inside = 1; next }
-        inside { print }' "$ROOT/README.md"
+        inside { print }' "$ROOT/docs/getting-started.md"
 }
 USER_BLOCK=$(block train-and-serve)
 SERVE_BLOCK=$(block serve-only)
-[ -n "$USER_BLOCK" ] && [ -n "$SERVE_BLOCK" ] || fail "README.md has no install-check blocks"
+[ -n "$USER_BLOCK" ] && [ -n "$SERVE_BLOCK" ] || fail "docs/getting-started.md has no install-check blocks"
 
 # --- isolation: a copy of the working tree, a temporary HOME, the chosen python3 first on PATH, free ports
 (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
@@ -83,7 +83,7 @@ for s in socks:
     s.close()')
 export GANEXPORT_HTTP_PORT=$HTTP GANEXPORT_GRPC_PORT=$GRPC GANEXPORT_METRICS_PORT=$METRICS
 
-# --- checks run after particular README lines
+# --- checks run after particular lines of the page
 request() {  # one tritonclient HTTP request to cgan, shapes from the server's own metadata
     python - "127.0.0.1:$HTTP" <<'EOF'
 import sys
@@ -114,7 +114,7 @@ wait_ready() {
     say "serve ready on 127.0.0.1:$HTTP (gRPC $GRPC)"
 }
 
-after() {  # $1: the README line just run, $2: its log
+after() {  # $1: the line just run, $2: its log
     local line=$1 log=$2
     case "$line" in
         "pip wheel "*)

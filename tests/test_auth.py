@@ -5,7 +5,7 @@
 in a process of its own, on a tiny dcgan built for these tests, with certificates made for the test
 (tls_certs.py).
 Every request goes over the network to it: raw HTTPS and gRPC with no client-side checks, the Backend API,
-tritonclient, `ganexport infer`, the README's examples. Without the right token nothing but the health
+tritonclient, `ganexport infer`, the examples of docs/serving.md. Without the right token nothing but the health
 probes is answered; a client that does not trust the certificate, or speaks plain HTTP to the TLS port,
 gets no answer at all; a flood from one token is refused at the door while the others are served.
 """
@@ -49,7 +49,7 @@ RATE, BURST = 20.0, 20  # per token; the paced client below asks for half the ra
 FLOOD_THREADS = 8  # connections flooding at once, back to back, from one process
 TIMEOUT = 60
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "serving.md"  # the token and TLS examples
 
 
 @dataclass
@@ -384,7 +384,7 @@ def _paced_latencies(served, token: str, z: np.ndarray, n: int) -> list[float]:
 def test_a_flood_from_one_token_leaves_the_others_their_share(served, z, tmp_path):
     """mallory floods over HTTPS from another process (FLOOD_THREADS connections, back to back); bob, at half
     the rate limit, is answered every time, and mallory's requests that reach Triton stay within her burst
-    and rate. The figure printed (bob's p50 under the flood against his quiet p50) is what RELIABILITY.md
+    and rate. The figure printed (bob's p50 under the flood against his quiet p50) is what docs/reliability.md
     records; it is not asserted: timings on shared cores are no test."""
     bob, n = served.tokens["bob"], 40
     quiet = _paced_latencies(served, bob, z, n)
@@ -496,13 +496,13 @@ def test_the_demo_wants_a_login_for_its_page_and_its_api(demo, served):
     assert all(secret not in out.read_text() for secret in logins.values())
 
 
-# --------------------------------------------------------------------------- the README, verbatim
+# --------------------------------------------------------------------------- the docs' examples, verbatim
 
 
 def readme_example(name: str) -> tuple[str, str]:
-    """(language, text) of the README block after ``<!-- example: NAME -->``."""
-    match = re.search(rf"<!-- example: {name} -->\s*```(\w+)\n(.*?)```", README.read_text(), re.S)
-    assert match, f"README has no example {name!r}"
+    """(language, text) of the docs/serving.md block after ``<!-- example: NAME -->``."""
+    match = re.search(rf"<!-- example: {name} -->\s*```(\w+)\n(.*?)```", PAGE.read_text(), re.S)
+    assert match, f"{PAGE.name} has no example {name!r}"
     return match.group(1), match.group(2)
 
 

@@ -210,7 +210,7 @@ def test_recorded_python_path_is_repo_relative_inside_the_repository():
 
 
 def test_a_plain_bench_run_never_writes_the_recorded_results(published, tmp_path, monkeypatch):
-    """Without --record, results go to ./bench-results, so a quick try cannot overwrite BENCHMARKS.md's files."""
+    """Without --record, results go to ./bench-results, so a quick try cannot overwrite docs/benchmarks.md's files."""
     from ganexport.benchmarks.bench_cli import RECORDED
 
     before = {p: p.stat().st_mtime_ns for p in RECORDED.rglob("*")}

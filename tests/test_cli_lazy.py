@@ -61,7 +61,7 @@ def test_a_command_imports_only_its_own_layer(command, layer):
     assert layers == ({layer} if layer else set())
 
 
-# What a user can type after `ganexport` (README, --help), written out here rather than read from the registry.
+# What a user can type after `ganexport` (the docs, --help), written out here rather than read from the registry.
 USER_COMMANDS = ("bench", "build", "demo", "deploy", "eval", "export", "gallery", "gpu-check", "import", "infer",
                  "models", "photos", "release", "serve", "train", "train-judge", "verify", "weights")
 

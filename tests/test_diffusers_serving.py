@@ -1,12 +1,12 @@
 """Imported diffusers pipelines served by the real Triton, against diffusers' own output.
 
-The README's example (``<!-- import-example: diffusers -->``: import a folder saved by diffusers, build,
+The example of docs/import.md (``<!-- import-example: diffusers -->``: import a folder saved by diffusers, build,
 serve, a tritonclient request) runs verbatim as one bash script in an empty folder holding a DDPMPipeline
 saved there, with ports handed to ``serve`` through $GANEXPORT_*_PORT. What it built is then served again,
 beside a class-conditional pipeline imported with ``--null-class``, and their walks through Triton at 10 and
 50 steps are held to diffusers' (DDIMPipeline itself where it can take the case): within 2 uint8 levels,
 at most 1% of the values more than one level apart. Every case is first checked for its conditioning
-(tests/diffusers_cases.py), the README's UNet trained a few dozen steps so that its 32x32 walk is.
+(tests/diffusers_cases.py), the example's UNet trained a few dozen steps so that its 32x32 walk is.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ try:
 except ServerError as e:  # pragma: no cover - only without the serve extra
     pytest.skip(str(e), allow_module_level=True)
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-# The README's folder: a DDPMPipeline (linear betas, epsilon, leading spacing, clipped x0), 32x32 RGB.
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "import.md"
+# The example's folder: a DDPMPipeline (linear betas, epsilon, leading spacing, clipped x0), 32x32 RGB.
 BUTTERFLIES = cases.Case("ddpm-butterflies-32", {}, ("timestep_spacing", "trailing"), pipeline="DDPMPipeline",
                          scheduler_class="DDPMScheduler", size=(32, 32), widths=(4, 8), seed=0, train_steps=40)
 GUIDED = cases.CASES[-1]  # class-conditional, 1 channel, 8x8, null class 2, guidance 3
@@ -50,7 +50,7 @@ MAX_LEVELS, MAX_BEYOND_ONE = 2, 0.01
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny nets on a shared 2-core machine: a second torch thread only waits for the other processes' cores
-    (the README's commands get OMP_NUM_THREADS=1 for the same reason)."""
+    (the example's commands get OMP_NUM_THREADS=1 for the same reason)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -60,8 +60,8 @@ def one_thread():
 
 
 def example() -> str:
-    match = re.search(r"<!-- import-example: diffusers -->\n```sh\n(.*?)```", README.read_text(), re.S)
-    assert match, "README.md has no diffusers import example"
+    match = re.search(r"<!-- import-example: diffusers -->\n```sh\n(.*?)```", PAGE.read_text(), re.S)
+    assert match, f"{PAGE.name} has no diffusers import example"
     return match.group(1)
 
 
@@ -79,7 +79,7 @@ def within_gate(got: np.ndarray, want: np.ndarray, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def readme(tmp_path_factory):
-    """The README example run in an empty folder: (folder, its output, its ports)."""
+    """The docs' example run in an empty folder: (folder, its output, its ports)."""
     cwd = tmp_path_factory.mktemp("readme-diffusers")
     cases.save(BUTTERFLIES, cwd / BUTTERFLIES.name)
     ports = {kind: free_port() for kind in ("HTTP", "GRPC", "METRICS")}
@@ -94,7 +94,7 @@ def readme(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(readme, tmp_path_factory):
-    """Triton serving the README's pipeline and a guided class-conditional one built beside it."""
+    """Triton serving the docs' pipeline and a guided class-conditional one built beside it."""
     cwd, r = readme
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     folder = cases.save(GUIDED, tmp_path_factory.mktemp("guided") / "ddim-classes")
@@ -125,7 +125,7 @@ def test_the_readme_example_serves_diffusers_images(readme):
     x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)  # the example's noise
     well_conditioned(BUTTERFLIES, unet, config, x)
     want = np.concatenate(list(cases.walk(unet, config, BUTTERFLIES, x, 50)), axis=1)
-    within_gate(got, want, "README request, 50 steps")
+    within_gate(got, want, "docs request, 50 steps")
     assert [e.spec.origin.format for e in models_folder.entries(cwd / "models")] == ["diffusers"]
 
 

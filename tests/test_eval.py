@@ -285,16 +285,17 @@ def test_a_replaced_release_keeps_its_figures_and_the_card_shows_both(tiny_check
     assert ev.headline(new) in this_row and ev.headline(old) in replaced_row
 
 
-def test_gallery_writes_cards_pictures_and_one_readme_section(tiny_checkpoints, tmp_path):
+def test_gallery_writes_cards_pictures_and_one_page_section(tiny_checkpoints, tmp_path):
     weights = tmp_path / "weights"
     weights.mkdir()
-    readme = tmp_path / "README.md"
+    (tmp_path / "docs").mkdir()
+    readme = tmp_path / "docs" / "models.md"  # the default page: docs/models.md beside weights/
     readme.write_text("# demo\n\nintro\n")
     for m in ("cgan", "cyclegan"):
         release.release(tiny_checkpoints[m], weights, log=lambda m: None)
     ev.evaluate(weights / "cgan.safetensors", ["cgan_acc"], n=20, log=lambda m: None)
-    for _ in range(2):  # regenerating replaces the section instead of adding another
-        release.gallery(weights, readme, log=lambda m: None)
+    for i in range(2):  # by default, then named; regenerating replaces the section instead of adding another
+        release.gallery(weights, readme if i else None, log=lambda m: None)
     text = readme.read_text()
     assert text.count(release.GALLERY_START) == 1 and text.startswith("# demo\n\nintro")
     assert "![cgan](weights/cgan.png)" in text and "[cyclegan](weights/cyclegan.md)" in text

@@ -200,7 +200,7 @@ def test_build_refuses_a_checkpoint_of_another_model(tmp_path, tiny_checkpoints)
 
 @pytest.mark.slow  # a whole build: export and parity
 def test_build_takes_a_run_directory_as_its_checkpoint(tmp_path, tiny_checkpoints):
-    """`ganexport build --checkpoint runs/<model>/<run-id>`, the form the README shows."""
+    """`ganexport build --checkpoint runs/<model>/<run-id>`, the form the docs show."""
     from click.testing import CliRunner
 
     from ganexport.cli import cli

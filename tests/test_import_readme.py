@@ -1,4 +1,4 @@
-"""The README's "Serving a generator you trained elsewhere" examples, run verbatim, one per format.
+"""The examples of docs/import.md, run verbatim, one per format.
 
 Each block follows an ``<!-- import-example: FORMAT -->`` marker and runs as one bash script in an empty
 folder holding the files it names, written here in each project's own layout (tests/import_layouts.py; for
@@ -26,7 +26,7 @@ from ganexport.export.importers import formats
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "import.md"
 
 MODELS_PY = '''
 from torch import nn
@@ -64,13 +64,13 @@ class Generator(nn.Module):
 
 
 def example(name: str) -> str:
-    match = re.search(rf"<!-- import-example: {re.escape(name)} -->\n```sh\n(.*?)```", README.read_text(), re.S)
-    assert match, f"README.md has no import example {name!r}"
+    match = re.search(rf"<!-- import-example: {re.escape(name)} -->\n```sh\n(.*?)```", PAGE.read_text(), re.S)
+    assert match, f"{PAGE.name} has no import example {name!r}"
     return match.group(1)
 
 
 def test_the_readme_has_one_example_per_format():
-    found = re.findall(r"<!-- import-example: ([\w-]+) -->", README.read_text())
+    found = re.findall(r"<!-- import-example: ([\w-]+) -->", PAGE.read_text())
     assert found == list(formats.FORMATS)
 
 

@@ -1,6 +1,6 @@
 """Instances and ONNX Runtime threads per model, planned from the cores Triton gets, and `serve`'s overrides.
 
-The plan is a rule (serving/instances.py; BENCHMARKS.md has the measurement behind it). These tests hold
+The plan is a rule (serving/instances.py; docs/benchmarks.md has the measurement behind it). These tests hold
 the rule to its kinds and cores, check that the published files are never touched (only the served view
 is rewritten), and start the real Triton to see that it runs what the plan says: the instance count and
 thread parameter in the config Triton reports, one stub process per instance, and an answer.

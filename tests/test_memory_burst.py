@@ -22,7 +22,7 @@ MODEL = "cyclegan_a2b"
 CLIENTS = 4  # a preferred batch size: the batcher sends them as one batch as soon as all four are queued
 PATIENT = "max_queue_delay_us=1000000"  # ... and waits up to 1 s for them to arrive
 # The claim is that the memory comes back under RATIO x; how soon is a figure (printed, and recorded in
-# RELIABILITY.md by benchmarks/memory_burst.py), not a test. Watching fails only at this ceiling.
+# docs/reliability.md by benchmarks/memory_burst.py), not a test. Watching fails only at this ceiling.
 RATIO, SETTLE_CEILING_S = 1.5, 120.0
 
 

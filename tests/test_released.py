@@ -157,7 +157,7 @@ def test_serve_and_infer_take_their_ports_from_the_environment(monkeypatch):
 
 
 def test_the_readme_installs_the_wheel_this_version_builds():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "getting-started.md").read_text()
     blocks = re.findall(r"<!-- install-check: ([\w-]+) -->\n```sh\n(.*?)```", text, re.S)
     assert [name for name, _ in blocks] == ["train-and-serve", "serve-only"]
     commands = blocks[0][1]

@@ -5,7 +5,7 @@ app, `ganexport verify / serve / demo` as commands. Client calls carry
 timeouts, so a hang fails a bounded join instead of stalling the suite;
 durations are printed (run with -s), never asserted.
 
-Proven elsewhere (RELIABILITY.md lists them): a SIGKILLed `ganexport build`
+Proven elsewhere (docs/reliability.md lists them): a SIGKILLed `ganexport build`
 leaves the repository byte-identical
 (test_export.py::test_killed_build_leaves_the_repository_unchanged), a
 publish failing halfway leaves no trace (test_repository.py), a model file

@@ -7,7 +7,7 @@ raw HTTP bodies, `ganexport infer`, and the Gradio demo through gradio_client.
 After every bad case a valid request must succeed and the server process must
 still be alive.
 
-Covered elsewhere and not repeated here (RELIABILITY.md lists them):
+Covered elsewhere and not repeated here (docs/reliability.md lists them):
 serving/validation.py case by case (test_validation.py), the in-process
 backends (test_serving_local.py), invalid requests inside a dynamic batch
 (test_triton_clients.py), and the demo's text / 4x4 / 1100x40 / half-PNG /

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 MODELS = ("dcgan", "cyclegan_a2b")
 # The claim is that a killed server or stub comes back by itself; how fast is a figure (printed here, recorded in
-# RELIABILITY.md), not a test. A recovery that hangs fails at this ceiling, which leaves room for a Triton start
+# docs/reliability.md), not a test. A recovery that hangs fails at this ceiling, which leaves room for a Triton start
 # on a loaded 2-core machine (the suite gives a start up to 180 s elsewhere).
 RECOVERY_CEILING_S = 180
 

@@ -1,4 +1,4 @@
-"""The real Triton server against in-process ONNX Runtime: same images, batching, refusals, README examples."""
+"""The real Triton server against in-process ONNX Runtime: same images, batching, refusals, the docs' examples."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from conftest import assert_rows_are_their_own
 from test_serving_local import call, request_for, triton_names
 
 pytestmark = pytest.mark.integration
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "serving.md"  # the client examples
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +142,9 @@ def test_triton_backend_validates_before_sending(server):
 
 
 def readme_example(name: str) -> str:
-    text = README.read_text()
+    text = PAGE.read_text()
     match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"README has no example {name!r}"
+    assert match, f"{PAGE.name} has no example {name!r}"
     return match.group(1)
 
 

@@ -1,4 +1,4 @@
-"""A user's own messy photo folder, end to end through the README's commands, as a new user runs them.
+"""A user's own messy photo folder, end to end through the commands of the docs, as a new user runs them.
 
 The folder holds what real folders hold: every format the reader takes (JPEG, PNG, WebP, BMP, GIF,
 TIFF), a 16-bit PNG, a CMYK JPEG, an RGBA PNG, a phone photo stored sideways with an EXIF orientation,

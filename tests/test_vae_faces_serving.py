@@ -154,7 +154,7 @@ def test_the_readme_edit_example_runs_verbatim(server, tmp_path):
     import subprocess
     import sys
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "serving.md").read_text()
     code = re.search(r"<!-- example: edit -->\s*```python\n(.*?)```", readme, re.S).group(1)
     Image.fromarray(held_out(1)[0]).resize((200, 160)).save(tmp_path / "face.png")
     env = {"TRITON_HTTP_URL": server.http_url, "PATH": "/usr/bin:/bin"}

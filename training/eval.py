@@ -5,7 +5,7 @@ what and on how many images (``fid_fmnist10k``: Frechet distance, Fashion-MNIST,
 10k images), as stylegan3's metric names do. ``evaluate`` runs the metrics that
 apply to a model and appends one JSON line per metric beside the checkpoint
 (``weights/dcgan.eval.jsonl``, or ``runs/dcgan/<run>/eval.jsonl``), so every
-figure in a model card or the README can be traced to a run of:
+figure in a model card or the docs can be traced to a run of:
 
     ganexport eval --model dcgan                  # every metric that applies
     ganexport eval --model cgan --metrics cgan_acc --n 2000

@@ -1,14 +1,14 @@
-"""Released weights: from a training run to ``weights/<model>.safetensors``, its card and the README gallery.
+"""Released weights: from a training run to ``weights/<model>.safetensors``, its card and the docs' gallery.
 
 Three steps, each re-runnable, so every figure and picture a reader sees comes
 from a command:
 
     ganexport release runs/dcgan/<run-id>     # fp16 copy of the checkpoint -> weights/dcgan.safetensors
     ganexport eval --model dcgan              # metrics -> weights/dcgan.eval.jsonl
-    ganexport gallery                         # pictures, model cards, the README's gallery and table
+    ganexport gallery                         # pictures, model cards, the gallery and table of docs/models.md
 
 The gallery draws its pictures from the released weights with a fixed seed
-(never copies a training grid), so the README shows what ``ganexport build``
+(never copies a training grid), so the released-models page shows what ``ganexport build``
 will serve.
 """
 
@@ -33,6 +33,8 @@ from ganexport.training.unet import numpy_eps_fn
 
 MAX_RELEASE_BYTES = 15 * 2**20
 GALLERY_START, GALLERY_END = "<!-- gallery:start -->", "<!-- gallery:end -->"
+# The page the gallery lives on, relative to the checkout (the folder above weights/).
+GALLERY_PAGE = Path("docs") / "models.md"
 
 # What a reader of a card should know that the metadata does not say.
 NOTES = {
@@ -92,7 +94,7 @@ NOTES = {
                 "(ResNet with {width} base filters and {n_blocks} residual blocks instead of 64 and 9: {params:,} "
                 "parameters per generator against the paper's 11.4 M), so the weights stay small and a 512x512 photo "
                 "translates in 227 ms (p50; the 16-filter releases: 69 ms) through Triton on 2 CPU cores "
-                "(BENCHMARKS.md). What this release "
+                "(docs/benchmarks.md). What this release "
                 "changed is the width: 32 base filters where the releases before had 16 (four times the parameters, "
                 "about 2.2x the time per training step), same recipe and data otherwise. Against the 16-filter run, "
                 "as F1 / L1 on the held-out photos: 0.84 / 0.76x against 0.82 / 0.79x at 1000 steps, 0.83 / 0.71x "
@@ -151,7 +153,8 @@ NOTES = {
             "checkpoint from 1000 to 4000 steps, drew speckled, textured garments for 3 of the 8 fixed noises in its "
             "sample grid (the noises with the largest norm): near pure noise an eps net's small errors, divided by "
             "sqrt(abar) ~ 5e-5, decide the image; the v run had none from its first checkpoint, so the eps run was "
-            "stopped at 4400 steps. **Training:** 12000 steps of batch 64 (12.8 epochs) on 1 CPU thread, weights "
+            "stopped at 4400 steps. **Training:** 12000 steps of batch 64 (12.8 epochs), the first 8000 on 2 CPU "
+            "threads and the last 4000 on 1 (the hardware row above is the last command's), weights "
             "averaged (EMA 0.999), in three commands (above): 8000 steps of the 10000 first asked (46 min; the "
             "health log's class accuracy and variety looked flat from step 5000), a no-step resume that set the "
             "default guidance to 1.0, and a resume to 12000 steps. The 8000-step release scored `class_variety` "
@@ -170,7 +173,7 @@ NOTES = {
             "is turned into the noise inside the graph); the sampler loop (`ganexport/diffusion.py`) runs around it "
             "in Triton's Python-backend stub, in-process, and in training, so parity covers the whole walk (at most "
             "1 uint8 level at 10 and 50 steps, `parity.json`). A 25-step sample of 64 images takes about 3 s on 2 "
-            "CPU cores, through Triton as in-process (BENCHMARKS.md).\n\n"
+            "CPU cores, through Triton as in-process (docs/benchmarks.md).\n\n"
             "![the demo's Diffusion tab: eight T-shirts and the denoising of the first](ddpm_demo.jpg)\n\n"
             "The demo screenshot: `ganexport demo`, Diffusion, class T-shirt/top at the tab's defaults (25 steps, "
             "guidance 2), served by Triton.",
@@ -182,7 +185,7 @@ NOTES = {
 
 def release(run: Path, weights: Path | None = None, log: Callable[[str], None] = print) -> Path:
     """Copy a run's checkpoint into ``weights/<model>.safetensors`` (default: ``released.weights_dir()``) in fp16,
-    refusing files over 15 MB."""
+    refusing files over 15 MiB."""
     weights = weights_dir() if weights is None else Path(weights)
     ckpt = checkpoint.load(run)
     model = ckpt.meta["model"]
@@ -359,7 +362,7 @@ def sketch_to_photo_picture(ctx: metrics.Context, n: int = 4, side: int = 320):
     return grid_image(np.stack([_in_cell(img, side) for img in rows]), 3, pad=4)
 
 
-# --------------------------------------------------------------------------- cards and README
+# --------------------------------------------------------------------------- cards and gallery
 
 
 def released(weights: Path | None = None) -> dict[str, Path]:
@@ -542,7 +545,9 @@ def _metric_cell(records: dict[str, dict[str, Any]], name: str, fmt: Callable[[d
 
 
 def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
-    """The README's gallery: one picture per model and the headline metrics table."""
+    """The gallery of the released-models page: one picture per model and the headline metrics table.
+
+    Paths are ``weights/...`` relative to the page: docs/weights links to the checkout's weights/."""
     rows = []
     for model, path in models.items():
         r = metrics.latest(path)
@@ -575,17 +580,17 @@ def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
     return "\n".join(out)
 
 
-def gallery(weights: Path | None = None, readme: Path | None = None,
+def gallery(weights: Path | None = None, page: Path | None = None,
             log: Callable[[str], None] = print) -> list[Path]:
-    """Regenerate every released model's picture and card, and the README's gallery section (default: the
-    README.md beside ``weights``, which only a checkout has)."""
+    """Regenerate every released model's picture and card, and the gallery section of the released-models page
+    (default: docs/models.md beside ``weights``, which only a checkout has)."""
     weights = weights_dir() if weights is None else Path(weights)
     models = released(weights)
     if not models:
         raise ValueError(f"no released weights in {weights}; release a run first: ganexport release RUN_DIR")
-    readme = readme or weights.parent / "README.md"
-    if not readme.is_file():
-        raise ValueError(f"no {readme} to draw the gallery into (an installed package has none); pass --readme")
+    page = page or weights.parent / GALLERY_PAGE
+    if not page.is_file():
+        raise ValueError(f"no {page} to draw the gallery into (an installed package has none); pass --page")
     written, pictures = [], {}
     for model, path in models.items():
         pic = weights / f"{model}.png"
@@ -605,13 +610,13 @@ def gallery(weights: Path | None = None, readme: Path | None = None,
         card_path = judge_file.with_suffix(".md")
         card_path.write_text(judge_card(judge_file))
         written.append(card_path)
-    text = readme.read_text()
+    text = page.read_text()
     section = readme_section(models, pictures)
     if GALLERY_START in text and GALLERY_END in text:
         text = re.sub(re.escape(GALLERY_START) + ".*?" + re.escape(GALLERY_END), lambda _: section, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n## Gallery\n\n" + section + "\n"
-    readme.write_text(text)
-    written.append(readme)
-    log(f"README gallery: {len(models)} models -> {readme}")
+    page.write_text(text)
+    written.append(page)
+    log(f"gallery: {len(models)} models -> {page}")
     return written

@@ -297,10 +297,10 @@ def evaluate(model, checkpoint, latest_run, data_dir, metrics, n, seed, steps, g
 @click.option("--weights", type=click.Path(file_okay=False), default=None,
               help="Default: the released weights (`ganexport weights` says where; $GANEXPORT_WEIGHTS moves them).")
 def release_cmd(run, weights):
-    """Publish a training run as released weights: weights/<model>.safetensors in fp16 (under 15 MB).
+    """Publish a training run as released weights: weights/<model>.safetensors in fp16 (under 15 MiB).
 
     \b
-    Then measure it and regenerate its card and the README gallery:
+    Then measure it and regenerate its card and the gallery (docs/models.md):
       ganexport release runs/dcgan/<run-id>
       ganexport eval --model dcgan
       ganexport gallery
@@ -316,9 +316,10 @@ def release_cmd(run, weights):
 @click.command("gallery")
 @click.option("--weights", type=click.Path(file_okay=False), default=None,
               help="Default: the released weights (`ganexport weights` says where; $GANEXPORT_WEIGHTS moves them).")
-@click.option("--readme", type=click.Path(dir_okay=False), default=None, help="Default: README.md beside weights/.")
-def gallery_cmd(weights, readme):
-    """Regenerate the pictures and model cards in weights/ and the README's gallery and metrics table.
+@click.option("--page", "--readme", "page", type=click.Path(dir_okay=False), default=None,
+              help="The page whose gallery section is rewritten. Default: docs/models.md beside weights/.")
+def gallery_cmd(weights, page):
+    """Regenerate the pictures and model cards in weights/ and the gallery and metrics table of docs/models.md.
 
     Pictures are drawn from the released weights with a fixed seed; metrics come
     from weights/<model>.eval.jsonl (run `ganexport eval --model all` first).
@@ -326,7 +327,7 @@ def gallery_cmd(weights, readme):
     from ganexport.training import release
 
     try:
-        release.gallery(Path(weights) if weights else None, Path(readme) if readme else None,
+        release.gallery(Path(weights) if weights else None, Path(page) if page else None,
                         log=click.echo)
     except ValueError as e:
         raise UserError(str(e)) from None
