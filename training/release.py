@@ -144,7 +144,11 @@ NOTES = {
                  "held-out faces each. The 4000-step checkpoint of the weight-4 run is released (the run was asked "
                  "for 8000 and stopped at 6000). Random decodes are blurry (sharpness {sharp:.2f} of real, FID "
                  "{faces_fid:.0f} on the judge's features against a train-vs-test floor of {faces_fid_floor:.1f}): a "
-                 "VAE with a strong KL term, as the notes say.",
+                 "VAE with a strong KL term, as the notes say.\n\n"
+                 "![the demo's Latent arithmetic tab: a held-out face, its reconstruction, the smile edit, a morph]"
+                 "(vae_faces_demo.jpg)\n\n"
+                 "The demo screenshot: `ganexport demo`, Latent arithmetic, held-out face 7 with smiling at +1 (one "
+                 "request to `vae_faces_edit` through Triton), then a morph to held-out face 1.",
     "ddpm": "**What it is:** a class-conditional DDPM: a small UNet ({params_denoiser:,} parameters, width 32, "
             "28 -> 14 -> 7 with self-attention at 7x7) learns to remove noise under a cosine schedule of 1000 "
             "timesteps; the label is replaced by \"no class\" for 10% of the training images, so one net gives the "
@@ -398,9 +402,9 @@ def note_figures(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out.update(photo_l1=r["l1"], mean_colour=r["baselines"]["mean_colour_page"])
     if "attr_edit" in records:
         r = records["attr_edit"]["results"]
-        out.update({f"{name}_added": v["added"] for name, v in r["per_attribute"].items()},
-                   {f"{name}_removed": v["removed"] for name, v in r["per_attribute"].items()},
-                   others_kept=r["worst_others_kept"])
+        for name, v in r["per_attribute"].items():
+            out.update({f"{name}_added": v["added"], f"{name}_removed": v["removed"]})
+        out["others_kept"] = r["worst_others_kept"]
     if "recon_faces2k" in records:
         r = records["recon_faces2k"]["results"]
         out.update(recon_kept=r["attribute_agreement"], recon_l1=r["l1"], recon_sharp=r["sharpness_ratio"])
@@ -428,7 +432,7 @@ def card(model: str, path: Path, picture: str) -> str:
     params = {role: count_parameters(ckpt.build(role)) for role in ckpt.state}
     served = ", ".join(f"`{s.name}` ({s.net})" for s in ckpt.spec.signatures(ckpt.image_shape, hp))
     records = metrics.latest(path)
-    stopped = f" of {hp['steps']}: stopped early, the last checkpoint is released" if meta["step"] < hp["steps"] else ""
+    stopped = f" of the {hp['steps']} asked for" if meta["step"] < hp["steps"] else ""
     note = NOTES.get(model, "").format_map(_Figures(
         width=hp.get("width"), n_blocks=hp.get("n_blocks"), params=params.get("g_ab", 0),
         params_denoiser=params.get("denoiser", 0), params_encoder=params.get("encoder", 0),
@@ -438,9 +442,9 @@ def card(model: str, path: Path, picture: str) -> str:
         f"![{model} samples]({picture})", "",
         ckpt.spec.description + ".", "",
         "| | |", "|---|---|",
-        f"| file | `{path.name}`, {path.stat().st_size / 2**20:.2f} MB, fp16 safetensors |",
+        f"| file | `{path.name}`, {path.stat().st_size / 2**20:.2f} MiB, fp16 safetensors |",
         f"| serves | {served} |",
-        f"| data | {meta['data_source']} |",
+        f"| data | {meta['data_source'].replace(str(Path.home()), '~')} |",
         f"| command | `{display_command(meta['command'])}` |",
         f"| steps | {meta['step']}{stopped} (batch {hp['batch_size']}, profile `{meta['profile']}`) |",
         f"| wall time | {meta.get('wall_time_s', 0) / 60:.1f} min |",
