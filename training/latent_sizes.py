@@ -48,9 +48,10 @@ def table(path: Path) -> list[str]:
     rows = sorted((json.loads(line) for line in path.read_text().splitlines() if line.strip()),
                   key=lambda r: (r["latent_dim"], r["step"]))
     lines = ["", "## Latent size", "",
-             "The notes' first point, measured: the same recipe and steps at several latent sizes (from "
-             f"`{path.name}`; each run's command below the table). A bigger latent lets the encoder keep more of "
-             "each face: lower reconstruction L1, more of the attributes kept, sharper reconstructions.", "",
+             "The notes' first point (a bigger latent lets the encoder keep more of each face), measured: the "
+             f"same recipe and steps at several latent sizes (from `{path.name}`; each run's command below the "
+             "table). More kept shows as a lower reconstruction L1, more of the attributes kept and sharper "
+             "reconstructions.", "",
              "| latent | steps | reconstruction L1 | attributes kept | reconstruction sharpness (of real) "
              "| sample sharpness (of real) | sample FID (judge features) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
