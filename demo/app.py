@@ -111,20 +111,31 @@ def _listing(models: list[DemoModel]) -> str:
 class _Page:
     """What every tab wires to: the handlers, the banner they update, and the plan."""
 
-    def __init__(self, handlers: Handlers, backend: FallbackBackend, plan: DemoPlan, banner: gr.Markdown):
-        self.h, self.backend, self.plan, self.banner = handlers, backend, plan, banner
+    def __init__(self, app: gr.Blocks, handlers: Handlers, backend: FallbackBackend, plan: DemoPlan,
+                 banner: gr.Markdown):
+        self.app, self.h, self.backend, self.plan, self.banner = app, handlers, backend, plan, banner
 
     def wire(self, event, method, inputs: list, outputs: list, api_name: str | bool) -> None:
         event(endpoint(method, self.backend), inputs=inputs, outputs=[*outputs, self.banner], api_name=api_name)
+
+    def on_load(self, method, inputs: list, outputs: list) -> None:
+        """Run ``method`` on the inputs' default values when the page opens, so every tab shows a result before
+        any click (fixed seeds and examples: the same result on every visit)."""
+        self.wire(self.app.load, method, inputs, outputs, False)
 
     def names(self, tab: str) -> list[str]:
         return [m.name for m in self.plan.tab(tab)]
 
 
+def _about(text: str, elem_id: str | None = None) -> None:
+    """What a tab's models are and how they were trained: folded away under the results."""
+    with gr.Accordion("About this model", open=False):
+        gr.Markdown(text, elem_id=elem_id)
+
+
 def _sample_tab(page: _Page) -> None:
     models = page.names("sample")
     with gr.Tab("Sample", id="sample", elem_id="tab-sample"):
-        gr.Markdown(_listing(page.plan.tab("sample")))
         with gr.Row():
             model = gr.Dropdown(models, value=models[0], label="model")
             seed = gr.Number(0, precision=0, minimum=0, label="seed")
@@ -133,6 +144,7 @@ def _sample_tab(page: _Page) -> None:
         image = gr.Image(format="png", label="samples", type="pil", elem_id="sample-output")
         status = gr.Markdown(elem_id="sample-status")
         page.wire(button.click, page.h.sample, [model, seed, count], [image, status], "sample")
+        page.on_load(page.h.sample, [model, seed, count], [image, status])
         gr.Markdown("### Latent walk between two seeds")
         with gr.Row():
             from_seed = gr.Number(0, precision=0, minimum=0, label="from seed")
@@ -143,6 +155,8 @@ def _sample_tab(page: _Page) -> None:
         status = gr.Markdown(elem_id="walk-status")
         page.wire(button.click, page.h.latent_walk, [model, from_seed, to_seed, frames], [image, status],
                   "latent_walk")
+        page.on_load(page.h.latent_walk, [model, from_seed, to_seed, frames], [image, status])
+        _about(_listing(page.plan.tab("sample")))
 
 
 def _conditional_tab(page: _Page, app: gr.Blocks) -> None:
@@ -165,7 +179,6 @@ def _conditional_tab(page: _Page, app: gr.Blocks) -> None:
         return gr.update(visible=beside != NOTHING_BESIDE, label=f"{beside}, same class and seeds")
 
     with gr.Tab("Conditional", id="conditional", elem_id="tab-conditional"):
-        gr.Markdown(_listing(served))
         with gr.Row():
             model = gr.Dropdown([m.name for m in served], value=first, label="model")
             beside = gr.Dropdown([NOTHING_BESIDE, *(m.name for m in served)], value=first_beside(first),
@@ -194,12 +207,14 @@ def _conditional_tab(page: _Page, app: gr.Blocks) -> None:
         page.wire(button.click, page.h.conditional, [class_name, seed, count, model], [image, status], "conditional")
         page.wire(button.click, page.h.beside, [class_name, seed, count, beside], [other, other_status],
                   "conditional_beside")
+        page.on_load(page.h.conditional, [class_name, seed, count, model], [image, status])
         with gr.Row():
             rows = gr.Slider(1, MAX_ROWS, value=3, step=1, label="rows (one seed each)")
         button = gr.Button("Every class side by side", elem_id="all-btn")
         image = gr.Image(format="png", label="every class", type="pil", elem_id="all-output")
         status = gr.Markdown(elem_id="all-status")
         page.wire(button.click, page.h.all_classes, [seed, rows, model], [image, status], "all_classes")
+        _about(_listing(served))
 
 
 def _diffusion_tab(page: _Page) -> None:
@@ -220,9 +235,9 @@ def _diffusion_tab(page: _Page) -> None:
                 gr.update(value=class_defaults(chosen)[1], visible=guides(chosen)))
 
     with gr.Tab("Diffusion", id="diffusion", elem_id="tab-diffusion"):
-        gr.Markdown(_listing(served) + "\n\nThe sampler starts from seeded noise and removes it step by step. "
-                    "More steps give cleaner images and take longer; guidance above 1 pushes each image towards "
-                    "its class (0 ignores the class); ancestral sampling adds fresh noise at every step.")
+        gr.Markdown("The sampler starts from seeded noise and removes it step by step. More steps give cleaner "
+                    "images and take longer; guidance above 1 pushes each image towards its class (0 ignores the "
+                    "class); ancestral sampling adds fresh noise at every step.")
         with gr.Row():
             model = gr.Dropdown([m.name for m in served], value=first.name, label="model")
             class_name = gr.Dropdown(all_names, value=first.diffusion_classes[0], label="class", visible=picks(first))
@@ -242,14 +257,16 @@ def _diffusion_tab(page: _Page) -> None:
         status = gr.Markdown(elem_id="diffusion-status")
         page.wire(button.click, page.h.diffusion, [class_name, steps, guidance, seed, count, model, ancestral],
                   [image, frames, status], "diffusion")
+        page.on_load(page.h.diffusion, [class_name, steps, guidance, seed, count, model, ancestral],
+                     [image, frames, status])
+        _about(_listing(served))
 
 
 def _latent_tab(page: _Page) -> None:
     models = page.names("latent")
     with gr.Tab("Latent space", id="latent", elem_id="tab-latent"):
-        gr.Markdown(_listing(page.plan.tab("latent")) + "\n\nMove the sliders to pick a point of the 2-D latent "
-                    "space (standard units: 0 is the centre of the training codes, 1 one standard deviation); "
-                    "the decoder draws it.")
+        gr.Markdown("Move the sliders to pick a point of the 2-D latent space (standard units: 0 is the centre of "
+                    "the training codes, 1 one standard deviation); the decoder draws it.")
         model = gr.Dropdown(models, value=models[0], label="decoder")
         with gr.Row():
             x = gr.Slider(-4, 4, value=0, step=0.05, label="z[0] (x)")
@@ -268,6 +285,8 @@ def _latent_tab(page: _Page) -> None:
         button = gr.Button("Draw manifold", elem_id="manifold-btn")
         status = gr.Markdown(elem_id="manifold-status")
         page.wire(button.click, page.h.manifold, [model, grid_size, extent], [grid, status], "manifold")
+        page.on_load(page.h.decode_point, [model, x, y], [point, status])
+        page.on_load(page.h.manifold, [model, grid_size, extent], [grid, status])
         if any(page.plan.partner(m, "encode") for m in models):
             gr.Markdown("### Where does your image land?\nThe encoder served beside the decoder places an "
                         "upload in the 2-D space (resized to the training images' size; Fashion-MNIST "
@@ -279,6 +298,7 @@ def _latent_tab(page: _Page) -> None:
                 button = gr.Button("Locate", elem_id="locate-btn")
             located = gr.Markdown(elem_id="locate-status")
             page.wire(button.click, page.h.locate, [model, upload], [point, located, x, y], "locate")
+        _about(_listing(page.plan.tab("latent")))
 
 
 def _named_strengths(method: Callable[..., tuple], names: tuple[str, ...]) -> Callable[..., tuple]:
@@ -302,10 +322,10 @@ def _arithmetic_tab(page: _Page) -> None:
     first = served[0].signature
     strength = first.inputs[1]
     with gr.Tab("Latent arithmetic", id="arithmetic", elem_id="tab-arithmetic"):
-        gr.Markdown(_listing(served) + "\n\nA face goes through the encoder to its latent; the decoder draws it "
-                    "back (the reconstruction). An attribute's vector is the mean latent of held-out faces with it "
-                    "minus the mean of those without it: strength 1 adds it once, -1 takes it away, in one request "
-                    "to the edit model. Pick a held-out face by number, or upload one (cropped to a square).")
+        gr.Markdown("A face goes through the encoder to its latent; the decoder draws it back (the "
+                    "reconstruction). An attribute's vector is the mean latent of held-out faces with it minus the "
+                    "mean of those without it: strength 1 adds it once, -1 takes it away, in one request to the edit "
+                    "model. Pick a held-out face by number, or upload one (cropped to a square).")
         with gr.Row():
             model = gr.Dropdown([m.name for m in served], value=served[0].name, label="model")
             face = gr.Number(0, precision=0, minimum=0, label="held-out face (A)")
@@ -313,8 +333,8 @@ def _arithmetic_tab(page: _Page) -> None:
                              sources=["upload"], elem_id="arithmetic-input")
             _lenient_image_preprocess(image)
         with gr.Row():
-            sliders = [gr.Slider(strength.low, strength.high, value=0, step=0.1, label=name,
-                                 elem_id=f"strength-{name}") for name in first.attributes]
+            sliders = [gr.Slider(strength.low, strength.high, value=float(i == 0), step=0.1, label=name,
+                                 elem_id=f"strength-{name}") for i, name in enumerate(first.attributes)]
         button = gr.Button("Reconstruct and edit", variant="primary", elem_id="edit-btn")
         with gr.Row():
             shown = gr.Image(format="png", label="face", type="pil", elem_id="edit-input")
@@ -325,6 +345,8 @@ def _arithmetic_tab(page: _Page) -> None:
         page.wire(button.click, _named_strengths(page.h.edit_face, first.attributes),
                   [model, face, image, last_upload, *sliders],
                   [shown, recon, edited, status, last_upload], "edit_face")
+        page.on_load(page.h.edit_face, [model, face, image, last_upload, *sliders],
+                     [shown, recon, edited, status, last_upload])
         gr.Markdown("### Morph: from face A to face B along the line between their latents")
         with gr.Row():
             face_b = gr.Number(1, precision=0, minimum=0, label="held-out face (B)")
@@ -343,6 +365,7 @@ def _arithmetic_tab(page: _Page) -> None:
         status = gr.Markdown(elem_id="combine-status")
         page.wire(button.click, page.h.combine, [model, face, face_b, face_c, image, last_upload],
                   [row, status, last_upload], "combine")
+        _about(_listing(served))
 
 
 def _choices(models: list[DemoModel]) -> list[tuple[str, str]]:
@@ -360,10 +383,6 @@ def _translate_tab(page: _Page, examples: list[Path]) -> None:
         return gr.update(visible=page.plan.get(model, "translate").shows_filter_target)
 
     with gr.Tab("Translate", id="translate", elem_id="tab-translate"):
-        gr.Markdown(_listing(served), elem_id="translate-models")
-        gr.Markdown(f"**Sizes:** the output keeps the input's size. A photo with a side above {largest} pixels "
-                    f"(a limit for CPU latency) is scaled down to fit, keeping its aspect ratio; one with a side "
-                    f"below {smallest} pixels is refused. An animated GIF is translated from its first frame.")
         model = gr.Radio(_choices(served), value=served[0].name, label="translator")
         with gr.Row():
             # image_mode=None: Gradio hands over the file untouched; read_upload converts RGBA (onto white),
@@ -387,6 +406,18 @@ def _translate_tab(page: _Page, examples: list[Path]) -> None:
                         label="bundled examples (the '-sketch' one is made by the pencil-sketch filter)")
         page.wire(button.click, page.h.translate, [image, model, last_upload],
                   [shown, output, target, status, last_upload], "translate")
+        if examples:
+            photo = examples[0]  # a photo no translator was trained on (scikit-image's, else a bundled one)
+
+            def example_translation(model: str) -> tuple:
+                *images, status, _ = page.h.translate(str(photo), model)
+                return (*images, f"Bundled example {photo.name}: {status} Upload your own photo above.")
+
+            page.on_load(example_translation, [model], [shown, output, target, status])
+        _about(_listing(served) + f"\n\n**Sizes:** the output keeps the input's size. A photo with a side above "
+               f"{largest} pixels (a limit for CPU latency) is scaled down to fit, keeping its aspect ratio; one "
+               f"with a side below {smallest} pixels is refused. An animated GIF is translated from its first "
+               "frame.", elem_id="translate-models")
 
 
 # --------------------------------------------------------------------------- the app
@@ -418,7 +449,8 @@ def build_app(backend_factory: Callable[[], Backend] | None = None, *, backend_k
         if not plan.tabs:
             gr.Markdown("Nothing is published yet: run `ganexport build --model all`, then start the demo again.",
                         elem_id="nothing-published")
-        page = _Page(Handlers(backend, plan, discard=lambda path: _discard_upload(app, path)), backend, plan, banner)
+        page = _Page(app, Handlers(backend, plan, discard=lambda path: _discard_upload(app, path)), backend, plan,
+                     banner)
         with gr.Tabs(selected=plan.tabs[0] if plan.tabs else None):
             for tab in plan.tabs:
                 if tab == "sample":

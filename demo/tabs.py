@@ -39,8 +39,9 @@ from ganexport import catalog
 from ganexport import repository as repository_format
 from ganexport.demo.backend import DemoError
 
-TABS = {"sample": "Sample", "conditional": "Conditional", "latent": "Latent space", "diffusion": "Diffusion",
-        "translate": "Translate", "arithmetic": "Latent arithmetic"}
+# In page order: the page opens on the first that has a model (translation, the headline use, where served).
+TABS = {"translate": "Translate", "sample": "Sample", "conditional": "Conditional", "latent": "Latent space",
+        "diffusion": "Diffusion", "arithmetic": "Latent arithmetic"}
 # The sampler settings a "diffuse" signature takes beside its noise and label: the Diffusion tab's widgets.
 SAMPLER_SETTINGS = ("steps", "guidance", "eta")
 # What the class dropdown of the Diffusion tab calls the label "no class" (the signature's null_label).

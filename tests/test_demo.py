@@ -12,6 +12,7 @@ from PIL import Image
 
 from browser import demo_page, needs_chromium
 from ganexport import catalog
+from ganexport.demo.tabs import TABS
 from ganexport.serving.backends import connect
 from ganexport.serving.triton_server import TritonServer, free_port
 
@@ -350,6 +351,9 @@ def test_browser_translates_an_upload_and_every_tab_renders(demo, tmp_path):
         page.locator("#translate-input input[type=file]").set_input_files(str(src))
         page.locator("#translate-input img").first.wait_for(state="visible", timeout=30_000)  # the preview
         page.locator("#translate-btn").click()
+        page.wait_for_function("() => document.querySelector('#translate-status')"
+                               ".innerText.trim().startsWith('640x427')",
+                               timeout=60_000)  # the upload's result, no longer the example shown on load
         out = page.locator("#translate-output img").first
         out.wait_for(state="visible", timeout=60_000)
         page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=out.element_handle(),
@@ -375,6 +379,30 @@ def test_browser_translates_an_upload_and_every_tab_renders(demo, tmp_path):
         assert "triton-grpc" in page.locator("#translate-status").inner_text()
     for name in ("sample", "conditional", "diffusion", "latent", "translate"):
         assert (ARTIFACTS / f"demo-{name}.png").stat().st_size > 10_000
+
+
+@needs_chromium
+def test_the_page_opens_on_a_translated_photo_and_every_tab_shows_a_result_without_a_click(demo_app):
+    app, url = demo_app
+    ARTIFACTS.mkdir(exist_ok=True)
+    outputs = {"translate": "translate-output", "sample": "sample-output", "conditional": "class-output",
+               "latent": "manifold-output", "diffusion": "diffusion-output", "arithmetic": "edit-output"}
+    assert app.demo_plan.tabs[0] == "translate" and set(app.demo_plan.tabs) <= set(outputs)
+    with demo_page(url) as page:
+        first = page.get_by_role("tab").first
+        assert first.inner_text().strip() == "Translate" and first.get_attribute("aria-selected") == "true"
+        out = page.locator("#translate-output img").first
+        out.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=out.element_handle(), timeout=30_000)
+        status = page.locator("#translate-status").inner_text()
+        assert status.startswith("Bundled example") and "triton-grpc" in status, status
+        assert page.locator("#translate-shown img").first.is_visible()
+        for tab in app.demo_plan.tabs:
+            page.get_by_role("tab", name=TABS[tab]).click()
+            page.locator(f"#{outputs[tab]} img").first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(ARTIFACTS / f"demo-open-{tab}.png"), full_page=True)
+            assert page.locator(f"#tab-{tab}").get_by_text("About this model").is_visible()  # descriptions folded away
 
 
 # --------------------------------------------------------------------------- the command

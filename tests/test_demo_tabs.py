@@ -185,6 +185,9 @@ def test_the_page_opens_on_the_translate_tab(folder_translator, tmp_path):
         page.locator("#translate-input input[type=file]").set_input_files(str(src))
         page.locator("#translate-input img").first.wait_for(state="visible", timeout=30_000)
         page.locator("#translate-btn").click()
+        page.wait_for_function("() => document.querySelector('#translate-status')"
+                               ".innerText.trim().startsWith('64x48')",
+                               timeout=60_000)  # the upload's result, not the bundled example shown on load
         page.locator("#translate-output img").first.wait_for(state="visible", timeout=60_000)
         assert "A -> B" in page.locator("#translate-status").inner_text()
         assert not page.locator("#translate-truth").is_visible()
