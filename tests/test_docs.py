@@ -41,6 +41,11 @@ def test_the_site_builds_with_strict_checks(tmp_path):
     assert "gallery:start" in gallery and 'src="../weights/cyclegan.png"' in gallery
 
 
+def test_every_model_card_is_in_the_navigation():
+    cards = {f"weights/{p.name}" for p in (ROOT / "weights").glob("*.md")}
+    assert cards and cards <= set(nav_pages()), sorted(cards - set(nav_pages()))
+
+
 def test_the_command_reference_has_one_block_per_command():
     blocks = re.findall(r"::: mkdocs-click\n    :module: ([\w.]+)\n    :command: (\w+)", (DOCS / "cli.md").read_text())
     assert sorted(f"{m}:{c}" for m, c in blocks if c != "cli") == sorted(COMMANDS.values())

@@ -579,9 +579,13 @@ def readme_section(models: dict[str, Path], pictures: dict[str, str]) -> str:
         out += [f"FID floor (10k Fashion-MNIST train vs test images, same features): {floor:.2f}. "
                 "Metric protocols: `ganexport eval --help`; every figure is in `weights/<model>.eval.jsonl`.", ""]
     for model in models:
-        caption = ("held-out photo | G_A->B(photo) | the true filter output | G_B->A(G_A->B(photo))"
-                   if catalog.get(model).two_domains else "random samples" +
-                   (", one row per class" if catalog.get(model).conditional else ""))
+        spec = catalog.get(model)
+        if spec.two_domains:
+            caption = "held-out photo | G_A->B(photo) | the true filter output | G_B->A(G_A->B(photo))"
+        elif spec.edits:
+            caption = "held-out faces, their reconstructions, each attribute toggled, then random decodes"
+        else:
+            caption = "random samples" + (", one row per class" if spec.conditional else "")
         out += [f"**{model}**: {caption}", "", f"![{model}]({pictures[model]})", ""]
     out.append(GALLERY_END)
     return "\n".join(out)
