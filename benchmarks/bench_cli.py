@@ -166,7 +166,9 @@ def bench(model, kinds, batches, concurrencies, sizes, steps, duration, rounds, 
         except (soak_mod.SoakError, ServerError, BenchError) as e:
             raise click.ClickException(str(e)) from None
         doc.update(command=command, hardware={**hw, **doc.get("hardware", {})})
-        paths = soak_mod.write(out_dir, name or f"soak-{target}", doc)
+        from ganexport.benchmarks import report
+
+        paths = soak_mod.write(out_dir, name or f"soak-{target}", report.portable(doc, repository))
         click.echo(f"{doc['verdict']}\nwrote {', '.join(map(str, paths))}")
         if doc["errors"]:
             sys.exit(1)
@@ -176,7 +178,7 @@ def bench(model, kinds, batches, concurrencies, sizes, steps, duration, rounds, 
                     checkpoints, triton_url, triton_grpc_url, variants, perf_analyzer, hw, command)
     from ganexport.benchmarks import report
 
-    paths = report.write(out_dir, name or "bench", doc)
+    paths = report.write(out_dir, name or "bench", report.portable(doc, repository))
     for f in doc["figures"]:
         click.echo(f"{'met' if f['met'] else 'MISSED'}: {f['figure']}: {f['value']} (target {f['target']})")
     click.echo(f"wrote {', '.join(map(str, paths))}")

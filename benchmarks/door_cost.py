@@ -231,7 +231,7 @@ def markdown(doc: dict) -> str:
               help="Also measure nginx passing the same requests with no checks (a compiled proxy's floor).")
 def main(repository: Path, requests: int, translations: int, out: Path, record: bool, name: str, with_nginx: bool):
     """Front door cost: added p50 / p99 and CPU per request (HTTP, gRPC), and its memory at the largest request."""
-    from ganexport.benchmarks import hardware
+    from ganexport.benchmarks import hardware, report
     from ganexport.benchmarks.bench_cli import RECORDED
 
     hw = hardware.describe()
@@ -254,6 +254,7 @@ def main(repository: Path, requests: int, translations: int, out: Path, record: 
            "command": shlex.join(["python", "-m", "ganexport.benchmarks.door_cost", *sys.argv[1:]]),
            "latency": rows, "memory": memory(repository),
            "load_after": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
+    doc = report.portable(doc, repository)
     folder = (RECORDED if record else out) / hardware.slug(hw)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")

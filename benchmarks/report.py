@@ -129,6 +129,20 @@ def figures(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- files
 
 
+def portable(doc, repository: Path):
+    """``doc`` with an absolute repository path (a temporary folder of the machine it ran on) written as REPO, so a
+    recorded result names no folder of that machine; a relative one (``model_repository``) is kept."""
+    if not Path(repository).is_absolute():
+        return doc
+    if isinstance(doc, str):
+        return doc.replace(str(repository), "REPO")
+    if isinstance(doc, dict):
+        return {k: portable(v, repository) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [portable(v, repository) for v in doc]
+    return doc
+
+
 def write(out_dir: Path, name: str, doc: dict, plot: bool = True) -> list[Path]:
     """``name``.json, .md and (unless ``plot`` is False) .png in ``out_dir``; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

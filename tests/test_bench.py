@@ -219,3 +219,11 @@ def test_a_plain_bench_run_never_writes_the_recorded_results(published, tmp_path
              "--concurrency", "1", "--duration", "0.05", "--rounds", "1", "--warmup", "0"])
     assert (tmp_path / "bench-results" / hardware.slug() / "bench.json").is_file()
     assert {p: p.stat().st_mtime_ns for p in RECORDED.rglob("*")} == before
+
+
+def test_a_recorded_result_names_no_folder_of_the_machine_it_ran_on(tmp_path):
+    repo = tmp_path / "repo"
+    doc = {"command": f"ganexport bench --repository {repo} --record", "notes": [f"x: not published in {repo}"]}
+    assert report.portable(doc, repo) == {"command": "ganexport bench --repository REPO --record",
+                                          "notes": ["x: not published in REPO"]}
+    assert report.portable(doc, Path("model_repository")) == doc
