@@ -33,15 +33,8 @@ from ganexport.training.nets import translator_input
 from ganexport.training.unet import NHWCDenoiser
 
 
-class Sampler(nn.Module):
-    """z [N, latent] -> image uint8 [N, H, W, C].
-
-    Every served sampler takes standard-normal latents. A decoder whose codes
-    sit elsewhere (the plain autoencoder's: no prior pulls them to N(0, I))
-    carries ``prior`` = (mean, std) of its training codes, and the graph maps
-    z to ``z * std + mean`` before decoding, so a client that draws
-    N(0, I) gets the decodes the model card shows instead of off-data blurs.
-    """
+class _WithPrior(nn.Module):
+    """A net and the (mean, std) of its decoder's training codes as buffers; ``affine`` is False without them."""
 
     def __init__(self, net: nn.Module, prior: tuple[list[float], list[float]] | None = None):
         super().__init__()
@@ -50,6 +43,17 @@ class Sampler(nn.Module):
         mean, std = prior if prior is not None else ([0.0], [1.0])
         self.register_buffer("latent_mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("latent_std", torch.tensor(std, dtype=torch.float32))
+
+
+class Sampler(_WithPrior):
+    """z [N, latent] -> image uint8 [N, H, W, C].
+
+    Every served sampler takes standard-normal latents. A decoder whose codes
+    sit elsewhere (the plain autoencoder's: no prior pulls them to N(0, I))
+    carries ``prior`` = (mean, std) of its training codes, and the graph maps
+    z to ``z * std + mean`` before decoding, so a client that draws
+    N(0, I) gets the decodes the model card shows instead of off-data blurs.
+    """
 
     def latent(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.latent_std + self.latent_mean if self.affine else z
@@ -93,18 +97,10 @@ class Translator(nn.Module):
         return to_uint8(self.float_forward(image))
 
 
-class Encoder(nn.Module):
+class Encoder(_WithPrior):
     """image uint8 [N, H, W, C] -> latent float [N, D]: the encoder's code (a VAE's mean), in the space the served
     decoder draws z from. For a decoder that carries a ``prior`` (``Sampler``), that is (code - mean) / std, so the
     decoder model gives back the reconstruction of what this one encodes."""
-
-    def __init__(self, net: nn.Module, prior: tuple[list[float], list[float]] | None = None):
-        super().__init__()
-        self.net = net.eval()
-        self.affine = prior is not None
-        mean, std = prior if prior is not None else ([0.0], [1.0])
-        self.register_buffer("latent_mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("latent_std", torch.tensor(std, dtype=torch.float32))
 
     def code(self, image: torch.Tensor) -> torch.Tensor:
         """The encoder's own code of a uint8 image: a VAE's encoder gives (mean, log variance), the mean is kept."""

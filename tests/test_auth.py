@@ -78,6 +78,16 @@ class Served:
         return Path(re.search(rf"^  {label} +(\S+)", self.output(), re.M).group(1))
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl+C, as a user stops serve or the demo; killed if it has not stopped within a minute."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait_for(served_out: Path, proc: subprocess.Popen, marker: str, timeout: float, count: int = 1) -> str:
     """serve's output once ``marker`` appears ``count`` times; fails with the output if serve exits first."""
     deadline = time.monotonic() + timeout
@@ -124,12 +134,7 @@ def served(tmp_path_factory):
         _wait_for(out, proc, "Ctrl+C stops the server.", timeout=240)
         yield Served(proc, out, ports, tokens, path, certs, repository)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -470,12 +475,7 @@ def demo(served, tmp_path_factory):
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/", logins, out
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def test_the_demo_wants_a_login_for_its_page_and_its_api(demo, served):
