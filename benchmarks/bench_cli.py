@@ -117,7 +117,7 @@ def triton_names(model: str, repository: Path) -> tuple[list[str], list[str]]:
 @click.option("--variant", "variants", multiple=True, callback=_variants, metavar="LABEL:KNOB=V,...",
               help="Extra rows with other serving knobs (Triton: dynamic_batching, max_queue_delay_us, instances; "
                    "Triton and onnxruntime: intra_op_threads, inter_op_threads, graph_optimization, "
-                   "execution_mode, allow_spinning, arena_release_s). Repeatable.")
+                   "execution_mode, allow_spinning, arena_release_s, share_cores). Repeatable.")
 @click.option("--perf-analyzer", is_flag=True,
               help="Add a perf_analyzer row beside each Triton row, in the same rounds (NVIDIA's load tool, "
                    "fetched from the tritonclient 2.51.0 wheel on first use).")

@@ -36,7 +36,7 @@ KINDS = ("eager", "torchscript", "onnxruntime", "triton-http", "triton-grpc")
 _BOOL = lambda v: v.lower() in ("1", "true", "on", "yes")  # noqa: E731
 TRITON_KNOBS = {"dynamic_batching": _BOOL, "max_queue_delay_us": int, "instances": int}
 ORT_KNOBS = {"intra_op_threads": int, "inter_op_threads": int, "graph_optimization": str, "execution_mode": str,
-             "allow_spinning": _BOOL, "arena_release_s": float}
+             "allow_spinning": _BOOL, "arena_release_s": float, "share_cores": _BOOL}
 
 
 class BenchError(RuntimeError):

@@ -27,7 +27,7 @@ import torch
 
 from ganexport import catalog, released
 from ganexport import repository, repository_config, repository_writer
-from ganexport.export import onnx_export, parity, torchscript, wrappers
+from ganexport.export import fast_convs, onnx_export, parity, torchscript, wrappers
 from ganexport.repository import MODEL_FILES, PARITY_FILE, RUNTIMES, sha256
 from ganexport.training import checkpoint
 
@@ -160,10 +160,11 @@ def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdi
     if "onnxruntime" in runtimes:
         onnx_path = workdir / MODEL_FILES["onnxruntime"]
         try:
-            onnx_export.export_onnx(wrapper, file_sig, example, onnx_path)
+            fast = fast_convs.for_onnx_cpu(wrapper)  # parity below compares it with ``wrapper`` itself
+            onnx_export.export_onnx(fast, file_sig, example, onnx_path)
             if sig.diffusion is None:  # a denoiser's output is the float parity compares; others get a float twin
                 float_path = workdir / "float.onnx"
-                onnx_export.export_onnx(wrappers.FloatView(wrapper), sig, example, float_path, output_names=["float"])
+                onnx_export.export_onnx(wrappers.FloatView(fast), sig, example, float_path, output_names=["float"])
             scrub_onnx(onnx_path)  # before parity, so the files checked are the files published
             files["onnxruntime"] = onnx_path
         except onnx_export.ExportError as e:

@@ -6,9 +6,10 @@ is right for no machine in particular. What suits a model depends on its kind an
 machine that serves it, so ``TritonServer`` rewrites the instance count and the threads of every CPU ONNX
 Runtime model in the view it serves (the published files stay as they are), from ``PLAN``:
 
-- heavy models (translators, diffusion samplers): ``heavy`` instances, each with ``heavy_threads``
-  threads: a request alone still gets every core, while requests from other clients run beside it
-  rather than queueing behind it, on cores one run's own threads leave idle between its convolutions;
+- heavy models (translators, diffusion samplers): two instances (on two cores or more), each with a
+  thread per core, sharing the cores (serving/shared_cores.py): a request alone runs on every core,
+  while requests from two clients run side by side on one thread each, filling the cores that one
+  run's serial parts leave idle, rather than queueing or fighting over the cores;
 - light models (samplers, encoders, editors: well under a millisecond of arithmetic an image): one
   instance of ``light_threads`` threads, since their time goes to the request's trip through Triton
   and the Python stub, not to arithmetic another thread could share.
@@ -29,7 +30,8 @@ from ganexport.repository import CONFIG_FILE, latest, read_signature
 
 HEAVY_KINDS = ("translate", "diffuse")
 INSTANCE_GROUP = re.compile(r"instance_group \[\s*\{ count: (\d+) kind: KIND_CPU \}\s*\]")
-THREADS_PARAMETER = re.compile(r'parameters: \{ key: "ort_intra_op_threads" value: \{ string_value: "\d*" \} \}\n?')
+PLANNED_PARAMETERS = re.compile(
+    r'parameters: \{ key: "ort_(intra_op_threads|share_cores)" value: \{ string_value: "\w*" \} \}\n?')
 
 
 def triton_cores() -> int:
@@ -62,15 +64,19 @@ def describe_plan(instances: int | None = None, threads: int | None = None, core
         heavy = light = (instances or "planned", threads or "planned")
     else:
         heavy, light = plan(HEAVY_KINDS[0], cores), plan("sample", cores)
-    return (f"{cores} for Triton: translators and diffusion models {heavy[0]} instance(s) x {heavy[1]} thread(s), "
+    return (f"{cores} for Triton: translators and diffusion models {heavy[0]} instance(s) x {heavy[1]} thread(s)"
+            f"{', sharing the cores' if heavy[0] != 1 and heavy[1] != 1 else ''}, "
             f"the others {light[0]} x {light[1]} (--instances / --threads override)")
 
 
 def rewrite(config: str, instances: int, threads: int) -> str:
-    """``config`` (a published CPU ONNX Runtime config.pbtxt) with this instance count and thread count."""
+    """``config`` (a published CPU ONNX Runtime config.pbtxt) with this instance count and thread count;
+    instances of more than one thread share the cores when there are several of them."""
     config = INSTANCE_GROUP.sub(f"instance_group [\n  {{ count: {instances} kind: KIND_CPU }}\n]", config)
-    config = THREADS_PARAMETER.sub("", config)
+    config = PLANNED_PARAMETERS.sub("", config)
     entry = f'parameters: {{ key: "ort_intra_op_threads" value: {{ string_value: "{threads}" }} }}\n'
+    if instances > 1 and threads > 1:
+        entry += 'parameters: { key: "ort_share_cores" value: { string_value: "true" } }\n'
     at = config.find("parameters: {")
     return config[:at] + entry + config[at:] if at >= 0 else config + entry
 

@@ -24,7 +24,8 @@ GRAPH_OPTIMIZATION = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 EXECUTION_MODE = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 ORT_OPTIONS = ("intra_op_threads", "inter_op_threads", "graph_optimization", "execution_mode", "allow_spinning",
-               "arena_release_s")
+               "arena_release_s", "share_cores")
+TRUE = ("1", "true", "on", "yes")
 # Idle pool threads that busy-wait steal the cores other models, the Triton server and its clients need:
 # without spinning, ONNX Runtime ran 1.4-3x faster on the shared 2-core machine (docs/benchmarks.md, tuning-ort).
 DEFAULT_ORT_OPTIONS = {"allow_spinning": False}
@@ -60,7 +61,7 @@ def session_options(intra_op_threads: int | str | None = None, inter_op_threads:
     if execution_mode:
         options.execution_mode = getattr(ort.ExecutionMode, _choice(EXECUTION_MODE, execution_mode))
     if allow_spinning is not None:
-        spin = "1" if str(allow_spinning).lower() in ("1", "true", "on", "yes") else "0"
+        spin = "1" if str(allow_spinning).lower() in TRUE else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return options
@@ -88,6 +89,7 @@ class OrtSession:
         import onnxruntime as ort
 
         knobs = {**DEFAULT_ORT_OPTIONS, **(options or {})}
+        knobs.pop("share_cores", None)  # between Triton instances (serving/shared_cores.py); one session has none
         release_s = float(knobs.pop("arena_release_s", ARENA_RELEASE_S) or 0)
         opts = session_options(**knobs)
         self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])

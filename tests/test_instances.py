@@ -29,8 +29,13 @@ def test_the_rewrite_sets_instances_and_threads_once_and_leaves_the_rest(publish
     twice = rewrite(rewrite(config, 3, 5), 2, 1)
     assert "{ count: 2 kind: KIND_CPU }" in twice and twice.count("ort_intra_op_threads") == 1
     assert '"ort_intra_op_threads" value: { string_value: "1" }' in twice
-    strip = lambda text: [line for line in text.splitlines() if "count:" not in line and "ort_intra" not in line]  # noqa: E731
+    strip = lambda text: [line for line in text.splitlines()  # noqa: E731
+                          if "count:" not in line and "ort_intra" not in line and "ort_share" not in line]
     assert strip(twice) == strip(config)
+    # several instances of several threads share the cores; one instance, or one thread each, has nothing to share
+    shared = '"ort_share_cores" value: { string_value: "true" }'
+    assert rewrite(rewrite(config, 2, 2), 2, 2).count(shared) == 1
+    assert shared not in rewrite(rewrite(config, 2, 2), 2, 1) and shared not in rewrite(config, 1, 2)
 
 
 def test_only_cpu_onnxruntime_models_are_planned(published, tmp_path):
@@ -78,3 +83,34 @@ def test_triton_runs_the_planned_instances_and_threads(published):
         assert out.shape == (2, 16, 16, 3)
     assert (published[0] / "cyclegan_a2b" / "config.pbtxt").read_text().count("count: 1 kind: KIND_CPU") == 1
 
+
+
+@pytest.mark.integration
+def test_instances_running_side_by_side_share_the_cores_and_answer_the_same(published):
+    """Two clients at once on the planned translator: some runs go to the 1-thread session, and every
+    answer equals the one a request alone gets (within the one uint8 level thread counts may cost)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ganexport.serving.backends import connect
+    from ganexport.serving.instances import triton_cores
+    from ganexport.serving.triton_server import TritonServer, free_port
+
+    if triton_cores() < 2:
+        pytest.skip("one core: the plan runs one instance, nothing to share")
+    image = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
+    with TritonServer(published[0], models=("cyclegan_a2b",), http_port=free_port(), grpc_port=free_port(),
+                      metrics_port=0, planned=True, threads=2) as server:
+        config = server._json("/v2/models/cyclegan_a2b/config")
+        assert config["parameters"]["ort_share_cores"]["string_value"] == "true"
+
+        def client(_):
+            with connect("triton-grpc", url=server.grpc_url) as backend:
+                return [backend.translate("cyclegan_a2b", image) for _ in range(30)]
+
+        with connect("triton-grpc", url=server.grpc_url) as backend:
+            alone = backend.translate("cyclegan_a2b", image).astype(int)
+        with ThreadPoolExecutor(2) as pool:
+            answers = [a for batch in pool.map(client, range(2)) for a in batch]
+        log = server.log_path.read_text()
+    assert "a 1-thread session for runs beside it" in log
+    assert max(int(np.abs(a.astype(int) - alone).max()) for a in answers) <= 1
