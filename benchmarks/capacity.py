@@ -2,8 +2,9 @@
 
     python -m ganexport.benchmarks.capacity     # the table of docs/benchmarks.md, "How serving cost grows with traffic"
 
-Measured: a CPU replica's throughput (2 cores, Triton gRPC, batch 1: throughput does not grow with batch or
-clients on 2 compute-bound cores, bench.json's 256x256 rows). Assumed: a GPU replica's throughput (nothing
+Measured: a CPU replica's throughput (2 cores, Triton gRPC, batch 1, one client: efficiency.json; a second
+client adds about a tenth at 512x512, instances.json, so the figure is on the safe side). Assumed: a GPU
+replica's throughput (nothing
 was measured on a GPU), replicas adding up linearly behind the balancer, and each one planned at
 ``UTILISATION`` busy, so a burst or a lost replica does not queue requests without end.
 """
@@ -18,18 +19,20 @@ RESULTS = Path(__file__).resolve().parent / "results" / "cpu-amd-epyc-2c"
 RATES = (100, 1_000, 10_000)  # translations per second
 UTILISATION = 0.7  # assumed headroom: replicas planned 70% busy
 CPU_CORES_PER_REPLICA = 2  # the measured machine
-# `ganexport bench --model cyclegan_a2b --size 256 --batch 1 --concurrency 1 --backends triton-grpc` (an
-# unrecorded run, 2026-12-01, nothing else running): the same released nets as cyclegan-512.json.
-CPU_256_P50_MS = 55.0
 # Assumed, not measured: the H100 target for cyclegan_a2b (docs/benchmarks.md, "GPU knobs: not measured
-# here") at the bench's default 256x256; a 512x512 image is 4x the pixels and the work (on CPU 227 / 55 = 4.1x).
+# here") at the bench's default 256x256; a 512x512 image is 4x the pixels and the work.
 GPU_256_IMAGES_PER_S = 2000.0
 
 
+def cpu_images_per_s(side: int) -> float:
+    """cyclegan_a2b through Triton gRPC, batch 1, one client, at ``side`` pixels: efficiency.json."""
+    rows = json.loads((RESULTS / "efficiency.json").read_text())["results"]
+    return next(r["images_per_s"] for r in rows if r["model"] == "cyclegan_a2b" and r["backend"] == "triton-grpc"
+                and r["size"] == side and r["batch"] == 1 and r["concurrency"] == 1 and not r.get("variant"))
+
+
 def cpu_512_images_per_s() -> float:
-    """Triton gRPC, batch 1, 512x512: cyclegan-512.json (p50 227 ms)."""
-    rows = json.loads((RESULTS / "cyclegan-512.json").read_text())["results"]
-    return next(r["images_per_s"] for r in rows if r["backend"] == "triton-grpc" and r["size"] == 512)
+    return cpu_images_per_s(512)
 
 
 def replicas(rate: float, images_per_s: float) -> int:
@@ -37,7 +40,7 @@ def replicas(rate: float, images_per_s: float) -> int:
 
 
 def table() -> str:
-    per_replica = {("CPU", 256): 1000 / CPU_256_P50_MS, ("CPU", 512): cpu_512_images_per_s(),
+    per_replica = {("CPU", 256): cpu_images_per_s(256), ("CPU", 512): cpu_images_per_s(512),
                    ("GPU", 256): GPU_256_IMAGES_PER_S, ("GPU", 512): GPU_256_IMAGES_PER_S / 4}
     lines = ["| replica | image | one replica, images/s | " + " | ".join(f"{r:,}/s" for r in RATES) + " |",
              "|---|---|---|" + "---|" * len(RATES)]
