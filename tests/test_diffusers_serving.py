@@ -28,16 +28,10 @@ from ganexport import models_folder
 from ganexport.cli import cli
 from ganexport.repository import PARITY_FILE, latest
 from ganexport.serving.backends import connect
-from ganexport.serving.triton_binary import find_tritonserver
-from ganexport.serving.triton_server import ServerError, TritonServer, free_port
+from ganexport.serving.triton_server import TritonServer, free_port
+from needs_triton import httpclient  # skips this module without Triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-httpclient = pytest.importorskip("tritonclient.http")
-
-try:
-    find_tritonserver()
-except ServerError as e:  # pragma: no cover - only without the serve extra
-    pytest.skip(str(e), allow_module_level=True)
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "import.md"
 # The example's folder: a DDPMPipeline (linear betas, epsilon, leading spacing, clipped x0), 32x32 RGB.

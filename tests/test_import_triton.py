@@ -15,16 +15,10 @@ import import_layouts as layouts
 from ganexport import models_folder
 from ganexport.cli import cli
 from ganexport.repository import default_models, latest, read_signature
-from ganexport.serving.triton_binary import find_tritonserver
-from ganexport.serving.triton_server import ServerError, TritonServer, free_port
+from ganexport.serving.triton_server import TritonServer, free_port
+from needs_triton import httpclient  # skips this module without Triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-httpclient = pytest.importorskip("tritonclient.http")
-
-try:
-    find_tritonserver()
-except ServerError as e:  # pragma: no cover - only without the serve extra
-    pytest.skip(str(e), allow_module_level=True)
 
 RESNET = dict(ngf=2, n_blocks=2, norm="instance", dropout=True)
 

@@ -22,17 +22,11 @@ import pytest
 from ganexport import catalog
 from ganexport.benchmarks.procfs import descendants, rss_bytes
 from ganexport.repository import MODEL_FILES, VIEW_PREFIX, check_repository, latest, read_signature
-from ganexport.serving.triton_binary import find_tritonserver
 from ganexport.serving.triton_server import ServerError, TritonServer, free_port
 
 pytestmark = pytest.mark.integration
-httpclient = pytest.importorskip("tritonclient.http")
+from needs_triton import httpclient  # noqa: E402 (skips this module without Triton)
 from tritonclient.utils import InferenceServerException  # noqa: E402
-
-try:
-    find_tritonserver()
-except ServerError as e:  # pragma: no cover - only without the serve extra
-    pytest.skip(str(e), allow_module_level=True)
 
 SAMPLER = catalog.get("dcgan").signatures()[0].name  # a latent -> image model
 SERVE_MODELS = (SAMPLER, catalog.get("cgan").signatures()[0].name)
