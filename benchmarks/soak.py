@@ -8,9 +8,9 @@ demo process), sampled every second from /proc. The baseline is taken after
 the warm-up, when every request shape has been seen and allocators have their
 arenas, so growth after it is what a leak would look like.
 
-Requests cycle through every model and several shapes (samplers at batch 1
-and 4, translators at 32..128 pixels), so dynamic batching, shape changes and
-both request kinds all stay exercised. A demo request that the page answers
+Requests cycle through every model and several shapes (samplers, encoders, editors and diffusion
+models at batch 1 and 4, translators at 32..128 pixels), so dynamic batching, shape changes and
+every request kind stay exercised. A demo request that the page answers
 with an error line, or from its in-process fallback, counts as an error.
 """
 
@@ -33,6 +33,7 @@ import numpy as np
 
 TRANSLATE_SIDES = (32, 64, 96, 128)
 SAMPLE_BATCHES = (1, 4)
+DIFFUSE_STEPS = 10  # sampler steps of a diffusion request: a few times a translation's work, as in the demo
 
 
 class SoakError(RuntimeError):
@@ -60,6 +61,11 @@ def triton_requests(backend, models: list[str], seed: int) -> list:
                 else:
                     s = rng.uniform(-1, 1, (n, *sig.inputs[1].shape)).astype(np.float32)
                     calls.append(lambda m=model, x=img, s=s: backend.edit(m, x, s))
+        elif sig.kind == "diffuse":
+            for n in SAMPLE_BATCHES:
+                noise = rng.standard_normal((n, *sig.inputs[0].shape)).astype(np.float32)
+                label = np.arange(n, dtype=np.int64) % (int(sig.diffusion["null_label"]) + 1)  # the last: no class
+                calls.append(lambda m=model, x=noise, label=label: backend.diffuse(m, x, label, DIFFUSE_STEPS))
         else:
             for n in SAMPLE_BATCHES:
                 z = rng.standard_normal((n, *sig.inputs[0].shape)).astype(np.float32)
@@ -74,9 +80,11 @@ def demo_requests(client, models: list[str], workdir: Path, seed: int) -> list:
     from gradio_client import handle_file
     from PIL import Image
 
-    from ganexport.demo.tabs import catalog_endpoints
+    from ganexport import catalog
+    from ganexport.demo.tabs import NO_CLASS, catalog_endpoints, tabs_for
 
     SAMPLE_MODELS, TRANSLATORS = catalog_endpoints()
+    diffusion = {name for name, (_, sig) in catalog.triton_models().items() if "diffusion" in tabs_for(sig)}
 
     rng = np.random.default_rng(seed)
     calls = []
@@ -89,6 +97,9 @@ def demo_requests(client, models: list[str], workdir: Path, seed: int) -> list:
     for model in models:
         if model in SAMPLE_MODELS:
             calls.append(lambda m=model: check(client.predict(m, int(rng.integers(1000)), 8, api_name="/sample")))
+        elif model in diffusion:  # class, steps, guidance, seed, count, model, ancestral
+            calls.append(lambda m=model: check(client.predict(NO_CLASS, DIFFUSE_STEPS, 1.0, int(rng.integers(1000)), 4,
+                                                              m, False, api_name="/diffusion")))
         elif model == "cgan":
             calls.append(lambda: check(client.predict("T-shirt/top", int(rng.integers(1000)), 8,
                                                       api_name="/conditional")))

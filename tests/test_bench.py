@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -66,6 +67,24 @@ def test_bench_measures_every_backend_and_variant_and_writes_json_md_png(publish
     assert (folder / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_soak_mix_asks_every_published_model_what_its_kind_takes(published):
+    """Every call of a client's mix, on every published model, answered by the in-process backend: a kind the
+    mix asks the wrong way (a diffusion model asked to sample) fails here, not minutes into a soak."""
+    from ganexport.benchmarks.soak import triton_requests
+    from ganexport.repository import default_models
+    from ganexport.serving.backends import connect
+
+    repo, _ = published
+    models = default_models(repo)
+    with connect("onnxruntime", repository=repo) as backend:
+        kinds = {backend.metadata(m).kind for m in models}
+        calls = triton_requests(backend, models, seed=0)
+        answers = [call() for call in calls]
+    assert kinds >= {"sample", "translate", "diffuse", "encode", "edit"}
+    assert len(answers) == len(calls) >= 2 * len(models)
+    assert all(isinstance(a, np.ndarray) and a.size for a in answers)
+
+
 @pytest.mark.integration
 def test_soak_against_triton_reports_zero_errors_p99_and_memory(published, tmp_path):
     repo, _ = published
@@ -83,7 +102,7 @@ def test_soak_against_triton_reports_zero_errors_p99_and_memory(published, tmp_p
 @pytest.mark.slow
 def test_soak_against_the_demo_queue(published, tmp_path):
     repo, _ = published
-    _invoke(["--soak", "--repository", str(repo), "--model", "dcgan,cyclegan_a2b", "--duration", "4", "--warmup", "1",
+    _invoke(["--soak", "--repository", str(repo), "--model", "dcgan,cyclegan_a2b,ddpm", "--duration", "4", "--warmup", "1",
              "--concurrency", "2", "--target", "demo", "--out", str(tmp_path), "--name", "soak-demo"])
     doc = json.loads((tmp_path / hardware.slug() / "soak-demo.json").read_text())
     assert doc["errors"] == 0 and doc["requests"] >= 2, doc["error_examples"]
