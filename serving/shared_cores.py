@@ -1,13 +1,14 @@
-"""A model's Triton instances sharing the cores: a request runs on every core while it runs alone, on one
-core while another instance of the model is running too.
+"""A model's Triton instances sharing the cores: a request runs on every core while it runs alone, on its
+share of them (one of two cores here) while another instance of the model is running too.
 
-Why: on 2 cores a 512x512 translation on 2 threads takes 166 ms and on 1 thread 271 ms, but two
-1-thread runs side by side deliver more images per second (65% of the machine's peak) than one
-2-thread run after another (57%) or two 2-thread runs fighting over the cores (57%): a run's serial
+Why: on 2 cores a 512x512 translation through Triton takes 172 ms on 2 threads and 270 ms on 1, but two
+1-thread runs side by side deliver more images per second (67% of the machine's peak) than one 2-thread
+run after another (59%) or two 2-thread runs fighting over the cores (61%; docs/benchmarks.md,
+"Instances and threads"). Sharing got 66% with a lone request still at 173 ms. A run's serial
 parts (normalisation, padding, layout changes) leave its second core idle, which a second run fills.
 ONNX Runtime fixes a session's threads when it is built, so each instance holds two sessions of the
-same file, ``wide`` (every core) and ``narrow`` (one thread, built at the first request that needs it),
-and picks one per run by asking whether another instance of the model is running.
+same file, ``wide`` (every core) and ``narrow`` (its share of the cores: one of two here; built at the first
+request that needs it), and picks one per run by asking whether another instance of the model is running.
 
 Which instances are running is shared across the stub processes through ``BusyFlags``: each instance
 holds an exclusive ``flock`` on a file of its own while it runs, and tries the others' without
@@ -27,6 +28,13 @@ from pathlib import Path
 import numpy as np
 
 FLAG_SUFFIX = ".running"
+
+
+def narrow_threads(intra_op_threads: str | int | None, instances: int) -> int:
+    """The threads of a run beside other instances: an instance's share of its own threads (``intra_op_threads``,
+    or one per core the process may use when unset), so two instances of 8 threads on 8 cores run 4 each."""
+    threads = int(intra_op_threads or 0) or len(os.sched_getaffinity(0))
+    return max(1, threads // max(1, instances))
 
 
 class BusyFlags:

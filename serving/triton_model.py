@@ -63,7 +63,7 @@ class TritonPythonModel:
         device = int(args.get("model_instance_device_id", 0) or 0)
         ort_options = {k[4:]: v for k, v in params.items() if k.startswith("ort_") and v}
         if self.runtime == "onnxruntime":
-            self._load_onnx(model_file, gpu, device, ort_options, config["name"], args.get("model_instance_name", ""))
+            self._load_onnx(model_file, gpu, device, ort_options, config, args.get("model_instance_name", ""))
         elif self.runtime == "torchscript":
             self._load_torchscript(model_file, gpu, device)
         else:
@@ -76,29 +76,34 @@ class TritonPythonModel:
              f"({model_file.name}, max batch {self.sig.max_batch_size}"
              + "".join(f", {k} {v}" for k, v in ort_options.items()) + ")")
 
-    def _load_onnx(self, path: Path, gpu: bool, device: int, ort_options: dict[str, str], model: str,
+    def _load_onnx(self, path: Path, gpu: bool, device: int, ort_options: dict[str, str], config: dict,
                    instance: str) -> None:
         """CUDA EP only on a GPU instance with a CUDA-enabled build: asking for it elsewhere spams errors.
         ``ort_options`` are the config's ``ort_*`` parameters (threads, graph optimisation, execution mode,
         spinning, arena release), over the defaults that serving/ort_session.py keeps for every in-process
         session too; the session (ort_session.OrtSession) gives its CPU arena back once the model is idle,
         so a burst of large images does not leave the stub holding its peak. ``share_cores`` (planned for
-        the heavy models' CPU instances) runs a request on one thread while another instance of the model
-        runs (serving/shared_cores.py)."""
+        the heavy models' CPU instances) runs a request on its share of the threads while another instance
+        of the model runs (serving/shared_cores.py)."""
         import onnxruntime as ort
 
         from ganexport.serving.ort_session import TRUE, OrtSession
-        from ganexport.serving.shared_cores import BusyFlags, CoreSharingSession
+        from ganexport.serving.shared_cores import BusyFlags, CoreSharingSession, narrow_threads
 
         providers: list = ["CPUExecutionProvider"]
         if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
         share = str(ort_options.pop("share_cores", "")).lower() in TRUE
         self.session = OrtSession(path, self.file_sig, ort_options, providers)
-        if share and not gpu:
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        threads = narrow_threads(ort_options.get("intra_op_threads"), instances)
+        if share and not gpu and instances > 1:
+            model = config["name"]
+
             def narrow() -> OrtSession:
-                _log(f"{instance}: another instance of {model} is running: a 1-thread session for runs beside it")
-                return OrtSession(path, self.file_sig, {**ort_options, "intra_op_threads": "1"}, providers)
+                _log(f"{instance}: another instance of {model} is running: a {threads}-thread session for runs "
+                     "beside it")
+                return OrtSession(path, self.file_sig, {**ort_options, "intra_op_threads": str(threads)}, providers)
 
             self.session = CoreSharingSession(self.session, narrow, BusyFlags.for_instance(model, instance))
         self.provider = self.session.get_providers()[0]

@@ -102,8 +102,8 @@ def test_soak_against_triton_reports_zero_errors_p99_and_memory(published, tmp_p
 @pytest.mark.slow
 def test_soak_against_the_demo_queue(published, tmp_path):
     repo, _ = published
-    _invoke(["--soak", "--repository", str(repo), "--model", "dcgan,cyclegan_a2b,ddpm", "--duration", "4", "--warmup", "1",
-             "--concurrency", "2", "--target", "demo", "--out", str(tmp_path), "--name", "soak-demo"])
+    _invoke(["--soak", "--repository", str(repo), "--model", "dcgan,cyclegan_a2b,ddpm", "--duration", "4",
+             "--warmup", "1", "--concurrency", "2", "--target", "demo", "--out", str(tmp_path), "--name", "soak-demo"])
     doc = json.loads((tmp_path / hardware.slug() / "soak-demo.json").read_text())
     assert doc["errors"] == 0 and doc["requests"] >= 2, doc["error_examples"]
     assert doc["memory"]["watched"] and doc["memory"]["baseline_mb"] > 100  # demo + Triton + stubs

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from ganexport.serving.shared_cores import BusyFlags, CoreSharingSession
+from ganexport.serving.shared_cores import BusyFlags, CoreSharingSession, narrow_threads
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -115,3 +115,8 @@ def test_flags_live_in_a_folder_of_their_own_per_server_and_model(model, instanc
     finally:
         flags.close()
     assert not flags.directory.exists()
+
+
+def test_a_run_beside_others_gets_its_share_of_the_threads():
+    assert narrow_threads("2", 2) == 1 and narrow_threads(16, 2) == 8 and narrow_threads("2", 3) == 1
+    assert narrow_threads(None, 2) == max(1, len(os.sched_getaffinity(0)) // 2)  # unset: one per usable core
