@@ -8,7 +8,7 @@ Runtime model in the view it serves (the published files stay as they are), from
 
 - heavy models (translators, diffusion samplers): two instances (on two cores or more), each with a
   thread per core, sharing the cores (serving/shared_cores.py): a request alone runs on every core,
-  while requests from two clients run side by side on one thread each, filling the cores that one
+  while requests from two clients run side by side on half the cores each, filling the cores that one
   run's serial parts leave idle, rather than queueing or fighting over the cores;
 - light models (samplers, encoders, editors: well under a millisecond of arithmetic an image): one
   instance of ``light_threads`` threads, since their time goes to the request's trip through Triton
