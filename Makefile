@@ -1,6 +1,6 @@
 # The commands of README.md and docs/. `make test` and (soon) `make demo` set everything up from scratch.
 #
-#   make setup   .venv with torch, the package and its test tools; Debian data and photo packages when apt is usable
+#   make setup   .venv with torch, the package and its test tools, the compiled gRPC lane; Debian data and photo packages when apt is usable
 #   make test    setup, then the whole test suite, then `make install-check`
 #   make install-check  the "Install with pip" commands of docs/getting-started.md in fresh venvs (tests/install_check.sh)
 #   make test-fast  setup, then the fast tier (under a minute: no Triton, Gradio, browser or long training)
@@ -19,8 +19,9 @@ PIP     = $(PY) -m pip --disable-pip-version-check
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 EXTRAS ?= train,serve,test
 # Debian packages the project reads at run time: Fashion-MNIST, real photos for photo2sketch, the
-# browser the demo tests drive, and the cairo library that draws the faces data set (cairosvg).
-APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium libcairo2
+# browser the demo tests drive, the cairo library that draws the faces data set (cairosvg), and what the
+# front door's compiled gRPC lane is built with (serving/grpc_door.cc).
+APT_PACKAGES = dataset-fashion-mnist mate-backgrounds chromium libcairo2 g++ pkg-config libgrpc++-dev
 # Debian packages whose photographs photo2sketch trains on (training/photo_sources.tsv lists each photo). Only
 # their files are needed, and some are programs with large dependencies (kphotoalbum pulls in KDE), so they are
 # downloaded and unpacked under PHOTO_ROOT rather than installed; one that is installed is used where it is.
@@ -31,7 +32,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps photo-packages test test-fast install-check demo smoke bench gpu-check docs clean
 
-setup: system-deps photo-packages $(VENV)/.setup-done
+setup: system-deps photo-packages $(VENV)/.setup-done $(VENV)/bin/ganexport-grpc-door
 
 # Installs only what is missing, and only where apt-get can run (root); otherwise it says what to install.
 system-deps:
@@ -64,6 +65,11 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	@touch $@
+
+# The front door's compiled gRPC lane, beside the venv's python where `serve` finds it. Without g++ or grpc++
+# it says so and serve keeps the Python gRPC door.
+$(VENV)/bin/ganexport-grpc-door: serving/grpc_door.cc $(VENV)/.setup-done
+	@$(PY) -m ganexport.serving.grpc_door_build || echo "note: serve keeps the Python gRPC door"
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

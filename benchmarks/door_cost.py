@@ -7,12 +7,15 @@ The real `ganexport serve` runs in a process of its own, as in production (the d
 with the supervisor, never with the clients). From this process, raw tritonclient requests (no client-side
 checks) go alternately to Triton's private ports (which serve prints) and through the door, in short
 interleaved blocks, so both see the same machine: the door's cost is the difference of their p50 and p99,
-plus the CPU the serve process spent per request through the door (all its threads, user and system).
+plus the CPU the serve process (and the compiled gRPC lane, its child, where it runs) spent per request
+through the door (all their threads, user and system). Where serve's gRPC port is the compiled lane's, the
+gRPC rows are measured again through the Python door alone (`serve --grpc-door python`).
 Scenarios: a dcgan sample at batch 1 (where the door's cost is largest beside the model's) and a 512x512
 translation, over HTTP and gRPC.
 
-Then, in a fresh serve per protocol, the door's peak memory (VmHWM of the serve process, which Triton and
-its stubs are not part of) before and after the largest legal request: 8 images of 1024x1024 (25 MB).
+Then, in a fresh serve per protocol, the door's peak memory (VmHWM of the serve process and the compiled
+lane, which Triton and its stubs are not part of) before and after the largest legal request: 8 images of
+1024x1024 (25 MB).
 
 ``--nginx`` adds a floor for a compiled proxy: nginx (when installed) passing the same requests to the same
 Triton (proxy_pass and grpc_pass over kept-alive upstream connections) with none of the door's checks.
@@ -38,18 +41,20 @@ from ganexport.catalog import MAX_IMAGE_SIDE
 
 SAMPLER, TRANSLATOR = "dcgan", "cyclegan_a2b"
 PRIVATE = re.compile(r"Triton\s+(\S+) HTTP, (\S+) gRPC \(private")
+COMPILED = re.compile(r"gRPC .*compiled lane")  # serve's gRPC line when the compiled lane holds the port
 
 
 class Serve:
     """`ganexport serve` in a subprocess on free ports; ``public`` and ``private`` are {protocol: host:port}."""
 
-    def __init__(self, repository: Path, models: list[str]):
+    def __init__(self, repository: Path, models: list[str], grpc_door: str = "auto"):
         from ganexport.serving.triton_server import free_port
 
         http, grpc_port = free_port(), free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ganexport", "serve", "--repository", str(repository), "--models", ",".join(models),
-             "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", "0", "--no-supervise"],
+             "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", "0", "--no-supervise",
+             "--grpc-door", grpc_door],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seen = []
         for line in self.proc.stdout:
@@ -62,14 +67,28 @@ class Serve:
             raise click.ClickException("serve did not start: " + "".join(seen[-5:]).strip())
         self.public = {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc_port}"}
         self.private = {"http": found.group(1), "grpc": found.group(2)}
+        # what each protocol's rows say they went through
+        self.via = {"http": "door", "grpc": "door, compiled lane" if COMPILED.search("".join(seen)) else "door, Python"}
+
+    def door_pids(self) -> list[int]:
+        """The serve process and, where it holds the gRPC port, the compiled lane (its child)."""
+        from ganexport.benchmarks.procfs import descendants
+
+        lanes = [p for p in descendants(self.proc.pid)
+                 if "ganexport-grpc-door" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        return [self.proc.pid, *lanes]
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.door_pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def peak_mib(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+        peaks = [int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+                 for pid in self.door_pids()]
+        return sum(peaks) / 1024
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -104,6 +123,7 @@ http {{
         self.proc = subprocess.Popen(["nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)])
         self.public = {"http": f"127.0.0.1:{ports['http_port']}", "grpc": f"127.0.0.1:{ports['grpc_port']}"}
         self.private = serve.private
+        self.via = {"http": "nginx", "grpc": "nginx"}
         time.sleep(1.0)
 
     def cpu_s(self) -> float:
@@ -140,10 +160,12 @@ def caller(protocol: str, url: str, model: str, array: np.ndarray):
     return client, call
 
 
-def latency(serve, model: str, array: np.ndarray, requests: int, block: int, via: str = "door") -> list[dict]:
-    """Direct and through-the-door rows of one model, both protocols, in interleaved blocks."""
+def latency(serve, model: str, array: np.ndarray, requests: int, block: int,
+            protocols: tuple[str, ...] = ("http", "grpc")) -> list[dict]:
+    """Direct and through-the-door rows of one model, each protocol, in interleaved blocks."""
     rows = []
-    for protocol in ("http", "grpc"):
+    for protocol in protocols:
+        via = serve.via[protocol]
         calls = {}
         for path, url in (("direct", serve.private[protocol]), ("door", serve.public[protocol])):
             calls[path] = caller(protocol, url, model, array)
@@ -245,11 +267,18 @@ def main(repository: Path, requests: int, translations: int, out: Path, record: 
         if with_nginx:
             nginx = Nginx(serve)
             try:
-                rows += latency(nginx, SAMPLER, z, requests, 20, via="nginx")
+                rows += latency(nginx, SAMPLER, z, requests, 20)
             finally:
                 nginx.stop()
     finally:
         serve.stop()
+    if serve.via["grpc"] != "door, Python":  # the Python gRPC door too, which tokens and TLS still take
+        python = Serve(repository, [SAMPLER, TRANSLATOR], grpc_door="python")
+        try:
+            rows += latency(python, SAMPLER, z, requests, 20, protocols=("grpc",))
+            rows += latency(python, TRANSLATOR, image, translations, 2, protocols=("grpc",))
+        finally:
+            python.stop()
     doc = {"title": "front door cost", "started": started, "hardware": hw, "load_before": load_before,
            "command": shlex.join(["python", "-m", "ganexport.benchmarks.door_cost", *sys.argv[1:]]),
            "latency": rows, "memory": memory(repository),

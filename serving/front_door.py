@@ -41,12 +41,14 @@ import asyncio
 import contextlib
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ganexport.catalog import Signature
 from ganexport.serving.access_log import AccessLog
+from ganexport.serving.addresses import hostport
 from ganexport.serving.auth import UNAUTHENTICATED, RateLimiter, TokenBook
 from ganexport.serving.tls import TlsFiles
 from ganexport.serving.validation import (
@@ -91,6 +93,9 @@ class Gatekeeper:
         self.in_flight: dict[str, int] = {}  # model -> requests passed on to Triton and not yet answered
         self._limits: dict[tuple[str | None, bool], int] = {}  # body_limit's answers: asked on every request
         self._lock = threading.Lock()
+        # Other ways to Triton that keep their own counts and follow this health state: the compiled gRPC
+        # lane (front_door_grpc_compiled.py): sync() after every change, in_flight() and last_request().
+        self.lanes: list = []
 
     # -- who may call ------------------------------------------------------------------------
 
@@ -193,9 +198,10 @@ class Gatekeeper:
 
     def idle_for(self, model: str, since: float) -> float:
         """Seconds ``model`` has had no request in flight, counted from ``since`` at the earliest; 0 while busy."""
-        if self.in_flight.get(model):
+        if self.in_flight.get(model) or any(lane.in_flight(model) for lane in self.lanes):
             return 0.0
-        return time.monotonic() - max(since, self.last_request.get(model, since))
+        latest = [self.last_request.get(model, since)] + [lane.last_request(model) or since for lane in self.lanes]
+        return time.monotonic() - max(since, *latest)
 
     def saw_failure(self, model: str | None, text: str) -> None:
         """An answer from Triton: a dead stub's error marks its model not ready and wakes the supervisor."""
@@ -207,20 +213,28 @@ class Gatekeeper:
         with self._lock:
             new = model not in self.suspects
             self.suspects.add(model)
+        self._changed()
         if new and self.on_suspect is not None:
             self.on_suspect(model)
 
     def recovered(self, model: str) -> None:
         with self._lock:
             self.suspects.discard(model)
+        self._changed()
 
     def restarting(self) -> None:
         self.down = True
+        self._changed()
 
     def restarted(self) -> None:
         with self._lock:
             self.suspects.clear()
         self.down = False
+        self._changed()
+
+    def _changed(self) -> None:
+        for lane in list(self.lanes):
+            lane.sync()
 
 
 def json_data_values(name: str, data: Any) -> np.ndarray:
@@ -240,10 +254,13 @@ class FrontDoor:
     def __init__(self, signatures: Mapping[str, Signature], *, upstream_http: str, upstream_grpc: str,
                  on_suspect: Callable[[str], None] | None = None, restricted: Mapping[str, str] | None = None,
                  tokens: TokenBook | None = None, limiter: RateLimiter | None = None,
-                 access_log: AccessLog | None = None, tls: TlsFiles | None = None):
+                 access_log: AccessLog | None = None, tls: TlsFiles | None = None,
+                 grpc_lane: Path | None = None):
         self.gate = Gatekeeper(signatures, on_suspect, restricted, tokens, limiter, access_log)
         self.upstream_http, self.upstream_grpc = upstream_http, upstream_grpc
         self.tls = tls
+        self.grpc_lane = grpc_lane  # the compiled gRPC lane's binary: it takes the public gRPC port
+        self.lane = None  # front_door_grpc_compiled.CompiledGrpcLane while it runs
         self._thread: threading.Thread | None = None
         self._http = None  # the HTTP door while the loop runs
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -293,10 +310,19 @@ class FrontDoor:
         grpc_door = GrpcDoor(self.gate, self.upstream_grpc)
         try:
             await http.start(host, http_port, self.tls)
-            await grpc_door.start(host, grpc_port, self.tls)
+            if self.grpc_lane is None:
+                await grpc_door.start(host, grpc_port, self.tls)
+            else:  # the Python door answers what the lane does not pass, on a private port
+                from ganexport.serving.front_door_grpc_compiled import CompiledGrpcLane
+
+                private = await grpc_door.start("127.0.0.1", 0)
+                self.lane = CompiledGrpcLane(self.gate, self.grpc_lane, self.upstream_grpc,
+                                             hostport("127.0.0.1", private)).start(hostport(host, grpc_port))
             self._started.set()
             await self._stop.wait()
         finally:
+            if self.lane is not None:
+                self.lane.stop()
             await grpc_door.stop()
             await http.stop()
 

@@ -51,7 +51,8 @@ class GrpcDoor:
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
 
-    async def start(self, host: str, port: int, tls: TlsFiles | None = None) -> None:
+    async def start(self, host: str, port: int, tls: TlsFiles | None = None) -> int:
+        """Listen on host:port (port 0: any free one); returns the port."""
         limit = self.gate.message_limit()
         self._channel = grpc.aio.insecure_channel(self.upstream, options=[
             ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
@@ -66,6 +67,7 @@ class GrpcDoor:
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         await self._server.start()
+        return bound
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -80,8 +82,7 @@ class GrpcDoor:
             async def refuse(requests, context):
                 if guarded:
                     await self._admit(context, method.name)
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                                    f"{method.name} is not offered by this server; use ModelInfer")
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, streaming_refusal(method.name))
             return grpc.stream_stream_rpc_method_handler(refuse)
         upstream = self._channel.unary_unary(path)  # bytes in, bytes out: the same method on Triton
         pre = getattr(self, f"_before_{method.name}", None)
@@ -112,8 +113,7 @@ class GrpcDoor:
                     answer = await upstream(request, metadata=metadata, timeout=context.time_remaining())
             except grpc.aio.AioRpcError as e:
                 if _unreachable(e):  # Triton is gone: say so without its private port
-                    await self._abort(context, name, target, e.code(), "Triton is not answering (it may be "
-                                                                       "restarting; retry in a few seconds)")
+                    await self._abort(context, name, target, e.code(), UNREACHABLE_MESSAGE)
                 if model is not None and STUB_DIED in (e.details() or ""):
                     self.gate.saw_failure(model, e.details())
                 await self._abort(context, name, target, e.code(), e.details() or "")
@@ -177,6 +177,11 @@ class GrpcDoor:
 # gRPC's own words when the connection to Triton fails; Triton answers UNAVAILABLE itself too (model
 # control and shared memory refused), and those answers pass on as they are.
 UNREACHABLE = ("failed to connect", "Socket closed", "Connection reset", "Broken pipe", "Connection refused")
+UNREACHABLE_MESSAGE = "Triton is not answering (it may be restarting; retry in a few seconds)"  # no private port
+
+
+def streaming_refusal(method: str) -> str:
+    return f"{method} is not offered by this server; use ModelInfer"
 
 
 def _unreachable(error: grpc.aio.AioRpcError) -> bool:

@@ -29,7 +29,7 @@ from ganexport.serving.auth import TOKEN_FILE_ENV, RateLimiter, TokenBook, Token
 from ganexport.serving.instances import describe_plan
 from ganexport.serving.tls import TlsError, TlsFiles
 from ganexport.serving.triton_log import ServerError, exit_text
-from ganexport.serving.triton_server import DEFAULT_PORTS, ModelInfo, TritonServer
+from ganexport.serving.triton_server import DEFAULT_PORTS, GRPC_DOORS, ModelInfo, TritonServer
 
 
 class ServeError(click.ClickException):
@@ -102,6 +102,11 @@ class _Stop(Exception):
                    "the cores Triton gets (serving/instances.py); the start-up lines say what]")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
               help="ONNX Runtime threads in each instance. [default: planned, as --instances]")
+@click.option("--grpc-door", type=click.Choice(GRPC_DOORS), default="auto",
+              help="What takes the public gRPC port: 'compiled', the front door's compiled lane (grpc_door.cc: valid "
+                   "inference straight to Triton, everything else to the Python door behind it; no tokens or TLS), "
+                   "'python', the Python door alone, or 'auto': compiled where it is built (make setup) and "
+                   "neither tokens nor TLS are asked for.")
 @click.option("--timeout", type=float, default=120.0, help="Seconds to wait for every model to load.")
 @click.option("--supervise/--no-supervise", default=True,
               help="Restart Triton when it dies; give a model a fresh stub when its stub exits, stops "
@@ -110,7 +115,7 @@ class _Stop(Exception):
 def serve(repository: Path, host: str, token_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
           rate_limit: float | None, burst: int, insecure: bool, http_port: int, grpc_port: int, metrics_port: int,
           triton_bin: Path | None, models: tuple[str, ...], torchscript: bool, instances: int | None,
-          threads: int | None, timeout: float, supervise: bool):
+          threads: int | None, grpc_door: str, timeout: float, supervise: bool):
     """Serve a model repository with Triton until Ctrl+C (or SIGTERM), then stop it cleanly.
 
     Prints the HTTP, gRPC and metrics endpoints and every model with its inputs
@@ -139,7 +144,7 @@ def serve(repository: Path, host: str, token_file: Path | None, tls_cert: Path |
         server = TritonServer(repository, models=models or default_models(repository, torchscript), host=host,
                               http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                               triton_bin=triton_bin, tokens=tokens, limiter=limiter, tls=tls, planned=True,
-                              instances=instances, threads=threads)
+                              instances=instances, threads=threads, grpc_door=grpc_door)
         _run(server, timeout, supervise)
     except _Stop:
         click.echo("stopped")
@@ -219,7 +224,8 @@ def _report(server: TritonServer) -> None:
                f"{len(models)} model(s) from {server.repository}")
     bound = "" if server.http_url.startswith(server.host) else f"  (bound to {server.host})"
     click.echo(f"  HTTP     {server.base_url}{bound}")
-    click.echo(f"  gRPC     {server.grpc_url}{' (TLS)' if server.tls is not None else ''}")
+    door = {"compiled": " (the front door's compiled lane)", "python": "", "none": ""}[server.grpc_door]
+    click.echo(f"  gRPC     {server.grpc_url}{' (TLS)' if server.tls is not None else ''}{door}")
     loopback = " (loopback only: it has no authentication)" if server.metrics_host != server.host else ""
     click.echo(f"  metrics  {server.metrics_url or 'off'}{loopback if server.metrics_url else ''}")
     if server.front_door is not None:

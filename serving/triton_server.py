@@ -56,6 +56,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORTS", "RESTRICTED_HEADER", "ModelInfo", "S
            "TritonServer", "free_port"]
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+GRPC_DOORS = ("auto", "compiled", "python")  # which program takes the public gRPC port (TritonServer._grpc_lane)
 RESTRICTED_HEADER = "ganexport-restricted"  # header that would unlock the restricted APIs (see command())
 RESTRICTED_APIS = "shared-memory,model-repository"
 STUB_TIMEOUT_S = 120  # how long Triton waits for a Python stub to start and to answer its messages
@@ -113,7 +114,7 @@ class TritonServer:
                  log_dir: str | os.PathLike | None = None, log_verbose: int = 0, exit_timeout: int = 5,
                  extra_args: tuple[str, ...] = (), front_door: bool = True, tokens: TokenBook | None = None,
                  limiter: RateLimiter | None = None, tls: TlsFiles | None = None, planned: bool = False,
-                 instances: int | None = None, threads: int | None = None):
+                 instances: int | None = None, threads: int | None = None, grpc_door: str = "auto"):
         if (tokens is not None or limiter is not None or tls is not None) and not front_door:
             raise ValueError("tokens, a rate limit and TLS live in the front door: they need front_door=True")
         if limiter is not None and tokens is None:
@@ -145,6 +146,32 @@ class TritonServer:
         self.tokens, self.limiter, self.tls = tokens, limiter, tls
         self._access_log_path: Path | None = None
         self._upstream: dict[str, int] | None = None  # Triton's own ports behind the front door
+        self.grpc_lane = self._grpc_lane(grpc_door)  # the compiled gRPC lane's binary, or None
+
+    def _grpc_lane(self, choice: str) -> Path | None:
+        """Which gRPC door takes the public port: "compiled" (grpc_door.cc, in front of the Python door),
+        "python", or "auto": the compiled one where it is built and neither tokens nor TLS are asked for
+        (those live in the Python door alone)."""
+        from ganexport.serving.front_door_grpc_compiled import door_binary
+
+        if choice not in GRPC_DOORS:
+            raise ValueError(f"grpc_door must be one of {', '.join(GRPC_DOORS)}, not {choice!r}")
+        if choice == "python" or not self.front_door_enabled:
+            return None
+        binary = door_binary()
+        if choice == "auto":
+            return binary if binary is not None and self.tokens is None and self.tls is None else None
+        if self.tokens is not None or self.tls is not None:
+            raise ServerError("the compiled gRPC door takes no tokens or TLS: those need --grpc-door python")
+        if binary is None:
+            raise ServerError("the compiled gRPC door is not built: run `make setup`, or "
+                              "`python -m ganexport.serving.grpc_door_build` (needs g++ and libgrpc++-dev)")
+        return binary
+
+    @property
+    def grpc_door(self) -> str:
+        """Which door clients' gRPC requests reach: "compiled", "python" or "none" (no front door)."""
+        return "none" if not self.front_door_enabled else "compiled" if self.grpc_lane is not None else "python"
 
     # ---------------------------------------------------------------- addresses
 
@@ -322,7 +349,8 @@ class TritonServer:
         door = FrontDoor(signatures, upstream_http=hostport("127.0.0.1", self._triton_port("http")),
                          upstream_grpc=hostport("127.0.0.1", self._triton_port("grpc")),
                          restricted={RESTRICTED_HEADER: self._restricted_key}, tokens=self.tokens,
-                         limiter=self.limiter, access_log=self._open_access_log(), tls=self.tls)
+                         limiter=self.limiter, access_log=self._open_access_log(), tls=self.tls,
+                         grpc_lane=self.grpc_lane)
         try:
             door.start(self.host, self.http_port, self.grpc_port)
         except RuntimeError as e:
