@@ -138,6 +138,10 @@ class CompiledGrpcLane:
             self._state = None
         shutil.rmtree(self._dir, ignore_errors=True)
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     # -- the shared state --------------------------------------------------------------------
 
     def sync(self) -> None:

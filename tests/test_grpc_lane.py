@@ -225,7 +225,7 @@ def test_the_lanes_requests_count_as_the_models_activity(server, sigs, both):
 
 def test_the_lane_comes_back_when_its_process_dies(server, sigs, both):
     lane = server.front_door.lane
-    os.kill(lane._proc.pid, signal.SIGKILL)
+    os.kill(lane.pid, signal.SIGKILL)
     message = request(SAMPLER, [z(sigs[SAMPLER])]).SerializeToString()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

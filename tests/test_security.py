@@ -75,13 +75,19 @@ def _address(hex_address: str, width: int) -> str:
 
 def test_triton_and_its_stubs_listen_on_loopback_only(onnx_triton):
     """Triton (its private ports and metrics) and the front door (the public HTTP and gRPC ports, in the
-    process that started the server) listen on 127.0.0.1 and nowhere else."""
+    process that started the server, or the gRPC port in its compiled lane, a child, with the Python gRPC
+    door behind it on a private port) listen on 127.0.0.1 and nowhere else."""
     sockets = listening(onnx_triton.pids())
     assert onnx_triton.metrics_port in {port for _, port in sockets}, sockets
     assert {address for address, _ in sockets} == {"127.0.0.1"}, sockets
-    public = {onnx_triton.http_port, onnx_triton.grpc_port}
-    door = {(address, port) for address, port in listening([os.getpid()]) if port in public}
-    assert door == {("127.0.0.1", port) for port in public}, door
+    ports = {onnx_triton.http_port, onnx_triton.grpc_port}
+    pids = [os.getpid()]
+    lane = onnx_triton.front_door.lane
+    if lane is not None:
+        pids.append(lane.pid)
+        ports.add(int(lane.fallback.rsplit(":", 1)[1]))
+    door = {(address, port) for address, port in listening(pids) if port in ports}
+    assert door == {("127.0.0.1", port) for port in ports}, door
 
 
 def test_the_demo_page_listens_on_loopback_only(published):
