@@ -67,8 +67,9 @@ class Serve:
             raise click.ClickException("serve did not start: " + "".join(seen[-5:]).strip())
         self.public = {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc_port}"}
         self.private = {"http": found.group(1), "grpc": found.group(2)}
+        self.compiled_lane = COMPILED.search("".join(seen)) is not None
         # what each protocol's rows say they went through
-        self.via = {"http": "door", "grpc": "door, compiled lane" if COMPILED.search("".join(seen)) else "door, Python"}
+        self.via = {"http": "door", "grpc": "door, compiled lane" if self.compiled_lane else "door, Python"}
 
     def door_pids(self) -> list[int]:
         """The serve process and, where it holds the gRPC port, the compiled lane (its child)."""
@@ -272,7 +273,7 @@ def main(repository: Path, requests: int, translations: int, out: Path, record: 
                 nginx.stop()
     finally:
         serve.stop()
-    if serve.via["grpc"] != "door, Python":  # the Python gRPC door too, which tokens and TLS still take
+    if serve.compiled_lane:  # the Python gRPC door too, which tokens and TLS still take
         python = Serve(repository, [SAMPLER, TRANSLATOR], grpc_door="python")
         try:
             rows += latency(python, SAMPLER, z, requests, 20, protocols=("grpc",))

@@ -35,7 +35,7 @@ from ganexport.serving.front_door import STUB_DIED, Gatekeeper
 
 BINARY = "ganexport-grpc-door"
 BINARY_ENV = "GANEXPORT_GRPC_DOOR"  # a binary elsewhere than beside this Python
-DOWN = struct.Struct("=i")  # at offset 0; model records start at HEADER
+FLAG = struct.Struct("=i")  # "Triton is down" at offset 0, and each record's first field, "not ready"
 HEADER = 8
 RECORD = struct.Struct("=iiqqq")  # blocked, in_flight, last_ns, died, passed: ModelState in grpc_door.cc
 WATCH_S = 0.05  # how often answers saying a stub died are looked for
@@ -146,9 +146,9 @@ class CompiledGrpcLane:
 
     def sync(self) -> None:
         """The gate's health, for the lane: while Triton is down or a model is suspect, it asks Python."""
-        DOWN.pack_into(self._state, 0, int(self.gate.down))
+        FLAG.pack_into(self._state, 0, int(self.gate.down))
         for name, slot in self.slots.items():
-            DOWN.pack_into(self._state, HEADER + RECORD.size * slot, int(name in self.gate.suspects))
+            FLAG.pack_into(self._state, HEADER + RECORD.size * slot, int(name in self.gate.suspects))
 
     def _record(self, model: str) -> tuple[int, int, int, int, int] | None:
         slot = self.slots.get(model)

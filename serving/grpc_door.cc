@@ -122,10 +122,10 @@ constexpr size_t kHeader = 8;
 class SharedState {
  public:
   SharedState(const std::string& path, size_t models) {
-    size_ = kHeader + models * sizeof(ModelState);
+    size_t size = kHeader + models * sizeof(ModelState);
     int fd = open(path.c_str(), O_RDWR);
     if (fd < 0) throw std::runtime_error("cannot open the state file");
-    void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) throw std::runtime_error("cannot map the state file");
     base_ = static_cast<char*>(p);
@@ -135,7 +135,6 @@ class SharedState {
 
  private:
   char* base_ = nullptr;
-  size_t size_ = 0;
 };
 
 int64_t MonotonicNs() {
