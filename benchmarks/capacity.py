@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "cpu-amd-epyc-2c"
+RESULTS = Path(__file__).resolve().parent / "results" / "cpu-amd-epyc-avx512-2c"
 RATES = (100, 1_000, 10_000)  # translations per second
 UTILISATION = 0.7  # assumed headroom: replicas planned 70% busy
 CPU_CORES_PER_REPLICA = 2  # the measured machine

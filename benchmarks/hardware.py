@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ganexport.machine import cpu_model
+from ganexport.machine import cpu_model, cpu_vector_extension
 
 PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "torch", "tritonclient", "nvidia-pytriton", "gradio")
 
@@ -86,14 +86,16 @@ def repo_relative(path: str) -> str:
 def describe() -> dict:
     gpus = gpu_names()
     return {"kind": "gpu" if gpus else "cpu", "gpu": gpus[0] if gpus else None, "gpus": len(gpus),
-            "cpu": cpu_model(), "cores": usable_cores(), "memory_gib": memory_gib(),
+            "cpu": cpu_model(), "simd": cpu_vector_extension(), "cores": usable_cores(), "memory_gib": memory_gib(),
             "os": platform.platform(), "python_executable": repo_relative(sys.executable), "versions": versions(),
             "commit": git_commit()}
 
 
 def slug(info: dict | None = None) -> str:
-    """e.g. ``cpu-amd-epyc-2c`` or ``gpu-nvidia-h100-80gb-hbm3``: the results folder name."""
+    """e.g. ``cpu-amd-epyc-avx512-2c`` or ``gpu-nvidia-h100-80gb-hbm3``: the results folder name. A CPU's
+    vector extension is part of it: a VM's CPU model can read "AMD EPYC" with AVX-512 or with AVX2 only."""
     info = info or describe()
-    name = info["gpu"] if info["kind"] == "gpu" else f"{info['cpu']} {info['cores']}c"
+    simd = f" {info['simd']}" if info.get("simd") else ""
+    name = info["gpu"] if info["kind"] == "gpu" else f"{info['cpu']}{simd} {info['cores']}c"
     name = re.sub(r"\((r|tm)\)|\bcpu\b|processor|\d+-core", "", name, flags=re.IGNORECASE)
     return f"{info['kind']}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

@@ -162,7 +162,8 @@ def _n(x, digits: int = 3) -> str:
 
 
 def hardware_line(hw: dict) -> str:
-    what = hw["gpu"] if hw["kind"] == "gpu" else f"{hw['cpu']}, {hw['cores']} cores"
+    simd = f" ({hw['simd'].upper().replace('AVX512', 'AVX-512')})" if hw.get("simd") else ""
+    what = hw["gpu"] if hw["kind"] == "gpu" else f"{hw['cpu']}{simd}, {hw['cores']} cores"
     v = hw["versions"]
     versions = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "onnxruntime-gpu", "torch", "tritonclient",
                                                  "nvidia-pytriton") if k in v)

@@ -218,8 +218,11 @@ def test_batching_figure_pairs_each_queue_delay_with_the_batching_off_row_of_the
 
 def test_hardware_slug():
     assert hardware.slug({"kind": "gpu", "gpu": "NVIDIA H100 80GB HBM3"}) == "gpu-nvidia-h100-80gb-hbm3"
-    assert hardware.slug({"kind": "cpu", "cpu": "AMD EPYC", "cores": 2}) == "cpu-amd-epyc-2c"
+    assert hardware.slug({"kind": "cpu", "cpu": "AMD EPYC", "simd": "avx512", "cores": 2}) == "cpu-amd-epyc-avx512-2c"
+    assert hardware.slug({"kind": "cpu", "cpu": "AMD EPYC", "simd": "avx2", "cores": 2}) == "cpu-amd-epyc-avx2-2c"
+    assert hardware.slug({"kind": "cpu", "cpu": "AMD EPYC", "cores": 2}) == "cpu-amd-epyc-2c"  # a record without it
     assert hardware.slug().startswith(("cpu-", "gpu-"))
+    assert hardware.describe()["simd"] in ("avx512", "avx2", "avx", "neon", None)
 
 
 def test_recorded_python_path_is_repo_relative_inside_the_repository():

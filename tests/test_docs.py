@@ -75,7 +75,7 @@ def test_every_example_the_tests_run_is_on_its_page():
 
 # --------------------------------------------------------------------------- figures that come from records
 
-RESULTS = ROOT / "benchmarks" / "results" / "cpu-amd-epyc-2c"
+RESULTS = ROOT / "benchmarks" / "results" / "cpu-amd-epyc-avx512-2c"
 
 
 def test_the_capacity_table_and_its_prose_come_from_the_records():
