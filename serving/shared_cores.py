@@ -22,12 +22,14 @@ import fcntl
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 FLAG_SUFFIX = ".running"
+SETTLED_NS = 1_000_000_000  # how long after the flags' folder last changed its listing is trusted to stay
 
 
 def narrow_threads(intra_op_threads: str | int | None, instances: int) -> int:
@@ -47,9 +49,12 @@ class BusyFlags:
     def __init__(self, directory: Path, instance: str):
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = self.directory / f"{instance}{FLAG_SUFFIX}"
+        # The process id keeps a reloaded instance's new stub, which starts while the old one still runs under
+        # the same instance name, from sharing the old one's file, which the old one removes when it goes.
+        self.path = self.directory / f"{instance}.{os.getpid()}{FLAG_SUFFIX}"
         self._mine = open(self.path, "a")
-        self._others: dict[Path, object] = {}
+        self._others: list = []  # the other instances' flag files, open, as of the folder's _stamp
+        self._stamp: int | None = None
 
     @classmethod
     def for_instance(cls, model: str, instance: str) -> BusyFlags:
@@ -67,22 +72,36 @@ class BusyFlags:
             fcntl.flock(self._mine, fcntl.LOCK_UN)
 
     def others_running(self) -> bool:
-        for path in self.directory.glob(f"*{FLAG_SUFFIX}"):
-            if path == self.path:
-                continue
+        for handle in self._other_flags():
             try:
-                handle = self._others.get(path) or self._others.setdefault(path, open(path, "a"))
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-            except OSError:  # an instance that went away with its file
-                continue
             fcntl.flock(handle, fcntl.LOCK_UN)
         return False
 
-    def close(self) -> None:
-        for handle in self._others.values():
+    def _other_flags(self) -> list:
+        """The other instances' flag files, opened again whenever the folder has changed (an instance came
+        or went, or came back as a new file under its old name) and while the change is under a second old:
+        a folder's time stamp moves in clock ticks, so two changes within one tick (stubs starting together)
+        leave the same stamp. A run asks on every call; listing the folder each time cost it 30 us."""
+        stamp = os.stat(self.directory).st_mtime_ns
+        if stamp != self._stamp or time.time_ns() - stamp < SETTLED_NS:
+            self._close_others()
+            for path in sorted(self.directory.glob(f"*{FLAG_SUFFIX}")):
+                if path != self.path:
+                    with contextlib.suppress(OSError):  # an instance that went away with its file
+                        self._others.append(open(path, "rb"))
+            self._stamp = stamp
+        return self._others
+
+    def _close_others(self) -> None:
+        for handle in self._others:
             handle.close()
+        self._others = []
+
+    def close(self) -> None:
+        self._close_others()
         self._mine.close()
         with contextlib.suppress(OSError):
             self.path.unlink()

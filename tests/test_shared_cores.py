@@ -67,7 +67,7 @@ def test_another_instance_running_is_seen_from_here_until_it_stops(tmp_path):
         other.kill()
         other.wait()
     mine.close()
-    assert not tmp_path.joinpath("mine.running").exists()
+    assert not list(tmp_path.glob("mine*"))
 
 
 def test_a_killed_instance_never_leaves_its_model_marked_running(tmp_path):
@@ -80,6 +80,39 @@ def test_a_killed_instance_never_leaves_its_model_marked_running(tmp_path):
     while mine.others_running() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not mine.others_running()
+    mine.close()
+
+
+def test_an_instance_started_again_is_seen_and_one_that_went_is_not_brought_back(tmp_path):
+    """A stub that exits takes its flag file along; its successor (a restart, a reload) makes a new file under
+    the same name, which the instances already running must see, however soon after they last looked."""
+    mine, first = BusyFlags(tmp_path, "mine"), BusyFlags(tmp_path, "other")
+    with first.running():
+        assert mine.others_running()
+    first.close()
+    assert not mine.others_running() and not list(tmp_path.glob("other*"))
+    again = _other_instance(tmp_path, hold_s=600)
+    try:
+        assert mine.others_running()
+        time.sleep(1.2)  # the folder's listing has settled since: still seen, from the cached flags
+        assert mine.others_running()
+    finally:
+        again.kill()
+        again.wait()
+    assert not mine.others_running()
+    mine.close()
+
+
+def test_a_reloaded_instance_is_seen_while_and_after_its_predecessor_goes(tmp_path):
+    """A reload starts the new stub of an instance while the old one, of the same instance name, still runs."""
+    mine, old = BusyFlags(tmp_path, "mine"), BusyFlags(tmp_path, "other")
+    new = _other_instance(tmp_path, hold_s=600)
+    try:
+        old.close()
+        assert mine.others_running()
+    finally:
+        new.kill()
+        new.wait()
     mine.close()
 
 
