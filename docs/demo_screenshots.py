@@ -1,8 +1,8 @@
 """Take docs/demo/<tab>.jpg: each tab of the demo as it opens (no click), served by Triton from a repository that
 `ganexport build --model all` made from the released weights, in headless Chromium.
 
-    ganexport build --model all --repository /tmp/released-repo
-    python docs/demo_screenshots.py /tmp/released-repo
+    ganexport build --model all                # into model_repository/, as make demo does
+    python docs/demo_screenshots.py model_repository
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def cpu_model() -> str:
 
 
 # The widest vector extension first: the one ONNX Runtime's CPU kernels pick, and the one that decides how fast
-# they run (a 2-core AMD EPYC runs a 512x512 translation in 160 ms with AVX-512 and 370 ms with AVX2 only).
+# they run (a 2-core AMD EPYC runs a 512x512 translation in 160 ms with AVX-512 and 360 ms with AVX2 only).
 VECTOR_EXTENSIONS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("asimd", "neon"))
 
 
