@@ -156,15 +156,12 @@ def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdi
     workdir.mkdir(parents=True, exist_ok=True)
     log(f"{sig.name}: exporting " + " and ".join(EXPORTS[r] for r in runtimes)
         + (f" of its denoiser ({', '.join(t.name for t in file_sig.inputs)} -> eps)" if file_sig is not sig else ""))
-    files, failures, float_path, ts_module = {}, {}, None, None
+    files, failures, ts_module = {}, {}, None
     if "onnxruntime" in runtimes:
         onnx_path = workdir / MODEL_FILES["onnxruntime"]
         try:
             fast = fast_convs.for_onnx_cpu(wrapper)  # parity below compares it with ``wrapper`` itself
             onnx_export.export_onnx(fast, file_sig, example, onnx_path)
-            if sig.diffusion is None:  # a denoiser's output is the float parity compares; others get a float twin
-                float_path = workdir / "float.onnx"
-                onnx_export.export_onnx(wrappers.FloatView(fast), sig, example, float_path, output_names=["float"])
             scrub_onnx(onnx_path)  # before parity, so the files checked are the files published
             files["onnxruntime"] = onnx_path
         except onnx_export.ExportError as e:
@@ -180,7 +177,7 @@ def export_signature(ckpt: checkpoint.Checkpoint, sig: catalog.Signature, workdi
             failures["torchscript"] = f"TorchScript export failed: {onnx_export.reason(e)}"
     if failures:
         raise onnx_export.ExportError(_export_refusal(sig.name, failures, list(files)))
-    report = parity.check_parity(sig, wrapper, files.get("onnxruntime"), float_path, ts_module,
+    report = parity.check_parity(sig, wrapper, files.get("onnxruntime"), ts_module,
                                  reference=wrappers.reference_sampler(wrapper))
     for backend, r in report["backends"].items():
         log(f"{sig.name}: parity {backend}: max abs {r['max_abs_error']:.2e}, uint8 levels "

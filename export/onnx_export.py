@@ -18,6 +18,7 @@ import onnx
 import torch
 from torch import nn
 
+from ganexport.export import wrappers
 from ganexport import catalog
 
 DEFAULT_OPSET = 18
@@ -57,25 +58,51 @@ def reason(e: BaseException) -> str:
 
 
 def export_onnx(module: nn.Module, sig: catalog.Signature, example: tuple[torch.Tensor, ...], path: Path,
-                opset: int = DEFAULT_OPSET, output_names: list[str] | None = None) -> Path:
-    """Export ``module`` (a serving wrapper, or its float view) and check the result."""
+                opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``module`` (a serving wrapper) and check the result.
+
+    A file whose output is a uint8 image keeps the float it rounds inside it, under the name
+    ``wrappers.FLOAT_OUTPUT``: the export takes it as a second output (``wrappers.WithFloat``), which is then
+    dropped from the outputs, its type kept in the graph's value_info, so parity reads it from the published
+    file itself (``exposing_float``) without a second export (one export is most of a build's time).
+    """
     path = Path(path)
+    rounded = sig.outputs[0].dtype == "UINT8"
     # torch.export prints the partial graph of a module it cannot follow to stderr before raising: a page
     # the one-line reason (``reason``) says better
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                module.eval(), example, dynamo=True, opset_version=opset, external_data=False,
-                input_names=[t.name for t in sig.inputs],
-                output_names=output_names or [t.name for t in sig.outputs],
+                (wrappers.WithFloat(module) if rounded else module).eval(), example, dynamo=True,
+                opset_version=opset, external_data=False, input_names=[t.name for t in sig.inputs],
+                output_names=[t.name for t in sig.outputs] + ([wrappers.FLOAT_OUTPUT] if rounded else []),
                 dynamic_shapes=dynamic_shapes(sig), verbose=False, report=False,
             )
         except Exception as e:  # the exporter raises many types; the user needs the model name and the reason
             raise ExportError(f"{sig.name}: ONNX export failed: {reason(e)}") from e
     program.save(str(path), external_data=False)
+    if rounded:
+        model = onnx.load(str(path))
+        kept = [o for o in model.graph.output if o.name != wrappers.FLOAT_OUTPUT]
+        model.graph.value_info.extend(o for o in model.graph.output if o.name == wrappers.FLOAT_OUTPUT)
+        del model.graph.output[:]
+        model.graph.output.extend(kept)
+        onnx.save(model, str(path))
     check(path, sig, opset)
     return path
+
+
+def exposing_float(path: Path) -> bytes:
+    """The ONNX file at ``path`` (``export_onnx``'s, with a uint8 output) with the float it rounds as a second
+    output, serialized for ``onnxruntime.InferenceSession``: the published graph and weights, one output more."""
+    model = onnx.load(str(path))
+    found = [v for v in model.graph.value_info if v.name == wrappers.FLOAT_OUTPUT]
+    if not found:
+        raise ExportError(f"{Path(path).name} has no value named {wrappers.FLOAT_OUTPUT!r} (not exported by "
+                          "this version of ganexport?)")
+    model.graph.output.append(found[0])
+    return model.SerializeToString()
 
 
 def check(path: Path, sig: catalog.Signature, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:

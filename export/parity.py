@@ -44,6 +44,7 @@ import onnxruntime as ort
 import torch
 
 from ganexport import catalog, diffusion
+from ganexport.export import onnx_export, wrappers
 
 GATES = {
     "onnxruntime": {"atol": 1e-4, "rtol": 1e-3},
@@ -146,22 +147,26 @@ class Comparison:
                 **GATES[self.backend], "passed": not self.failures, "failures": self.failures[:10]}
 
 
-def ort_session(path: Path) -> ort.InferenceSession:
+def ort_session(model: Path | bytes) -> ort.InferenceSession:
+    """A quiet CPU session of an ONNX file, or of a serialized model."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
-def check_parity(sig: catalog.Signature, wrapper: torch.nn.Module, onnx_path: Path | None,
-                 onnx_float_path: Path | None, torchscript_module, seed: int = 0,
+def check_parity(sig: catalog.Signature, wrapper: torch.nn.Module, onnx_path: Path | None, torchscript_module,
+                 seed: int = 0,
                  reference: Reference | None = None) -> dict[str, Any]:
     """Compare eager, ONNX Runtime and TorchScript; returns the parity report (``passed`` says it all).
     A runtime not exported (its path or module None: a build asked for the other alone) is not in the report.
-    A diffusion model's files hold its denoiser: see ``check_diffusion_parity`` (no float twin is needed)."""
+    The ONNX file's float gate reads the float it rounds from inside the file (``onnx_export.exposing_float``).
+    A diffusion model's files hold its denoiser: see ``check_diffusion_parity`` (its output is the float)."""
     if sig.diffusion is not None:
         return check_diffusion_parity(sig, wrapper, onnx_path, torchscript_module, seed, reference)
+    rounded = sig.outputs[0].dtype == "UINT8"  # else the output is the float itself (an encoder's latent)
     sess = ort_session(onnx_path) if onnx_path is not None else None
-    sess_float = ort_session(onnx_float_path) if onnx_path is not None else None
+    sess_float = ort_session(onnx_export.exposing_float(onnx_path)) if sess is not None and rounded else None
     out_name = sig.outputs[0].name
     comparisons = {b: Comparison(b) for b, there in (("onnxruntime", sess), ("torchscript", torchscript_module))
                    if there is not None}
@@ -178,9 +183,10 @@ def check_parity(sig: catalog.Signature, wrapper: torch.nn.Module, onnx_path: Pa
                 ts = torchscript_module
                 got["torchscript"] = (ts.float_forward(*args).numpy(), ts(*args).numpy())
         if sess is not None:
-            got["onnxruntime"] = (sess_float.run(None, case)[0], sess.run([out_name], case)[0])
+            got_float = sess_float.run([wrappers.FLOAT_OUTPUT], case)[0] if sess_float is not None else None
+            got["onnxruntime"] = (got_float, sess.run([out_name], case)[0])
         for backend, (got_float, got_u8) in got.items():
-            if sig.outputs[0].dtype == "UINT8":
+            if rounded:
                 comparisons[backend].add(ref_float, got_float, ref_u8, got_u8, shape)
             else:  # an encoder's output is the float itself (its uint8 twin would be the same tensor)
                 comparisons[backend].add_float(ref_float, got_u8, shape)

@@ -8,7 +8,8 @@ the output has exactly the input's height and width.
 
 Each wrapper also exposes ``float_forward``: the same computation stopped
 before the uint8 rounding, which parity compares at atol 1e-4 (comparing
-uint8 alone would hide errors under the rounding step).
+uint8 alone would hide errors under the rounding step). The exported file
+keeps that float inside it under the name FLOAT_OUTPUT (``WithFloat``).
 
 An autoencoder also publishes its encoder (``Encoder``: uint8 image -> latent, whose output is
 already a float, so it is its own ``float_forward``) and, where its data set labels attributes, an
@@ -23,14 +24,18 @@ compares, so it has no uint8 twin and no ``float_forward``.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
 from ganexport import catalog
 from ganexport.training.nets import TRANSLATE_MULTIPLE as MULTIPLE
-from ganexport.training.nets import to_uint8  # noqa: F401  (re-exported: the graph's rounding rule)
+from ganexport.training.nets import to_uint8  # the graph's rounding rule (re-exported for the tests)
 from ganexport.training.nets import translator_input
 from ganexport.training.unet import NHWCDenoiser
+
+FLOAT_OUTPUT = "float"  # inside every exported file whose output is uint8: the value before the rounding
 
 
 class _WithPrior(nn.Module):
@@ -171,14 +176,25 @@ def exported_signature(sig: catalog.Signature) -> catalog.Signature:
     return sig.denoiser() if sig.diffusion is not None else sig
 
 
-class FloatView(nn.Module):
-    """A wrapper's ``float_forward`` as the ``forward`` of a module, so it exports the same way.
+class WithFloat(nn.Module):
+    """A wrapper's served image and, as a second output, the float it rounds (``float_forward``), computed once.
 
-    The forward is the bound method itself, so the exporter sees the wrapper's
-    real argument names (z, label / image) and the same dynamic shapes apply.
+    One export of this gives the published file (less its second output: onnx_export) with the float still
+    inside it under the name FLOAT_OUTPUT, which parity gates; the uint8 gate checks the first output against
+    the wrapper's own ``forward``. The forward takes the wrapper's argument names (z, label / image), so the
+    same dynamic shapes apply, and this module holds the wrapper's own submodules, parameters and buffers
+    rather than the wrapper, so the file names its weights as the wrapper's (``net.0.weight``).
     """
 
     def __init__(self, wrapper: nn.Module):
         super().__init__()
-        self.wrapper = wrapper
-        self.forward = wrapper.float_forward
+        self._modules.update(wrapper._modules)
+        self._parameters.update(wrapper._parameters)
+        self._buffers.update(wrapper._buffers)
+
+        def forward(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            value = wrapper.float_forward(*args)
+            return to_uint8(value), value
+
+        forward.__signature__ = inspect.signature(wrapper.float_forward)  # what torch.export binds inputs by
+        self.forward = forward

@@ -158,6 +158,27 @@ def test_parity_gate_refuses_a_perturbed_onnx_weight(tmp_path, published, tiny_c
     assert tree_digest(repo) == before
 
 
+def test_the_float_gate_reads_the_float_inside_the_published_file(tmp_path):
+    """A file whose float is off by a fraction of a uint8 level (its last bias nudged by 3e-3 after export) keeps
+    its images within a level, so only the float gate can refuse it, and it must read that file's own float."""
+    sig = catalog.get("cyclegan").signatures()[0]
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Tanh())
+    with torch.no_grad():  # tanh(x + 0.1) on [-1, 1]: a slope of 1 near x = -0.1 (a zero bias is not exported)
+        net[0].weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
+        net[0].bias.fill_(0.1)
+    wrapper = wrappers.Translator(net)
+    path = onnx_export.export_onnx(wrapper, sig, pipeline.example_inputs(sig), tmp_path / ONNX_FILE)
+    assert parity.check_parity(sig, wrapper, path, None)["passed"]
+    model = onnx.load(str(path))
+    bias = next(t for t in model.graph.initializer if t.name == "net.0.bias")
+    bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + np.float32(3e-3), bias.name))
+    onnx.save(model, str(path))
+
+    report = parity.check_parity(sig, wrapper, path, None)["backends"]["onnxruntime"]
+    assert report["max_uint8_levels"] <= 1 and not report["passed"]
+    assert "float max abs error" in report["failures"][0] and 2.5e-3 < report["max_abs_error"] <= 3.1e-3
+
+
 def test_verify_names_a_corrupted_published_weight(tmp_path, published, tiny_checkpoints):
     repo = tmp_path / "repo"
     shutil.copytree(published[0], repo)
