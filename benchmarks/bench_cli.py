@@ -228,8 +228,8 @@ def run_bench(model, kinds, batches, concurrencies, sizes, steps, duration, roun
     for r in results:  # an fp16 copy (export/half.py) is measured against the fp16 peak; eager is PyTorch's fp32
         r["precision"] = precision.get(r["model"], "fp32") if r["kind"] in ("onnxruntime", "triton-http",
                                                                             "triton-grpc") else "fp32"
-    results = report.add_efficiency(report.add_ratios(results), macs)
-    for line in report.efficiency_lines(results):
+    results = report.add_paired(report.add_efficiency(report.add_ratios(results), macs))
+    for line in report.efficiency_lines(results) + report.paired_lines(results):
         click.echo(line)
     return {"title": "ganexport bench", "started": started, "command": command, "hardware": hw,
             "peak": peaks.describe(),

@@ -6,7 +6,8 @@
 
 Ratios are taken within a scenario (same model, batch, concurrency, size, and
 the same interleaved rounds): throughput / eager's throughput, and eager's
-p50 / this p50. Above 1 means faster than eager.
+p50 / this p50. Above 1 means faster than eager. A ``--variant`` row is also set against the row of its
+kind without one, round by round, with an interval (``add_paired``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 SCENARIO_KEYS = ("model", "size", "steps", "batch", "concurrency")
 
@@ -31,6 +34,47 @@ def add_ratios(rows: list[dict], baseline: str = "eager") -> list[dict]:
         r["throughput_vs_eager"] = round(r["images_per_s"] / b["images_per_s"], 3) if ok else None
         r["p50_speedup_vs_eager"] = round(b["p50_ms"] / r["p50_ms"], 3) if ok else None
     return rows
+
+
+def paired_ratio(these: list[float], those: list[float], confidence: float = 0.95) -> dict | None:
+    """The geometric mean of these[i] / those[i] over rounds run side by side, with its ``confidence`` interval
+    (Student's t on the logs); None under 3 pairs. Pairing by round cancels the drift the rounds share: the
+    machine's speed moved 10% within an hour here, more than many of the differences a variant is run to find."""
+    from scipy import stats
+
+    pairs = [(a, b) for a, b in zip(these or [], those or []) if a and b]
+    if len(pairs) < 3:
+        return None
+    logs = np.log([a / b for a, b in pairs])
+    half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    return {"ratio": round(float(np.exp(logs.mean())), 3), "low": round(float(np.exp(logs.mean() - half)), 3),
+            "high": round(float(np.exp(logs.mean() + half)), 3), "rounds": len(logs), "confidence": confidence}
+
+
+def add_paired(rows: list[dict]) -> list[dict]:
+    """``vs_plain`` on every variant row: its images/s against the row of the same kind without a variant (what
+    serve runs), round by round (``paired_ratio``); None where either has no rounds of its own."""
+    plain = {(scenario_key(r), r["kind"]): r for r in rows if r["backend"] == r["kind"]}  # a variant's says [label]
+    for r in rows:
+        if r["backend"] != r["kind"]:
+            base = plain.get((scenario_key(r), r["kind"]))
+            r["vs_plain"] = paired_ratio(r.get("round_images_per_s"), base and base.get("round_images_per_s"))
+    return rows
+
+
+def paired_lines(rows: list[dict]) -> list[str]:
+    """One line per variant row with a paired ratio: what it says, in words a reader can check."""
+    lines = []
+    for r in rows:
+        p = r.get("vs_plain")
+        if p:
+            size = f" {r['size']}x{r['size']}" if r["size"] else ""
+            steps = f" {r['steps']} steps" if r.get("steps") else ""
+            verdict = ("faster" if p["low"] > 1 else "slower" if p["high"] < 1 else "not told apart")
+            lines.append(f"{r['model']}{size}{steps} batch {r['batch']} x{r['concurrency']}: {r['backend']} / "
+                         f"{r['kind']} images/s = {p['ratio']:.3f} ({100 * p['confidence']:.0f}% interval "
+                         f"{p['low']:.3f}-{p['high']:.3f} over {p['rounds']} paired rounds): {verdict}")
+    return lines
 
 
 def add_efficiency(rows: list[dict], macs: dict[tuple, int | None]) -> list[dict]:
@@ -197,6 +241,11 @@ def markdown(doc: dict, png: str | None) -> str:
                      f"| {_n(r['p50_ms'])} | {_n(r['p90_ms'])} | {_n(r['p99_ms'])} | {_n(r['images_per_s'])} "
                      f"| {_n(r.get('throughput_vs_eager'))} | {_n(r.get('gflops'))} | {_n(r.get('pct_of_peak'))} "
                      f"| {r['requests']} | {r['errors'] or ''} |")
+    paired = paired_lines(rows)
+    if paired:
+        lines += ["", "Each variant against the rows without one, round by round (the interval is the spread of "
+                  "the rounds' ratios; an interval across 1 means these rounds cannot tell the two apart):", ""]
+        lines += [f"- {line}" for line in paired]
     errors = [r for r in rows if r["errors"]]
     if errors:
         lines += ["", "Errors:"] + [f"- {r['model']} {r['backend']}: {r['first_error']}" for r in errors]

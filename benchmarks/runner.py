@@ -186,13 +186,16 @@ def measure(targets: list, signatures: dict[str, catalog.Signature], plan: list[
         for t in own:  # warm-up: first calls at a new shape allocate, compile, batch differently
             run_round(calls[t.label], warmup)
         tallies = {t.label: Tally([]) if t in own else [] for t in targets}
+        per_round = {t.label: [] for t in own}  # images/s of each round: report.add_paired compares them
         peaks = []
         for r in range(rounds):
             if peak is not None:
                 peaks.append(peak())
             for t in targets[r % len(targets):] + targets[:r % len(targets)]:
                 if t in own:
-                    tallies[t.label].add(run_round(calls[t.label], duration / rounds))
+                    part = run_round(calls[t.label], duration / rounds)
+                    tallies[t.label].add(part)
+                    per_round[t.label].append(summary(part, sc.batch)["images_per_s"])
                 else:
                     tallies[t.label].append(_external_round(t, sig, sc, duration / rounds))
         for t in targets:
@@ -200,6 +203,7 @@ def measure(targets: list, signatures: dict[str, catalog.Signature], plan: list[
             row = summary(tally, sc.batch) if t in own else _external_summary(tally)
             results.append({**asdict(sc), "backend": t.label, "kind": t.kind,
                             "variant": t.variant.knobs if t.variant else None, **row,
+                            "round_images_per_s": per_round.get(t.label),
                             "peak_gflops": {p: max(x[p] for x in peaks) for p in peaks[0]} if peaks else None})
         log(sc.label + ": " + ", ".join(f"{r['backend']} {_fmt(r['p50_ms'])} ms {_fmt(r['images_per_s'])} img/s"
                                         + (f" ({r['errors']} errors)" if r["errors"] else "")

@@ -59,6 +59,7 @@ def test_bench_measures_every_backend_and_variant_and_writes_json_md_png(publish
         assert r["requests"] >= r["concurrency"] * 2 and r["p50_ms"] > 0 and r["images_per_s"] > 0
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["throughput_vs_eager"] > 0
+        assert len(r["round_images_per_s"]) == 2 and all(x > 0 for x in r["round_images_per_s"])
         if r["backend"] == "eager":
             assert r["throughput_vs_eager"] == 1.0
     assert any(f["figure"].startswith("dcgan: ONNX Runtime") for f in doc["figures"])
@@ -200,6 +201,28 @@ def test_figures_compare_within_a_scenario():
     assert found["cyclegan_a2b 256x256 batch 1"]["value"] == 1.125 and found["cyclegan_a2b 256x256 batch 1"]["met"]
     assert found["dcgan batch 1 x8 clients"]["value"] == 2.5 and found["dcgan batch 1 x8 clients"]["met"]
     assert found["dcgan"]["value"] == 0.9 and not found["dcgan"]["met"]
+
+
+def test_a_variant_is_compared_with_the_plain_row_round_by_round():
+    """Round ratios e^0.1, 1, e^-0.1: geometric mean 1, log sd 0.1, and Student's t for 2 degrees of freedom at
+    95% is 4.303 (a table's value), so the interval is exp(+-4.303 * 0.1 / sqrt 3) = 0.780 to 1.282."""
+    e = np.exp(0.1)
+
+    def row(backend, rounds, conc=1):
+        return {"model": "ddpm", "size": None, "steps": 25, "batch": 1, "concurrency": conc, "backend": backend,
+                "kind": backend.split("[")[0], "variant": {} if "[" in backend else None,
+                "round_images_per_s": rounds}
+
+    rows = report.add_paired([row("triton-grpc", [10, 10, 10]), row("triton-grpc[today]", [10 * e, 10, 10 / e]),
+                              row("triton-grpc", [8, 9, 10], 2), row("triton-grpc[today]", [4, 4.5, 5], 2),
+                              row("triton-grpc[short]", [5, 5], 2)])
+    wide, half, short = rows[1]["vs_plain"], rows[3]["vs_plain"], rows[4]["vs_plain"]
+    assert (wide["ratio"], wide["low"], wide["high"], wide["rounds"]) == (1.0, 0.78, 1.282, 3)
+    assert (half["ratio"], half["low"], half["high"]) == (0.5, 0.5, 0.5)
+    assert short is None and "vs_plain" not in rows[0]  # two rounds say nothing of the spread; plain rows get none
+    lines = report.paired_lines(rows)
+    assert len(lines) == 2 and lines[0].endswith("not told apart") and lines[1].endswith("slower")
+    assert lines[0].startswith("ddpm 25 steps batch 1 x1: triton-grpc[today] / triton-grpc images/s = 1.000")
 
 
 def test_batching_figure_pairs_each_queue_delay_with_the_batching_off_row_of_the_same_other_knobs():
