@@ -47,8 +47,10 @@ def paired_ratio(these: list[float], those: list[float], confidence: float = 0.9
         return None
     logs = np.log([a / b for a, b in pairs])
     half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
-    return {"ratio": round(float(np.exp(logs.mean())), 3), "low": round(float(np.exp(logs.mean() - half)), 3),
-            "high": round(float(np.exp(logs.mean() + half)), 3), "rounds": len(logs), "confidence": confidence}
+    low, high = logs.mean() - half, logs.mean() + half
+    return {"ratio": round(float(np.exp(logs.mean())), 3), "low": round(float(np.exp(low)), 3),
+            "high": round(float(np.exp(high)), 3), "rounds": len(logs), "confidence": confidence,
+            "verdict": "faster" if low > 0 else "slower" if high < 0 else "not told apart"}
 
 
 def add_paired(rows: list[dict]) -> list[dict]:
@@ -70,10 +72,9 @@ def paired_lines(rows: list[dict]) -> list[str]:
         if p:
             size = f" {r['size']}x{r['size']}" if r["size"] else ""
             steps = f" {r['steps']} steps" if r.get("steps") else ""
-            verdict = ("faster" if p["low"] > 1 else "slower" if p["high"] < 1 else "not told apart")
             lines.append(f"{r['model']}{size}{steps} batch {r['batch']} x{r['concurrency']}: {r['backend']} / "
                          f"{r['kind']} images/s = {p['ratio']:.3f} ({100 * p['confidence']:.0f}% interval "
-                         f"{p['low']:.3f}-{p['high']:.3f} over {p['rounds']} paired rounds): {verdict}")
+                         f"{p['low']:.3f}-{p['high']:.3f} over {p['rounds']} paired rounds): {p['verdict']}")
     return lines
 
 
