@@ -93,7 +93,8 @@ def convert(path: Path, options: dict[str, Any], log: Callable[[str], None] = pr
     bias = "main.0.bias" in state
     net = source.load_into(DcganGenerator(channels, bias), state, path)
     side, nz, nc = KERNEL * 2 ** (len(channels) - 2), channels[0], channels[-1]
-    log(f"{path.name}: nz {nz}, ngf {channels[-2]}, {nc} channels, {side}x{side} images (read from the weights)")
+    log(f"{path.name}: nz {nz}, ngf {channels[-2]}, {nc} channel{'s' if nc != 1 else ''}, {side}x{side} images "
+        "(read from the weights)")
     return Converted(kind="sample", factory=FACTORY, hparams={"latent_dim": nz, "channels": channels, "bias": bias},
                      image_shape=(side, side, nc), net=net,
                      description=f"DCGAN-tutorial generator, nz {nz}, ngf {channels[-2]}, {side}x{side}x{nc}")

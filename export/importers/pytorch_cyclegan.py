@@ -237,7 +237,8 @@ def convert(path: Path, options: dict[str, Any], log: Callable[[str], None] = pr
         log(f"{path.name}: dropped {len(stale)} instance-norm running statistics of an older release "
             f"(as that project's own loader does)")
     source.load_into(net, {k: v for k, v in state.items() if k not in stale}, path)
-    log(f"{path.name}: {_describe(found)}, {found['input_nc']} channels (read from the weights)")
+    channels = f"{found['input_nc']} channel{'s' if found['input_nc'] != 1 else ''}"
+    log(f"{path.name}: {_describe(found)}, {channels} (read from the weights)")
     return Converted(kind="translate", factory=FACTORY, hparams={**hp, "netG": found["netG"]},
                      image_shape=(-1, -1, found["input_nc"]), net=net,
                      description=f"pytorch-CycleGAN-and-pix2pix {_describe(found)}")
