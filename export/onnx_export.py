@@ -18,8 +18,8 @@ import onnx
 import torch
 from torch import nn
 
-from ganexport.export import wrappers
 from ganexport import catalog
+from ganexport.export import wrappers
 
 DEFAULT_OPSET = 18
 
@@ -67,7 +67,7 @@ def export_onnx(module: nn.Module, sig: catalog.Signature, example: tuple[torch.
     file itself (``exposing_float``) without a second export (one export is most of a build's time).
     """
     path = Path(path)
-    rounded = sig.outputs[0].dtype == "UINT8"
+    rounded = wrappers.rounds_to_uint8(sig)
     # torch.export prints the partial graph of a module it cannot follow to stderr before raising: a page
     # the one-line reason (``reason``) says better
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
@@ -81,14 +81,13 @@ def export_onnx(module: nn.Module, sig: catalog.Signature, example: tuple[torch.
             )
         except Exception as e:  # the exporter raises many types; the user needs the model name and the reason
             raise ExportError(f"{sig.name}: ONNX export failed: {reason(e)}") from e
-    program.save(str(path), external_data=False)
+    model = program.model_proto  # what program.save writes, edited before it is written once
     if rounded:
-        model = onnx.load(str(path))
         kept = [o for o in model.graph.output if o.name != wrappers.FLOAT_OUTPUT]
         model.graph.value_info.extend(o for o in model.graph.output if o.name == wrappers.FLOAT_OUTPUT)
         del model.graph.output[:]
         model.graph.output.extend(kept)
-        onnx.save(model, str(path))
+    onnx.save(model, str(path))
     check(path, sig, opset)
     return path
 

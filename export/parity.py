@@ -156,15 +156,14 @@ def ort_session(model: Path | bytes) -> ort.InferenceSession:
 
 
 def check_parity(sig: catalog.Signature, wrapper: torch.nn.Module, onnx_path: Path | None, torchscript_module,
-                 seed: int = 0,
-                 reference: Reference | None = None) -> dict[str, Any]:
+                 seed: int = 0, reference: Reference | None = None) -> dict[str, Any]:
     """Compare eager, ONNX Runtime and TorchScript; returns the parity report (``passed`` says it all).
     A runtime not exported (its path or module None: a build asked for the other alone) is not in the report.
     The ONNX file's float gate reads the float it rounds from inside the file (``onnx_export.exposing_float``).
     A diffusion model's files hold its denoiser: see ``check_diffusion_parity`` (its output is the float)."""
     if sig.diffusion is not None:
         return check_diffusion_parity(sig, wrapper, onnx_path, torchscript_module, seed, reference)
-    rounded = sig.outputs[0].dtype == "UINT8"  # else the output is the float itself (an encoder's latent)
+    rounded = wrappers.rounds_to_uint8(sig)
     sess = ort_session(onnx_path) if onnx_path is not None else None
     sess_float = ort_session(onnx_export.exposing_float(onnx_path)) if sess is not None and rounded else None
     out_name = sig.outputs[0].name

@@ -38,6 +38,12 @@ from ganexport.training.unet import NHWCDenoiser
 FLOAT_OUTPUT = "float"  # inside every exported file whose output is uint8: the value before the rounding
 
 
+def rounds_to_uint8(sig: catalog.Signature) -> bool:
+    """Whether ``sig``'s output is a uint8 image rounded from a float (whose file then keeps FLOAT_OUTPUT inside);
+    an encoder's latent and a denoiser's noise estimate are the float itself."""
+    return sig.outputs[0].dtype == "UINT8"
+
+
 class _WithPrior(nn.Module):
     """A net and the (mean, std) of its decoder's training codes as buffers; ``affine`` is False without them."""
 
