@@ -104,6 +104,13 @@ def exposing_float(path: Path) -> bytes:
     return model.SerializeToString()
 
 
+def holds_float(path: Path) -> bool:
+    """Whether the ONNX file at ``path`` holds the float its uint8 output rounds, as ``export_onnx`` leaves it
+    (files from earlier ganexport versions lack it; an encoder's output is its float and has none)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(v.name == wrappers.FLOAT_OUTPUT for v in graph.value_info)
+
+
 def check(path: Path, sig: catalog.Signature, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """onnx.checker with full_check, the opset we asked for, and the signature's names."""
     model = onnx.load(str(path))

@@ -111,9 +111,11 @@ class Comparison:
     worst_excess: float = -np.inf  # max of |a-b| - (atol + rtol*|b|): > 0 means the gate failed
     failures: list[str] = field(default_factory=list)
 
-    def add(self, ref_float: np.ndarray, got_float: np.ndarray, ref_u8: np.ndarray, got_u8: np.ndarray,
+    def add(self, ref_float: np.ndarray, got_float: np.ndarray | None, ref_u8: np.ndarray, got_u8: np.ndarray,
             shape: str) -> None:
-        self.add_float(ref_float, got_float, shape)
+        """Both gates; the image gate alone where the file's float cannot be read (``got_float`` None)."""
+        if got_float is not None:
+            self.add_float(ref_float, got_float, shape)
         self.add_uint8(ref_u8, got_u8, shape)
 
     def add_float(self, ref_float: np.ndarray, got_float: np.ndarray, shape: str) -> None:
@@ -156,16 +158,18 @@ def ort_session(model: Path | bytes) -> ort.InferenceSession:
 
 
 def check_parity(sig: catalog.Signature, wrapper: torch.nn.Module, onnx_path: Path | None, torchscript_module,
-                 seed: int = 0, reference: Reference | None = None) -> dict[str, Any]:
+                 seed: int = 0, reference: Reference | None = None, onnx_float: bool = True) -> dict[str, Any]:
     """Compare eager, ONNX Runtime and TorchScript; returns the parity report (``passed`` says it all).
     A runtime not exported (its path or module None: a build asked for the other alone) is not in the report.
-    The ONNX file's float gate reads the float it rounds from inside the file (``onnx_export.exposing_float``).
+    The ONNX file's float gate reads the float it rounds from inside the file (``onnx_export.exposing_float``);
+    ``onnx_float=False`` skips that gate, for a file that does not hold its float (``onnx_export.holds_float``).
     A diffusion model's files hold its denoiser: see ``check_diffusion_parity`` (its output is the float)."""
     if sig.diffusion is not None:
         return check_diffusion_parity(sig, wrapper, onnx_path, torchscript_module, seed, reference)
     rounded = wrappers.rounds_to_uint8(sig)
     sess = ort_session(onnx_path) if onnx_path is not None else None
-    sess_float = ort_session(onnx_export.exposing_float(onnx_path)) if sess is not None and rounded else None
+    sess_float = (ort_session(onnx_export.exposing_float(onnx_path)) if sess is not None and rounded and onnx_float
+                  else None)
     out_name = sig.outputs[0].name
     comparisons = {b: Comparison(b) for b, there in (("onnxruntime", sess), ("torchscript", torchscript_module))
                    if there is not None}

@@ -195,6 +195,57 @@ def test_verify_names_a_corrupted_published_weight(tmp_path, published, tiny_che
     assert "cyclegan_b2a" not in str(err.value)
 
 
+def _nudged_checkpoint(path: Path, out: Path, by: float) -> Path:
+    """The checkpoint at ``path`` with every RGB output layer's bias (the 3-value biases before the tanh) moved."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    nudged = [k for k, v in tensors.items() if k.endswith(".bias") and v.shape == (3,)]
+    assert nudged, "no RGB output bias found"
+    for k in nudged:
+        tensors[k] = tensors[k] + by
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+def test_verify_holds_published_files_to_the_float_gate(tmp_path, published, tiny_checkpoints):
+    """A checkpoint a fraction of a uint8 level away (its output biases moved by 3e-3, 0.4 of a level) keeps the
+    published images within a level, so only the float the files round can tell them apart: verify must."""
+    repo = tmp_path / "repo"
+    shutil.copytree(published[0], repo)
+    nearby = _nudged_checkpoint(tiny_checkpoints["cyclegan"], tmp_path / "nearby.safetensors", 3e-3)
+    with pytest.raises(pipeline.VerifyError) as err:
+        pipeline.verify("cyclegan", checkpoint_path=nearby, repo=repo, log=lambda m: None)
+    for name in ("cyclegan_a2b:", "cyclegan_a2b_torchscript:", "cyclegan_b2a:"):
+        assert name in str(err.value)
+    assert "float max abs error" in str(err.value) and "uint8 outputs differ" not in str(err.value)
+
+
+def test_verify_holds_an_onnx_file_without_its_float_to_its_images(tmp_path, published, tiny_checkpoints):
+    """An ONNX file that does not hold the float it rounds (as earlier versions exported them) is still verified,
+    on its images: it passes against its own checkpoint and fails against one that moves the images."""
+    repo = tmp_path / "repo"
+    shutil.copytree(published[0], repo)
+    version = repository.latest(repo, "cyclegan_a2b")
+    path = version / ONNX_FILE
+    model = onnx.load(str(path))
+    kept = [v for v in model.graph.value_info if v.name != wrappers.FLOAT_OUTPUT]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    onnx.save(model, str(path))
+    repository.write_checksums(version)
+    assert not onnx_export.holds_float(path)
+
+    assert "cyclegan_a2b" in pipeline.verify("cyclegan", checkpoint_path=tiny_checkpoints["cyclegan"], repo=repo,
+                                             log=lambda m: None)
+    far = _nudged_checkpoint(tiny_checkpoints["cyclegan"], tmp_path / "far.safetensors", 0.5)
+    with pytest.raises(pipeline.VerifyError, match="cyclegan_a2b: published onnxruntime .*uint8 outputs differ"):
+        pipeline.verify("cyclegan", checkpoint_path=far, repo=repo, log=lambda m: None)
+
+
 def test_killed_build_leaves_the_repository_unchanged(tmp_path, published, tiny_checkpoints):
     repo = tmp_path / "repo"
     shutil.copytree(published[0], repo)
