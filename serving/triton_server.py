@@ -58,7 +58,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORTS", "RESTRICTED_HEADER", "ModelInfo", "S
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 GRPC_DOORS = ("auto", "compiled", "python")  # which program takes the public gRPC port (TritonServer._grpc_lane)
 RESTRICTED_HEADER = "ganexport-restricted"  # header that would unlock the restricted APIs (see command())
-RESTRICTED_APIS = "shared-memory,model-repository"
+RESTRICTED_APIS = "shared-memory,model-repository,logging,trace"
 STUB_TIMEOUT_S = 120  # how long Triton waits for a Python stub to start and to answer its messages
 
 
@@ -277,8 +277,10 @@ class TritonServer:
                "--log-verbose", str(self.log_verbose),
                # Shared-memory registration lets any client map a /dev/shm segment by name, the Python
                # stubs' own regions included, and have the server read or write it; model load would run
-               # a model.py the request carries. Our clients use neither: both are restricted to a random
-               # header value that only this object (the supervisor's reloads, introspection) sends.
+               # a model.py the request carries; the logging and trace settings would let a client turn
+               # error logging off, or read and move the server's log and trace files. Our clients use none
+               # of them: all are restricted to a random header value that only this object (the
+               # supervisor's reloads, introspection) sends.
                "--http-restricted-api", f"{RESTRICTED_APIS}:{RESTRICTED_HEADER}={self._restricted_key}",
                "--grpc-restricted-protocol", f"{RESTRICTED_APIS}:{RESTRICTED_HEADER}={self._restricted_key}"]
         caches = server_root(binary) / "caches"

@@ -203,6 +203,25 @@ def test_shared_memory_registration_is_refused(onnx_triton):
     _assert_still_serving(onnx_triton)
 
 
+def test_log_and_trace_settings_are_closed_to_clients(onnx_triton):
+    """Otherwise any client could switch Triton's error log off, or read and move its log and trace files."""
+    for method, path, body in (("POST", "/v2/logging", {"log_error": False, "log_verbose_level": 3}),
+                               ("GET", "/v2/logging", None), ("GET", "/v2/trace/setting", None),
+                               ("POST", "/v2/trace/setting", {"trace_level": ["TIMESTAMPS"]}),
+                               ("POST", f"/v2/models/{MODEL}/trace/setting", {"trace_rate": "1"})):
+        status, reply = _http(onnx_triton, method, path, body)
+        assert status == 403 and "restricted" in reply["error"], (method, path, reply)
+    client = grpcclient.InferenceServerClient(onnx_triton.grpc_url)
+    try:
+        for call in (lambda: client.update_log_settings({"log_error": False}), client.get_log_settings,
+                     client.get_trace_settings, lambda: client.update_trace_settings(settings={"trace_rate": "1"})):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                call()
+    finally:
+        client.close()
+    _assert_still_serving(onnx_triton)
+
+
 # --------------------------------------------------------------------------- the demo's file routes
 
 
