@@ -54,6 +54,16 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) ``pids`` have used so far; processes that vanished count zero."""
+    total = 0
+    for pid in pids:
+        with suppress_gone():
+            fields = proc_stat(pid)
+            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of /proc/PID/stat
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wait_group_gone(pgid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while group_pids(pgid) and time.monotonic() < deadline:

@@ -12,7 +12,9 @@ at all (the front door, front_door.py, refuses them); the supervisor is there fo
   reloaded (a fresh stub in well under a second; the other models never notice). A reload that fails
   restarts the server;
 - every model, through a one-image request every ``probe_every`` seconds, or at once when the front
-  door sees a stub's death in an answer: a model that does not answer is reloaded the same way;
+  door sees a stub's death in an answer: a model that does not answer is reloaded the same way, unless
+  its stubs kept working while the probe waited (every instance busy with long requests, such as 64
+  diffusion samples of 1000 steps, is no failure; a hung stub uses no CPU);
 - every stub's resident memory, once its model has had no client request for ``recycle_idle_s``: a
   stub above ``recycle_ratio`` times the least it was seen holding at rest is replaced by a fresh one
   (Triton swaps it in once loaded, so no request fails). A burst of large images leaves the Python
@@ -38,7 +40,7 @@ import numpy as np
 
 from ganexport.repository import RepositoryError
 from ganexport.serving.backends import BackendError, InvalidInput, connect
-from ganexport.serving.process_group import alive, rss_bytes
+from ganexport.serving.process_group import alive, cpu_seconds, rss_bytes
 from ganexport.serving.triton_log import ServerError, exit_text
 from ganexport.serving.triton_server import TritonServer
 
@@ -74,6 +76,8 @@ def probe_inputs(sig) -> tuple[str, tuple]:
     return "sample", (z, label)
 
 
+BUSY_CPU_SHARE = 0.25  # a probe that waited while the model's stubs used this share of a core: busy, not hung
+BUSY_MIN_WAIT_S = 1.0  # and it waited at least this long (an answer with an error comes at once)
 RECYCLE_RATIO = 1.5  # a resting stub above this times its least resting memory is replaced
 RECYCLE_IDLE_S = 10.0  # "resting": no client request this long (the arena gives itself back after 5 s)
 RECYCLE_MIN_BYTES = 32 * 2**20  # and only when that frees at least this much
@@ -84,11 +88,11 @@ class Supervisor:
     model whose stub died or stopped answering, and replace a stub that a burst left swollen."""
 
     def __init__(self, server: TritonServer, *, log: Callable[[str], None] = print, probe_every: float = 15.0,
-                 watch_every: float = 0.25, max_restarts: int = 5, window: float = 300.0,
+                 probe_timeout: float = 30.0, watch_every: float = 0.25, max_restarts: int = 5, window: float = 300.0,
                  start_timeout: float = 120.0, recycle_ratio: float = RECYCLE_RATIO,
                  recycle_idle_s: float = RECYCLE_IDLE_S):
         self.server, self.log = server, log
-        self.probe_every, self.watch_every = probe_every, watch_every
+        self.probe_every, self.probe_timeout, self.watch_every = probe_every, probe_timeout, watch_every
         self.max_restarts, self.window = max_restarts, window
         self.start_timeout = start_timeout
         self.recycle_ratio, self.recycle_idle_s = recycle_ratio, recycle_idle_s
@@ -97,6 +101,7 @@ class Supervisor:
         self.resting: dict[str, int] = {}  # model -> least RSS (bytes) its stubs were seen holding at rest
         self._born: dict[str, float] = {}  # model -> when its current stubs started (monotonic)
         self._retired: set[int] = set()  # stubs replaced on purpose: their exit is no failure
+        self._busy: set[str] = set()  # models whose last probe found every instance at work
         self._running = True
 
     def stop(self) -> None:
@@ -147,23 +152,37 @@ class Supervisor:
         return door is not None and bool(door.gate.suspects)
 
     def unanswered(self) -> list[str]:
-        """The served models that fail their one-image probe (a dead stub), with the reason logged."""
+        """The served models that fail their one-image probe (a dead stub), with the reason logged; a model
+        whose probe timed out while its stubs worked is busy (``_busy``), not failing."""
         broken = []
         try:
-            backend = connect("triton-http", url=self.server.triton_http_url)
+            backend = connect("triton-http", url=self.server.triton_http_url, timeout=self.probe_timeout)
         except BackendError as e:
             self.log(f"supervisor: cannot reach Triton to probe it: {e}")
             return list(self.stubs) or self.server.model_names()
         with backend:
             for name in self.server.model_names():
+                stubs = self.stubs.get(name, [])
+                started, worked = time.monotonic(), cpu_seconds(stubs)
                 try:
                     method, args = probe_inputs(backend.metadata(name))
                     getattr(backend, method)(name, *args)
                 except InvalidInput as e:  # our own probe is wrong: say so, do not restart for it
                     self.log(f"supervisor: the probe of {name} is refused ({e}); not probing it")
                 except (BackendError, OSError) as e:
+                    waited, used = time.monotonic() - started, cpu_seconds(stubs) - worked
+                    if waited >= BUSY_MIN_WAIT_S and used >= BUSY_CPU_SHARE * waited:
+                        if name not in self._busy:
+                            self.log(f"supervisor: {name} is busy: its probe waited {waited:.0f} s while its stubs "
+                                     f"worked {used:.0f} CPU-s; not reloading it")
+                        self._busy.add(name)
+                        continue
                     self.log(f"supervisor: {name} does not answer: {str(e).splitlines()[0][:200]}")
                     broken.append(name)
+                else:
+                    if name in self._busy:
+                        self.log(f"supervisor: {name} answers its probe again")
+                    self._busy.discard(name)
         return broken
 
     def _recover(self, models: list[str], cause: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -425,3 +426,44 @@ def test_the_front_door_passes_the_largest_request_and_refuses_bad_ones(server, 
             assert "\n" not in err.value.message(), why
     finally:
         client.close()
+
+
+@pytest.mark.integration
+def test_a_model_busy_with_long_requests_is_not_reloaded(server, sig):
+    """Every instance at work on long, valid requests (the largest batch, the most steps) makes the supervisor's
+    probe wait past its timeout; the stubs' CPU time says busy, not hung, so the model is not reloaded (which
+    would count towards giving up) and every request is answered."""
+    from ganexport.serving.supervisor import Supervisor
+
+    messages: list[str] = []
+    supervisor = Supervisor(server, log=messages.append, probe_every=0.5, probe_timeout=2.0)
+    watcher = threading.Thread(target=supervisor.run, daemon=True)
+    watcher.start()
+    batch, steps = sig.max_batch_size, int(sig.input("steps").high)
+    noise, labels = seeded(sig, batch)
+    answered, failed = [], []
+
+    def client():  # back to back, until the supervisor has seen the model busy (or a minute and a half)
+        with connect("triton-http", url=server.http_url, timeout=600) as remote:
+            while not any(f"{MODEL} is busy" in m for m in messages) and time.monotonic() < deadline:
+                try:
+                    answered.append(remote.diffuse(MODEL, noise, labels, steps, guidance=2.0).shape)
+                except Exception as e:  # noqa: BLE001: a failed request is what the test looks for
+                    failed.append(str(e)[:200])
+
+    deadline = time.monotonic() + 90
+    try:
+        while not supervisor.stubs.get(MODEL):
+            assert time.monotonic() < deadline, "the supervisor found no stub to watch"
+            time.sleep(0.1)
+        clients = [threading.Thread(target=client) for _ in range(len(supervisor.stubs[MODEL]) + 1)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(timeout=600)
+    finally:
+        supervisor.stop()
+        watcher.join(timeout=60)
+    assert any(f"{MODEL} is busy" in m for m in messages), messages
+    assert not failed and not any(f"reloading {MODEL}" in m or "does not answer" in m for m in messages), (failed, messages)
+    assert answered and all(shape == (batch, *sig.outputs[0].shape) for shape in answered)
