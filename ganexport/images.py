@@ -9,8 +9,10 @@ too large).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Refuse decompression bombs up front rather than running out of memory.
 MAX_PIXELS = 64_000_000
+# What is decoded: what cameras, phones and editors write (a phone's MPO opens as JPEG). Never a format whose
+# decoder runs another program (EPS runs Ghostscript) or that nobody uploads as a photo.
+READ_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 class ImageError(ValueError):
@@ -27,9 +32,10 @@ class ImageError(ValueError):
 def to_array(im: Image.Image, channels: int = 3) -> np.ndarray:
     """A PIL image in any mode -> uint8 HxWxC (C = 1 or 3), EXIF orientation applied."""
     im = ImageOps.exif_transpose(im)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit integer grayscale: scale, don't clip
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit integer or float grayscale: scale, don't clip
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        peak = float(arr.max(initial=0.0))
+        top = next((t for t in ((1.0,) if im.mode == "F" else ()) + (255.0, 65535.0) if peak <= t), peak)
         im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
@@ -67,9 +73,10 @@ def read_image_to_fit(source: str | Path | bytes, channels: int = 3, min_side: i
 def read_image_at(source: str | Path | bytes, shape: tuple[int, int, int], *,
                   name: str | None = None) -> tuple[np.ndarray, list[str]]:
     """An image at exactly ``shape`` (H, W, C), what an encoder of fixed size takes: the largest centred crop of
-    the target's aspect ratio, resized (antialiased); returns (image, notes saying what was done)."""
+    the target's aspect ratio, resized (antialiased); returns (image, notes saying what was done). An image
+    whose shorter side is under a quarter of the target's is refused: blown up that far it shows nothing."""
     h, w, c = shape
-    arr, notes = read_image_to_fit(source, c, 1, 4 * max(h, w), name=name)
+    arr, notes = read_image_to_fit(source, c, max(1, min(h, w) // 4), 4 * max(h, w), name=name)
     if arr.shape[:2] == (h, w):
         return arr, notes
     ih, iw = arr.shape[:2]
@@ -94,7 +101,7 @@ def _read(source, channels: int, min_side: int | None, max_side: int | None, *, 
     name = name or ("upload" if isinstance(source, bytes) else str(source))
     notes: list[str] = []
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+        with _opened(source) as im:
             stored_w, stored_h = im.size
             _check_sides(name, stored_w, stored_h, min_side, None if fit else max_side)  # before reading more
             w, h = stored_w, stored_h
@@ -119,7 +126,7 @@ def _read(source, channels: int, min_side: int | None, max_side: int | None, *, 
     except IsADirectoryError:
         raise ImageError(f"{name}: is a directory, not an image file") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (JPEG, PNG, WebP, BMP, GIF, TIFF are read)") from None
+        raise ImageError(f"{name}: not an image file of a format read here ({', '.join(READ_FORMATS)})") from None
     except Image.DecompressionBombError as e:  # Pillow refuses it in open(), before we see the size
         limit = f"; the limit is {max_side} pixels per side" if max_side and not fit else ""
         raise ImageError(f"{name}: too large to decode ({_first_line(e)}){limit}") from None
@@ -130,9 +137,19 @@ def _read(source, channels: int, min_side: int | None, max_side: int | None, *, 
     if scaled:
         picture = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         arr = np.asarray(picture.resize((fit_w, fit_h), Image.LANCZOS), np.uint8).reshape(fit_h, fit_w, -1)
-        notes.append(f"{name}: scaled down from {w}x{h} to {fit_w}x{fit_h} to fit the translator's "
-                     f"{max_side}-pixel limit.")
+        notes.append(f"{name}: scaled down from {w}x{h} to {fit_w}x{fit_h} to fit the {max_side}-pixel limit.")
     return np.ascontiguousarray(arr), notes
+
+
+@contextlib.contextmanager
+def _opened(source: str | Path | bytes):
+    """Pillow's image of ``source``, in one of READ_FORMATS, without Pillow's bomb warning (which names its own
+    source file): MAX_PIXELS refuses large images in one line, and Pillow's error stays for the largest."""
+    Image.init()  # registers every plugin (WebP, TIFF): ``formats`` names only registered ones
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=READ_FORMATS) as im:
+            yield im
 
 
 def _check_sides(name: str, w: int, h: int, min_side: int | None, max_side: int | None) -> None:
@@ -150,11 +167,28 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def check_output(path: str | Path) -> None:
+    """Refuse, before any work, an output path whose extension names no format Pillow writes."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(f"{Path(path).name}: name the image format with the extension (.png, lossless; or .jpg, "
+                         f".webp ...)")
+
+
 def save_image(arr: np.ndarray, path: str | Path) -> Path:
-    """uint8 HxWxC (C = 1 or 3) -> PNG (lossless: exact pixels)."""
+    """uint8 HxWxC (C = 1 or 3) -> an image file, its format by the extension (PNG: lossless, exact pixels)."""
+    return save_picture(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr), path)
+
+
+def save_picture(picture: Image.Image, path: str | Path) -> Path:
+    """Write ``picture`` (its folder made if missing); ImageError says in one line why it could not be."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    check_output(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write it ({e.strerror or _first_line(e)})") from None
     return path
 
 

@@ -67,7 +67,8 @@ DIFFUSION_TIMEOUT_S = 600.0
               help="Edit models: an attribute and its strength, repeatable (e.g. --edit smiling=1 --edit "
                    "glasses=-1); the attributes not named stay 0.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="PNG to write [default: MODEL.png]; an encoder writes its latents as JSON [default: MODEL.json].")
+              help="Image to write, its format by the extension (.png: lossless) [default: MODEL.png]; an encoder "
+                   "writes its latents as JSON [default: MODEL.json].")
 def infer(model, backend, url, token, tls_ca, repo, seed, count, label, steps, guidance, eta, trajectory, input_path,
           edits, output):
     """Sample a grid of images, translate an image file, or run a diffusion model's sampler, through any backend.
@@ -94,6 +95,11 @@ def infer(model, backend, url, token, tls_ca, repo, seed, count, label, steps, g
     if edits and kind != "edit":
         raise click.UsageError(f"--edit: for edit models only; {model} is a {kind} model")
     output = Path(output or f"{model}.{'json' if kind == 'encode' else 'png'}")
+    if kind != "encode":  # before the work, not after it
+        try:
+            images.check_output(output)
+        except images.ImageError as e:
+            raise UserError(str(e)) from None
     if url is None and backend.startswith("triton-"):
         port = os.environ.get(f"GANEXPORT_{backend.removeprefix('triton-').upper()}_PORT")
         url = f"127.0.0.1:{port}" if port else None
@@ -205,5 +211,5 @@ def _save_grid(out, nrow: int, output: Path):
     from ganexport import images
 
     grid = images.grid_image(out, nrow, scale=images.upscale_for_viewing(out.shape[1]))
-    grid.save(output)
+    images.save_picture(grid, output)
     return grid

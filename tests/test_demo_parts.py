@@ -44,8 +44,7 @@ def test_a_phone_photo_is_scaled_down_to_the_largest_side_upright_and_said_so():
     im.save(buf, "JPEG", exif=exif.tobytes())
     arr, notes = read_upload(buf.getvalue(), "IMG_0001.jpg", **LIMITS)
     assert arr.shape == (1024, 768, 3) and arr.dtype == np.uint8
-    assert notes == ["IMG_0001.jpg: scaled down from 1200x1600 to 768x1024 to fit the translator's "
-                     "1024-pixel limit."]
+    assert notes == ["IMG_0001.jpg: scaled down from 1200x1600 to 768x1024 to fit the 1024-pixel limit."]
 
 
 @pytest.mark.parametrize("w,h", [(1025, 40), (4000, 3000), (1024, 1024)])
@@ -70,11 +69,50 @@ def test_an_animated_gif_is_translated_from_its_first_frame():
     (_encoded(_noise(10, 3000)), "3000x10 is too narrow; scaled to fit the 1024-pixel limit it would be 1024x3"),
     (b"not a picture\n", "not an image file"),
     (_encoded(_noise(64, 64))[:300], "unreadable or truncated"),
+    (_encoded(_noise(16, 16), "EPS"), "not an image file"),  # its decoder would run Ghostscript
+    (_encoded(_noise(16, 16), "PPM"), "not an image file"),
 ])
 def test_unusable_uploads_are_refused_by_name(data, words):
     with pytest.raises(ImageError) as e:
         read_upload(data, "holiday.png", **LIMITS)
     assert str(e.value).startswith("holiday.png: ") and words in str(e.value), str(e.value)
+
+
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG that claims w x h pixels and holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_a_large_claim_is_refused_in_our_line_without_pillows_warning():
+    """10000x9000 is past Pillow's warning (89.5 Mpx) and short of its error: our limit says it, alone."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(ImageError, match="64,000,000-pixel limit"):
+        warnings.simplefilter("always")
+        read_upload(_png_header(10000, 9000), "huge.png", **LIMITS)
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)], seen
+
+
+def test_a_float_tiff_keeps_its_values():
+    """Float TIFFs hold 0..1 (scientific and HDR tools): scaled to 0..255, not truncated to black."""
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    arr, _ = read_upload(_encoded(ramp, "TIFF"), "ramp.tif", channels=1, min_side=8, max_side=1024)
+    assert arr[0, 0, 0] == 0 and arr[-1, -1, 0] == 255 and abs(int(arr[16, 0, 0]) - 128) <= 2
+
+
+def test_an_encoder_refuses_an_image_far_smaller_than_its_input():
+    from ganexport.images import read_image_at
+
+    with pytest.raises(ImageError, match="at least 16 pixels"):
+        read_image_at(_encoded(_noise(1, 1)), (64, 64, 3), name="dot.png")
+    arr, notes = read_image_at(_encoded(_noise(16, 40)), (64, 64, 3), name="strip.png")
+    assert arr.shape == (64, 64, 3) and "cropped to 16x16 and resized to 64x64" in notes[-1]
 
 
 def test_uploads_are_named_by_their_base_name(tmp_path):

@@ -303,6 +303,16 @@ def test_infer_refuses_bad_arguments(onnx_triton, raw, sigs, tmp_path, case, arg
     assert_still_serving(onnx_triton, "grpc", raw["grpc"], sigs)
 
 
+def test_infer_refuses_an_output_it_cannot_write_in_one_line(onnx_triton, tmp_path):
+    """An output without an image extension is refused before any work; one that cannot be written, in a line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for out, fragment in ((tmp_path / "grid", "name the image format"), (blocker / "grid.png", "cannot write it")):
+        result = run_infer(onnx_triton, "--model", SAMPLER, "-o", str(out))
+        assert_cli_refused(result, fragment, out)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 # --------------------------------------------------------------------------- the demo
 
 
