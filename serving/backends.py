@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Protocol
@@ -334,19 +335,27 @@ class TritonBackend(_Base):
             time.sleep(0.2)
 
     def _call(self, what: str, fn, *args, **kw):
+        """``fn``'s answer; a refusal for the token's rate limit is retried after the wait it names (for up to
+        RATE_LIMITED_FOR_S: a demo's many users share one token), every other failure raised in one line."""
         from tritonclient.utils import InferenceServerException
 
-        try:
-            return fn(*args, **kw)
-        except InferenceServerException as e:
-            status = str(e.status() or "")
-            msg = (e.message() or str(e)).splitlines()[0]
-            if status in ("400", "StatusCode.INVALID_ARGUMENT"):
-                raise InvalidInput(msg) from None
-            raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}): {msg}") from None
-        except Exception as e:  # connection refused, timeouts: the server is not there
-            raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}) unreachable: "
-                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        deadline = time.monotonic() + min(self.timeout, RATE_LIMITED_FOR_S)
+        while True:
+            try:
+                return fn(*args, **kw)
+            except InferenceServerException as e:
+                status = str(e.status() or "")
+                msg = (e.message() or str(e)).splitlines()[0]
+                wait = _rate_limit_wait(status, msg)
+                if wait is not None and time.monotonic() + wait < deadline:
+                    time.sleep(wait)
+                    continue
+                if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+                    raise InvalidInput(msg) from None
+                raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}): {msg}") from None
+            except Exception as e:  # connection refused, timeouts: the server is not there
+                raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}) unreachable: "
+                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
     def metadata(self, model: str) -> catalog.Signature:
         if model not in self._signatures:
@@ -381,6 +390,16 @@ class TritonBackend(_Base):
 
     def close(self) -> None:
         self._client.close()
+
+
+RATE_LIMITED_FOR_S = 10.0  # how long a call refused for the token's rate limit keeps being retried
+RETRY_IN = re.compile(r"above the rate limit .*; retry in ([0-9.]+) s")  # the front door's refusal (Gatekeeper)
+
+
+def _rate_limit_wait(status: str, message: str) -> float | None:
+    """The seconds a rate-limit refusal (429 / RESOURCE_EXHAUSTED) says to wait; None for any other failure."""
+    found = RETRY_IN.search(message) if status in ("429", "StatusCode.RESOURCE_EXHAUSTED") else None
+    return max(0.01, float(found.group(1))) if found else None
 
 
 def connect(kind: str, *, repository: str | Path = "model_repository", url: str | None = None,
