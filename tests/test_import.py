@@ -118,6 +118,44 @@ def test_a_unet_pads_to_its_depth_and_crops_back_at_sides_that_are_no_multiple(t
         assert levels(got, want) <= 1
 
 
+def test_a_batch_norm_file_without_its_batch_counters_is_taken(tmp_path, folder):
+    """PyTorch before 0.4.1 saved BatchNorm without num_batches_tracked; torch's own loading accepts such files."""
+    state = layouts.unet_state(ngf=1, num_downs=7, norm="batch")
+    old = {k: v for k, v in state.items() if not k.endswith(".num_batches_tracked")}
+    assert len(old) < len(state)
+    spec, _ = imported(save(tmp_path, old, "latest_net_G.pth"), "facades", "pytorch-cyclegan", netG="unet_128")
+    images = photo(37, 53)
+    want = reference(lambda x: layouts.unet_forward(state, x, 1, 7, "batch"), images, 2 ** 7)
+    assert levels(served(spec, images), want) <= 1
+
+
+def test_key_picks_one_generator_of_a_checkpoint_that_holds_two(tmp_path, folder):
+    a, b = (layouts.resnet_state(ngf=2, n_blocks=1, seed=seed) for seed in (1, 2))
+    path = save(tmp_path, {"netG_A": a, "netG_B": b, "epoch": 5}, "checkpoint.pth")
+    with pytest.raises(ImportRefused) as e:
+        imported(path, "h2z", "pytorch-cyclegan")
+    assert "2 entries look like a pytorch-CycleGAN-and-pix2pix generator (netG_A, netG_B)" in refused(e)
+    assert "--key" in str(e.value)
+    spec, _ = imported(path, "h2z", "pytorch-cyclegan", key="netG_B")
+    images = photo(9, 13)
+    want = reference(lambda x: layouts.resnet_forward(b, x, 1, "instance", False), images, 4)
+    assert levels(served(spec, images), want) <= 1
+
+
+def test_a_flat_state_dict_of_a_whole_model_says_which_key_takes_the_generator(tmp_path, folder):
+    """A training script's one state dict of every net ("generator.", "discriminator."): --key names the prefix."""
+    generator = layouts.resnet_state(ngf=2, n_blocks=1)
+    state = {**{f"generator.{k}": v for k, v in generator.items()}, "discriminator.head.weight": torch.zeros(1, 4, 4, 4)}
+    with pytest.raises(ImportRefused) as e:
+        imported(save(tmp_path, state), "h2z", "pytorch-cyclegan")
+    assert "not a pytorch-CycleGAN-and-pix2pix generator" in refused(e)
+    assert "--key generator takes the keys under generator" in str(e.value)
+    spec, _ = imported(save(tmp_path, state), "h2z", "pytorch-cyclegan", key="generator")
+    images = photo(9, 13)
+    want = reference(lambda x: layouts.resnet_forward(generator, x, 1, "instance", False), images, 4)
+    assert levels(served(spec, images), want) <= 1
+
+
 def test_a_grey_generator_serves_one_channel(tmp_path, folder):
     spec, _ = imported(save(tmp_path, layouts.resnet_state(ngf=2, n_blocks=1, nc=1)), "grey", "pytorch-cyclegan")
     sig = spec.signatures()[0]

@@ -57,6 +57,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
             _option("--no_dropout", "no_dropout", is_flag=True,
                     help="Its --no_dropout. A ResNet's weights show where a dropout sits (a flag that "
                          "contradicts them is refused); a U-Net's do not, and dropout is off when served."),
+            KEY,
         ),
     ),
     Format(

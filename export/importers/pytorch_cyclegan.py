@@ -219,7 +219,8 @@ def _describe(found: dict[str, Any]) -> str:
 def convert(path: Path, options: dict[str, Any], log: Callable[[str], None] = print) -> Converted:
     """The generator in a pytorch-CycleGAN-and-pix2pix state dict, its layout read from the weights."""
     path = Path(path)
-    state = source.state_dict(path, source.load(path), None, what="a generator state dict")
+    state = source.state_dict(path, source.load(path), options.get("key"), lambda s: any(k in s for k in LAYOUTS),
+                              what="a pytorch-CycleGAN-and-pix2pix generator")
     source.check_finite(path, state)
     found = read_layout(state, path.name)
     _check_flags(found, options, path.name)

@@ -60,8 +60,9 @@ def is_state(obj: Any) -> bool:
 
 def state_dict(path: Path, contents: Any, key: str | None, fits: Callable[[State], bool] | None = None,
                what: str = "a state dict") -> State:
-    """The state dict in a file's ``contents``: under ``key`` (dots go deeper; a safetensors file's keys are
-    prefixes), else the contents themselves, else the one entry of a checkpoint dict that ``fits``."""
+    """The state dict in a file's ``contents``: under ``key`` (dots go deeper; a flat state dict's keys are
+    prefixes), else the contents themselves if they fit, else the one entry of a checkpoint dict that ``fits``
+    (DataParallel's ``module.`` prefix taken off first)."""
     name = Path(path).name
     if key is not None:
         found = _under(contents, key)
@@ -71,13 +72,19 @@ def state_dict(path: Path, contents: Any, key: str | None, fits: Callable[[State
         if not is_state(found):
             raise ImportRefused(f"{name}: --key {key!r} holds a {type(found).__name__}, not a state dict")
         return _plain(found)
-    if is_state(contents) and (fits is None or fits(contents)):
-        return _plain(contents)
+    if is_state(contents):
+        plain = _plain(contents)
+        if fits is None or fits(plain):
+            return plain
+        prefixes = sorted({k.split(".", 1)[0] for k in plain if "." in k})
+        under = [p for p in prefixes if fits(_plain(_under(plain, p)))] if len(prefixes) > 1 else []
+        hint = f"; --key {under[0]} takes the keys under {under[0]}." if len(under) == 1 else ""
+        raise ImportRefused(f"{name}: not {what} (its keys: {some(list(plain))}){hint}")
     if isinstance(contents, Mapping):
-        states = {k: v for k, v in contents.items() if is_state(v)}
+        states = {k: _plain(v) for k, v in contents.items() if is_state(v)}
         fitting = [k for k, v in states.items() if fits is None or fits(v)]
         if len(fitting) == 1:
-            return _plain(states[fitting[0]])
+            return states[fitting[0]]
         if len(fitting) > 1:
             raise ImportRefused(f"{name}: {len(fitting)} entries look like {what} ({some(fitting)}); "
                                 f"name one with --key")
@@ -123,6 +130,9 @@ def load_into(net: torch.nn.Module, state: State, path: Path) -> torch.nn.Module
     """``net`` with ``state`` loaded strictly; missing or unexpected keys and wrong shapes in one line."""
     name = Path(path).name
     own = net.state_dict()
+    # PyTorch before 0.4.1 saved BatchNorm without its batch counter, which eval mode never reads: torch's
+    # own load_state_dict fills it in for such files, and so does this
+    state = {**{k: v for k, v in own.items() if k.endswith(".num_batches_tracked") and k not in state}, **state}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
