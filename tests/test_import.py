@@ -219,6 +219,38 @@ def test_a_file_that_is_not_such_a_generator_says_what_it_holds(tmp_path, folder
     assert "not a pytorch-CycleGAN-and-pix2pix generator" in refused(e) and "fc.weight" in str(e.value)
 
 
+def _truncated(path):
+    torch.save(layouts.resnet_state(n_blocks=1), path)
+    path.write_bytes(path.read_bytes()[:-200])
+
+
+def _torchscript(path):
+    torch.jit.save(torch.jit.trace(torch.nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 4, 4)), str(path))
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (_truncated, "not a torch weights file, or truncated"),
+    (lambda p: p.mkdir(), "is a folder"),
+    (_torchscript, "is a TorchScript archive, not weights"),
+], ids=["empty", "truncated", "folder", "torchscript"])
+def test_a_file_that_is_not_weights_is_told_apart_from_one_that_needs_code(tmp_path, folder, make, words):
+    path = tmp_path / "latest_net_G_A.pth"
+    make(path)
+    with pytest.raises(ImportRefused) as e:
+        imported(path, "a", "pytorch-cyclegan")
+    assert refused(e).startswith(f"latest_net_G_A.pth: {words}") and "unpickled" not in str(e.value)
+    assert_nothing_written(folder)
+
+
+def test_a_safetensors_file_is_read_whatever_its_name(tmp_path, folder):
+    from safetensors.torch import save_file
+
+    save_file(layouts.resnet_state(ngf=2, n_blocks=1), str(tmp_path / "latest_net_G_A.pth"))
+    spec, _ = imported(tmp_path / "latest_net_G_A.pth", "h2z", "pytorch-cyclegan")
+    assert spec.kind == "translate"
+
+
 class Payload:
     """Unpickling this creates a file: proof that code ran."""
 
@@ -234,7 +266,7 @@ def test_a_file_that_needs_code_unpickled_is_refused_naming_it(tmp_path, folder)
     path = save(tmp_path, {"model.1.weight": Payload(marker)})
     with pytest.raises(ImportRefused) as e:
         imported(path, "a", "pytorch-cyclegan")
-    assert refused(e).startswith("latest_net_G_A.pth: refused: it needs code unpickled")
+    assert refused(e).startswith("latest_net_G_A.pth: refused: it needs code unpickled to load (it names io.open)")
     assert not marker.exists()
     assert_nothing_written(folder)
 

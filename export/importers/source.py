@@ -8,7 +8,9 @@ refused in one line naming the file: an imported checkpoint never runs anything.
 
 from __future__ import annotations
 
+import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -32,9 +34,16 @@ def some(keys, n: int = SHOWN) -> str:
 
 
 def load(path: Path) -> Any:
-    """The file's contents, read without unpickling code (ImportRefused otherwise)."""
+    """The file's contents, read without unpickling code (ImportRefused otherwise, saying which of: a folder,
+    empty, truncated or not a weights file, a TorchScript archive, a pickle that names code)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.is_dir():
+        raise ImportRefused(f"{path.name}: is a folder; give the weights file in it")
+    if not path.is_file():
+        raise ImportRefused(f"{path.name}: no such file")
+    if path.stat().st_size == 0:
+        raise ImportRefused(f"{path.name}: is empty")
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -43,13 +52,30 @@ def load(path: Path) -> Any:
         except (SafetensorError, OSError, ValueError) as e:
             raise ImportRefused(f"{path.name}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError...: all mean "not plain weights"
-        found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", str(e))
-        why = found.group(1) if found else (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        with warnings.catch_warnings():  # torch's own advice (a pickle protocol, torch.jit.load) is not ours
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's restricted unpickler refused: the file names code
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)|(Unsupported operand \d+)", str(e))
+        why = (f"it names {found.group(1)}" if found and found.group(1) else found.group(2) if found
+               else "not plain weights")
         raise ImportRefused(f"{path.name}: refused: it needs code unpickled to load ({why}); ganexport reads "
                             f"weights only: save the state dict (torch.save(net.state_dict(), ...)) or "
                             f"safetensors") from None
+    except Exception as e:  # RuntimeError (a broken zip, a TorchScript archive), EOFError, KeyError...
+        text = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        text = f"{type(e).__name__}{': ' + text if text else ''}"
+        if "TorchScript" in text:
+            raise ImportRefused(f"{path.name}: is a TorchScript archive, not weights; save the state dict "
+                                f"(torch.save(net.state_dict(), ...)) or safetensors") from None
+        raise ImportRefused(f"{path.name}: not a torch weights file, or truncated ({text})") from None
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file whatever its name: an 8-byte little-endian header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+    return len(head) == 10 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def is_state(obj: Any) -> bool:
