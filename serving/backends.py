@@ -207,6 +207,11 @@ class LocalBackend(_Base):
         self._sessions: list[OrtSession] = []
 
     def _version_dir(self, model: str) -> Path:
+        for other, suffix in catalog.RUNTIME_SUFFIX.items():  # another runtime's file: say which backend runs it
+            if suffix and other != self.runtime and model.endswith(suffix):
+                base = model.removesuffix(suffix)
+                raise BackendError(f"{model} is {base}'s {other} file: run it with --backend {other}, or ask this "
+                                   f"backend ({self.runtime}) for {base}{catalog.RUNTIME_SUFFIX[self.runtime]}")
         name = catalog.RUNTIME_SUFFIX[self.runtime]
         name = model if model.endswith(name) and name else model + name
         version = latest(self.repository, name)
@@ -247,7 +252,7 @@ class LocalBackend(_Base):
 
         def run(inputs):
             with torch.inference_mode():
-                args = [torch.from_numpy(np.ascontiguousarray(inputs[t.name])).to(device) for t in sig.inputs]
+                args = [torch.from_numpy(_writable(inputs[t.name])).to(device) for t in sig.inputs]
                 out = module(*args)
             return [o.cpu().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
@@ -390,6 +395,13 @@ class TritonBackend(_Base):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _writable(value: np.ndarray) -> np.ndarray:
+    """``value`` as torch.from_numpy takes it without a warning: contiguous and writable (a decoded image's
+    array is read-only), copied only when it is not."""
+    value = np.ascontiguousarray(value)
+    return value if value.flags.writeable else value.copy()
 
 
 RATE_LIMITED_FOR_S = 10.0  # how long a call refused for the token's rate limit keeps being retried

@@ -89,6 +89,25 @@ def test_unpublished_model_is_a_backend_error(tmp_path):
         connect("onnxruntime", repository=tmp_path).metadata("dcgan")
 
 
+def test_another_runtimes_file_is_pointed_at_its_backend(published):
+    with pytest.raises(BackendError, match="run it with --backend torchscript"):
+        connect("onnxruntime", repository=published[0]).metadata("dcgan_torchscript")
+
+
+def test_torchscript_takes_a_read_only_image_without_a_warning(published):
+    """A decoded image's array is read-only; torch.from_numpy would warn on every request."""
+    import warnings
+
+    image = np.full((1, 16, 16, 3), 128, np.uint8)
+    image.flags.writeable = False
+    backend = connect("torchscript", repository=published[0])
+    backend.metadata("cyclegan_a2b")  # loaded first: torch.jit.load's own deprecation notice is not the point
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = backend.translate("cyclegan_a2b", image)
+    assert out.shape == image.shape
+
+
 def test_corrupt_model_file_is_a_backend_error_naming_the_file(tmp_path, published):
     import shutil
 
