@@ -29,8 +29,10 @@ class _ImportCommand(click.Command):
               help="The model's name: what build, serve and infer call it, and its Triton model.")
 @click.option("--format", "fmt", required=True, metavar="|".join(formats.FORMATS),
               help="Which project's files SOURCE is (listed below).")
-@click.option("--description", default=None, help="One line for `ganexport models` and the demo [default: what "
-                                                   "the weights show, e.g. 'resnet_9blocks generator, ngf 64']")
+@click.option("--description", default=None, callback=lambda ctx, param, value: " ".join(value.split()) or None
+              if value is not None else None,
+              help="One line for `ganexport models` and the demo (line breaks become spaces) [default: what the "
+                   "weights show, e.g. 'resnet_9blocks generator, ngf 64']")
 @click.option("--replace", is_flag=True, help="Import over an imported model of the same name.")
 def import_cmd(source, name, fmt, description, replace, **options):
     """Import a generator trained elsewhere into the models folder; then build, serve and infer it by --name.

@@ -163,19 +163,24 @@ def check_name(name: str, folder: Path | None = None, *, replace: bool = False) 
     """EntryError unless ``name`` can be a new imported model: a Triton name, no model or Triton model of the
     catalog (nor its TorchScript twin), and not taken in the folder unless ``replace``."""
     folder = models_dir() if folder is None else Path(folder)
-    if not NAME.fullmatch(name) or name in RESERVED:
+    if not NAME.fullmatch(name):
         raise EntryError(f"--name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+    if name.lower() in RESERVED:
+        raise EntryError(f"--name {name!r}: --model {name.lower()} means every model; choose another name")
+    # Names are compared without case: the models folder and the Triton repository may lie on a file system
+    # that ignores it (macOS, Windows), where DCGAN and dcgan are one folder.
     suffixes = catalog.RUNTIME_SUFFIX.values()
-    published = {name + suffix for suffix in suffixes}  # the Triton models build publishes for it
-    own = set(catalog.MODELS) | {s.name + suffix for spec in catalog.MODELS.values() for s in spec.signatures()
-                                 for suffix in suffixes}
-    clash = sorted((published | {name}) & own)
+    published = {(name + suffix).lower() for suffix in suffixes}  # the Triton models build publishes for it
+    own = {n.lower(): n for n in set(catalog.MODELS) | {s.name + suffix for spec in catalog.MODELS.values()
+                                                          for s in spec.signatures() for suffix in suffixes}}
+    clash = sorted(own[n] for n in published | {name.lower()} if n in own)
     if clash:
         raise EntryError(f"--name {name!r}: {clash[0]} is a model of ganexport's own catalog; choose another name")
-    others = {e.name: {e.name + suffix for suffix in suffixes} for e in entries(folder) if e.name != name}
+    others = {e.name: {(e.name + suffix).lower() for suffix in suffixes} for e in entries(folder) if e.name != name}
     taken = [other for other, names in others.items() if names & published]
     if taken:
-        raise EntryError(f"--name {name!r}: its Triton models' names clash with those of the imported model {taken[0]}")
+        raise EntryError(f"--name {name!r}: its Triton models' names clash with those of the imported model "
+                         f"{taken[0]} (names are compared without case)")
     if (folder / name).exists() and not replace:
         raise EntryError(f"{folder / name} exists: pass --replace to import over it, or choose another --name")
 
@@ -196,13 +201,18 @@ def write_record(staged: Path, record: Mapping[str, Any]) -> None:
     (staged / ENTRY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def install(staged: Path, name: str, folder: Path | None = None) -> Path:
-    """Move a staged entry into place as ``<folder>/<name>``, replacing an older one whole."""
+def install(staged: Path, name: str, folder: Path | None = None, *, replace: bool = False) -> Path:
+    """Move a staged entry into place as ``<folder>/<name>``, replacing an older one whole if ``replace``; else
+    an entry that appeared meanwhile (another import of the same name) is kept and EntryError says so: the
+    rename onto a folder that holds files fails, so two imports cannot both win."""
     folder = models_dir() if folder is None else Path(folder)
     dest = folder / name
     _readable(staged)
     old = None
     try:
+        if not replace:
+            os.rename(staged, dest)
+            return dest
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".replaced-{name}-", dir=folder))
             os.rename(dest, old / name)
@@ -210,6 +220,9 @@ def install(staged: Path, name: str, folder: Path | None = None) -> Path:
     except OSError as e:
         if old is not None and not dest.exists():
             os.rename(old / name, dest)
+        if not replace and dest.exists():
+            raise EntryError(f"{dest} appeared while this import ran (another import of the same name?): it is "
+                             f"kept; pass --replace to import over it") from None
         raise EntryError(f"cannot install {dest}: {e.strerror or e}") from None
     finally:
         if old is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -442,17 +443,40 @@ def test_the_entry_records_its_source_and_becomes_a_catalog_model(tmp_path, fold
 
 def test_a_name_of_the_catalog_or_a_taken_one_is_refused(tmp_path, folder):
     path = save(tmp_path, layouts.resnet_state(ngf=2, n_blocks=1))
-    for name in ("cyclegan_a2b", "dcgan_torchscript", "all", "../x"):
-        with pytest.raises(models_folder.EntryError):
+    for name, words in (("cyclegan_a2b", "own catalog"), ("dcgan_torchscript", "own catalog"),
+                        ("DCGAN", "dcgan is a model of ganexport's own catalog"), ("all", "means every model"),
+                        ("../x", "letters, digits")):
+        with pytest.raises(models_folder.EntryError, match=words):
             imported(path, name, "pytorch-cyclegan")
     imported(path, "h2z", "pytorch-cyclegan")
     with pytest.raises(models_folder.EntryError, match="--replace"):
         imported(path, "h2z", "pytorch-cyclegan")
-    with pytest.raises(models_folder.EntryError, match="h2z"):
-        imported(path, "h2z_torchscript", "pytorch-cyclegan")
+    for name in ("h2z_torchscript", "H2Z"):  # one folder on a file system that ignores case
+        with pytest.raises(models_folder.EntryError, match="h2z"):
+            imported(path, name, "pytorch-cyclegan")
     entry.import_model(path, "h2z", "pytorch-cyclegan", {"ngf": 2}, replace=True, log=lambda m: None)
     assert catalog.get("h2z").origin.options == {"ngf": 2}
     assert sorted(p.name for p in folder.iterdir()) == ["h2z"]  # no staging or replaced folders left
+
+
+def test_two_imports_of_one_name_at_once_cannot_both_win(folder):
+    """The name is checked before the (slow) conversion, so two imports of one name can both pass the check:
+    the entry installed first is kept and the other refused, unless it asked to --replace."""
+    def install(text: str, **how) -> None:
+        staged = models_folder.staging_dir(folder)
+        try:
+            (staged / "marker").write_text(text)
+            models_folder.install(staged, "h2z", folder, **how)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+    install("the first import")
+    with pytest.raises(models_folder.EntryError, match="appeared while this import ran"):
+        install("the second import")
+    assert (folder / "h2z" / "marker").read_text() == "the first import"
+    install("a replacement", replace=True)
+    assert (folder / "h2z" / "marker").read_text() == "a replacement"
+    assert sorted(p.name for p in folder.iterdir()) == ["h2z"]
 
 
 def test_an_entry_that_cannot_be_read_is_skipped_and_listed(tmp_path, folder):

@@ -129,6 +129,6 @@ def import_model(source: Path, name: str, fmt: str, options: dict[str, Any], *, 
     try:
         checkpoint.save(staged / models_folder.WEIGHTS_FILE, {ROLE: converted.net}, meta)
         models_folder.write_record(staged, rec)
-        return models_folder.install(staged, name, folder)
+        return models_folder.install(staged, name, folder, replace=replace)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
