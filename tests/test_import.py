@@ -383,6 +383,24 @@ def test_a_module_translator_with_its_own_range_and_multiple(tmp_path, folder, u
     assert levels(got, reference(forward, images, 8)) <= 1
 
 
+@pytest.mark.parametrize("module, output_range, warned", [
+    ("Sketcher", None, "--output-range 0,1"),  # a sigmoid read as -1..1
+    ("Sketcher", "0,1", None),
+    ("Painter", "0,1", "--output-range -1,1"),  # a tanh read as 0..1
+    ("Painter", None, None),
+])
+def test_an_output_range_the_trial_output_contradicts_is_warned_about(tmp_path, folder, user_module, module,
+                                                                       output_range, warned):
+    torch.manual_seed(0)
+    net = getattr(user_module, module)().eval()
+    path = save(tmp_path, net.state_dict(), "net.pth")
+    options = dict(kind="translate", multiple=8) if module == "Sketcher" else dict(kind="sample", latent=6,
+                                                                                    sample_shape="6,1,1")
+    _, logged = imported(path, "m", "module", module=f"user_nets:{module}", output_range=output_range, **options)
+    warnings = [line for line in logged if "warning" in line]
+    assert (warned in warnings[0]) if warned else not warnings, logged
+
+
 def test_a_module_sampler_from_safetensors_with_a_sample_shape(tmp_path, folder, user_module):
     from safetensors.torch import save_file
 

@@ -120,6 +120,10 @@ def hparams(options: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the module's own output
 
 
+# What else may be wrong when the module fails on its trial input, by --kind: the other kind, or the input.
+OTHER_FIXES = {"translate": "--channels (its input's channels), --multiple", "sample": "--latent, --sample-shape"}
+
+
 def _tried(module: nn.Module, x: torch.Tensor, kind: str, what: str) -> torch.Tensor:
     other = next(k for k in ADAPTERS if k != kind)
     try:
@@ -127,16 +131,17 @@ def _tried(module: nn.Module, x: torch.Tensor, kind: str, what: str) -> torch.Te
             out = module(x)
     except Exception as e:
         raise ImportRefused(f"--kind {kind}: the module fails on {what} {list(x.shape)} ({type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}); "
-                            f"is it a {NOUNS[other]} (--kind {other})?") from None
+                            f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}); check "
+                            f"{OTHER_FIXES[kind]}, or is it a {NOUNS[other]} (--kind {other})?") from None
     if not isinstance(out, torch.Tensor):
         raise ImportRefused(f"--kind {kind}: the module returns a {type(out).__name__} for {what}, not one tensor")
     return out
 
 
-def image_shape(inner: nn.Module, hp: dict[str, Any]) -> tuple[int, int, int]:
+def image_shape(inner: nn.Module, hp: dict[str, Any]) -> tuple[tuple[int, int, int], torch.Tensor]:
     """What the module makes, seen by running it once in its own conventions: (-1, -1, C) for a translator
-    (ImportRefused unless it returns an image of its input's size and channels), (H, W, C) for a sampler."""
+    (ImportRefused unless it returns an image of its input's size and channels), (H, W, C) for a sampler;
+    and that output."""
     kind = hp["kind"]
     if kind == "translate":
         side = -(-PROBE_SIDE // hp["multiple"]) * hp["multiple"]
@@ -145,13 +150,26 @@ def image_shape(inner: nn.Module, hp: dict[str, Any]) -> tuple[int, int, int]:
         if list(out.shape) != list(x.shape):
             raise ImportRefused(f"--kind translate contradicts the module: it turns an image {list(x.shape)} into "
                                 f"{list(out.shape)}, not an image of the same size and channels")
-        return (-1, -1, hp["channels"])
+        return (-1, -1, hp["channels"]), out
     z = torch.randn(1, *hp["sample_shape"])
     out = _tried(inner, z, kind, "a z")
     if out.dim() != 4 or out.shape[0] != 1 or out.shape[1] not in (1, 3):
         raise ImportRefused(f"--kind sample contradicts the module: it turns a z {list(z.shape)} into "
                             f"{list(out.shape)}, not an image [1, 1 or 3 channels, H, W]")
-    return (int(out.shape[2]), int(out.shape[3]), int(out.shape[1]))
+    return (int(out.shape[2]), int(out.shape[3]), int(out.shape[1])), out
+
+
+def range_doubt(out: torch.Tensor, output_range: str) -> str | None:
+    """A sentence when the module's trial output does not look like ``output_range`` (a sigmoid's output read
+    as -1..1 serves only the upper half of the levels; a tanh's read as 0..1 loses the lower half)."""
+    low, high = float(out.min()), float(out.max())
+    if output_range == "-1,1" and low >= 0 and high > 0:
+        return (f"its output on a trial input stays within {low:.2f}..{high:.2f}, never below 0: if it ends in a "
+                f"sigmoid, import with --output-range 0,1 (as -1,1 it serves only the brighter half of the levels)")
+    if output_range == "0,1" and low < -0.05:
+        return (f"its output on a trial input goes down to {low:.2f}: if it ends in a tanh, import with "
+                f"--output-range -1,1 (as 0,1 everything below 0 is served black)")
+    return None
 
 
 def convert(path: Path, options: dict[str, Any], log: Callable[[str], None] = print) -> Converted:
@@ -164,8 +182,11 @@ def convert(path: Path, options: dict[str, Any], log: Callable[[str], None] = pr
                               what=f"the weights of {hp['module']}")
     source.check_finite(path, state)
     source.load_into(inner, state, path)
-    shape = image_shape(inner, hp)
+    shape, out = image_shape(inner, hp)
     log(f"{path.name}: {hp['module']} loaded; it must be importable (on PYTHONPATH) whenever this model is built")
+    doubt = range_doubt(out, hp["output_range"])
+    if doubt:
+        log(f"{path.name}: warning: {doubt}")
     what = "translator" if hp["kind"] == "translate" else f"sampler of {'x'.join(map(str, shape))} images"
     return Converted(kind=hp["kind"], factory=FACTORY, hparams=hp, image_shape=shape,
                      net=ADAPTERS[hp["kind"]](inner, hp), description=f"{hp['module']} {what}")
