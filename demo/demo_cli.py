@@ -58,7 +58,7 @@ def demo(backend_kind, triton_url, repository, host, auth_file, insecure, triton
 
     from ganexport.repository import RepositoryError, check_integrity, default_models
     from ganexport.serving.addresses import exposure_warning, free_port, open_listen_refusal
-    from ganexport.serving.auth import TokenBook, TokenFileError
+    from ganexport.serving.auth import TokenBook, TokenFileError, readable_by_others
     from ganexport.serving.triton_server import ServerError, TritonServer
 
     refusal = None if auth_file is not None or insecure else open_listen_refusal(host, "the demo", "--auth-file",
@@ -69,6 +69,8 @@ def demo(backend_kind, triton_url, repository, host, auth_file, insecure, triton
         logins = TokenBook.from_file(auth_file, what="password") if auth_file is not None else None
     except TokenFileError as e:
         raise click.ClickException(f"--auth-file {e}") from None
+    if logins is not None and readable_by_others(auth_file):
+        click.echo(f"warning: {auth_file} is readable by other users (chmod 600 {auth_file})", err=True)
 
     def stop(signum, frame):  # SIGTERM must stop Triton too, as Ctrl-C does
         raise KeyboardInterrupt

@@ -65,7 +65,11 @@ def import_cmd(source, name, fmt, description, replace, **options):
     ins = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.inputs)
     outs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in sig.outputs)
     click.echo(f"imported {name} into {dest}: {ins} -> {outs}")
-    click.echo(f"next: ganexport build --model {name}")
+    if replace:  # what is published still holds the weights imported before
+        click.echo(f"next: ganexport build --model {name} (until then, what is published as {name} serves the "
+                   f"previous weights; build every runtime you serve)")
+    else:
+        click.echo(f"next: ganexport build --model {name}")
 
 
 # Every format's options, each once; the chosen format's converter gets its own, and another's is refused.

@@ -262,5 +262,19 @@ def test_demo_refuses_to_listen_openly_without_a_login_file(tmp_path):
     assert result.exit_code == 1 and "the password of 'alice'" in result.stderr, result.output
 
 
+@pytest.mark.parametrize("mode, warned", [(0o644, True), (0o600, False)])
+def test_a_secrets_file_others_can_read_is_warned_about(tmp_path, mode, warned):
+    """The token file of serve and the login file of the demo alike, before anything else fails."""
+    from ganexport.demo.demo_cli import demo
+
+    secrets_file = token_file(tmp_path / "secrets", {"alice": token()})
+    secrets_file.chmod(mode)
+    for result in (_serve("--repository", str(tmp_path / "missing"), "--token-file", str(secrets_file)),
+                   CliRunner().invoke(demo, ["--repository", str(tmp_path / "missing"), "--auth-file",
+                                             str(secrets_file)])):
+        assert result.exit_code != 0 and "missing" in result.stderr, result.output  # it went on to the repository
+        assert (f"{secrets_file} is readable by other users (chmod 600" in result.stderr) == warned, result.stderr
+
+
 def test_the_refusal_message_never_varies_with_what_was_wrong():
     assert "\n" not in UNAUTHENTICATED and AUTH_HEADER.title() in UNAUTHENTICATED and SCHEME in UNAUTHENTICATED
