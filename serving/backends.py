@@ -300,7 +300,7 @@ class TritonBackend(_Base):
         self.protocol = protocol
         self.name = f"triton-{protocol}"
         url = url or DEFAULT_URLS[self.name]
-        tls = tls_ca is not None or url.startswith("https://")
+        self.tls = tls = tls_ca is not None or url.startswith("https://")
         self.url = url.removeprefix("http://").removeprefix("https://").removeprefix("grpc://")
         self.timeout = timeout
         self._token = token
@@ -357,10 +357,17 @@ class TritonBackend(_Base):
                     continue
                 if status in ("400", "StatusCode.INVALID_ARGUMENT"):
                     raise InvalidInput(msg) from None
-                raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}): {msg}") from None
+                raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}): {msg}{self._tls_hint(msg)}"
+                                   ) from None
             except Exception as e:  # connection refused, timeouts: the server is not there
-                raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}) unreachable: "
-                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                text = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                raise BackendError(f"{what}: Triton at {self.url} ({self.protocol}) unreachable: {text}"
+                                   f"{self._tls_hint(text)}") from None
+
+    def _tls_hint(self, failure: str) -> str:
+        """A server that hangs up on plain text at once is most likely a TLS port (serve --tls-cert)."""
+        hung_up = any(w in failure for w in ("connection closed", "Connection reset", "Socket closed"))
+        return "; if the server speaks TLS, give --tls-ca (or an https:// url)" if hung_up and not self.tls else ""
 
     def metadata(self, model: str) -> catalog.Signature:
         if model not in self._signatures:

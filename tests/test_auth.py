@@ -282,6 +282,10 @@ def test_a_client_that_does_not_trust_the_certificate_gets_no_answer(served, z):
         code, _, _ = _grpc(service_pb2_grpc.GRPCInferenceServiceStub(channel), "ServerReady",
                            service_pb2.ServerReadyRequest(), [])
         assert code == "UNAVAILABLE", code
+    for kind, url in (("triton-http", served.http), ("triton-grpc", served.grpc)):  # ganexport's own, plain
+        with pytest.raises(BackendError, match="if the server speaks TLS, give --tls-ca"):
+            with connect(kind, url=url, token=alice, timeout=20) as remote:
+                remote.sample(MODEL, z)
     with connect("triton-grpc", url=served.grpc, token=alice, tls_ca=served.certs.ca) as remote:
         assert remote.sample(MODEL, z).shape[0] == len(z)
     assert "Handshake failed" not in served.output()  # no line per failed handshake: a client could fill the log
