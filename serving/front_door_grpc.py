@@ -116,7 +116,10 @@ class GrpcDoor:
                     await self._abort(context, name, target, e.code(), UNREACHABLE_MESSAGE)
                 if model is not None and STUB_DIED in (e.details() or ""):
                     self.gate.saw_failure(model, e.details())
-                await self._abort(context, name, target, e.code(), e.details() or "")
+                code = e.code()
+                if code == grpc.StatusCode.UNAVAILABLE and RESTRICTED_WORDS in (e.details() or ""):
+                    code = grpc.StatusCode.PERMISSION_DENIED  # a refusal for good, not "retry later" as Triton says
+                await self._abort(context, name, target, code, e.details() or "")
             self._log(context, name, target, grpc.StatusCode.OK)
             return answer
         return grpc.unary_unary_rpc_method_handler(call)
@@ -178,6 +181,9 @@ class GrpcDoor:
 # control and shared memory refused), and those answers pass on as they are.
 UNREACHABLE = ("failed to connect", "Socket closed", "Connection reset", "Broken pipe", "Connection refused")
 UNREACHABLE_MESSAGE = "Triton is not answering (it may be restarting; retry in a few seconds)"  # no private port
+
+
+RESTRICTED_WORDS = "is restricted, expecting header"  # Triton's answer (HTTP: "This API ...", gRPC: "This protocol ...")
 
 
 def streaming_refusal(method: str) -> str:

@@ -146,7 +146,8 @@ def test_key_picks_one_generator_of_a_checkpoint_that_holds_two(tmp_path, folder
 def test_a_flat_state_dict_of_a_whole_model_says_which_key_takes_the_generator(tmp_path, folder):
     """A training script's one state dict of every net ("generator.", "discriminator."): --key names the prefix."""
     generator = layouts.resnet_state(ngf=2, n_blocks=1)
-    state = {**{f"generator.{k}": v for k, v in generator.items()}, "discriminator.head.weight": torch.zeros(1, 4, 4, 4)}
+    state = {**{f"generator.{k}": v for k, v in generator.items()},
+             "discriminator.head.weight": torch.zeros(1, 4, 4, 4)}
     with pytest.raises(ImportRefused) as e:
         imported(save(tmp_path, state), "h2z", "pytorch-cyclegan")
     assert "not a pytorch-CycleGAN-and-pix2pix generator" in refused(e)

@@ -215,8 +215,9 @@ def test_log_and_trace_settings_are_closed_to_clients(onnx_triton):
     try:
         for call in (lambda: client.update_log_settings({"log_error": False}), client.get_log_settings,
                      client.get_trace_settings, lambda: client.update_trace_settings(settings={"trace_rate": "1"})):
-            with pytest.raises(InferenceServerException, match="restricted"):
+            with pytest.raises(InferenceServerException, match="restricted") as e:
                 call()
+            assert e.value.status() == "StatusCode.PERMISSION_DENIED", e.value.status()  # not "retry later"
     finally:
         client.close()
     _assert_still_serving(onnx_triton)

@@ -56,7 +56,8 @@ def load(path: Path) -> Any:
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # torch's restricted unpickler refused: the file names code
-        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)|(Unsupported operand \d+)", str(e))
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)|(Unsupported operand \d+)",
+                          str(e))
         why = (f"it names {found.group(1)}" if found and found.group(1) else found.group(2) if found
                else "not plain weights")
         raise ImportRefused(f"{path.name}: refused: it needs code unpickled to load ({why}); ganexport reads "
