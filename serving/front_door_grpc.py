@@ -183,7 +183,8 @@ UNREACHABLE = ("failed to connect", "Socket closed", "Connection reset", "Broken
 UNREACHABLE_MESSAGE = "Triton is not answering (it may be restarting; retry in a few seconds)"  # no private port
 
 
-RESTRICTED_WORDS = "is restricted, expecting header"  # Triton's answer (HTTP: "This API ...", gRPC: "This protocol ...")
+# Triton's answer to a restricted call without the supervisor's key (HTTP: "This API ...", gRPC: "This protocol ...")
+RESTRICTED_WORDS = "is restricted, expecting header"
 
 
 def streaming_refusal(method: str) -> str:

@@ -304,6 +304,18 @@ def test_a_dcgan_state_dict_and_a_named_key_work_too(tmp_path, folder):
     assert spec.signatures()[0].inputs[0].shape == (4,)
 
 
+def test_a_checkpoint_with_numpy_figures_and_the_runs_options_beside_the_weights_imports(tmp_path, folder):
+    """Training scripts save a numpy loss, numpy arrays and argparse's Namespace beside the weights: data,
+    rebuilt without running code the file names (a payload beside them is still refused: the test below)."""
+    import argparse
+
+    g = layouts.dcgan_tutorial_generator(nz=4, ngf=1).state_dict()
+    path = save(tmp_path, {"netG_state_dict": g, "loss_G": np.float64(0.7), "losses": np.arange(5, dtype=np.float32),
+                           "args": argparse.Namespace(lr=2e-4, nz=4), "epoch": 3}, "dcgan_checkpoint.pth")
+    spec, _ = imported(path, "faces", "dcgan-tutorial")
+    assert spec.signatures()[0].inputs[0].shape == (4,)
+
+
 def test_dcgan_refuses_two_generators_and_a_dict_without_one(tmp_path, folder):
     g = layouts.dcgan_tutorial_generator(nz=4, ngf=1).state_dict()
     with pytest.raises(ImportRefused) as e:

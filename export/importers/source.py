@@ -52,8 +52,8 @@ def load(path: Path) -> Any:
         except (SafetensorError, OSError, ValueError) as e:
             raise ImportRefused(f"{path.name}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     try:
-        with warnings.catch_warnings():  # torch's own advice (a pickle protocol, torch.jit.load) is not ours
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_data_only_globals()):
+            warnings.simplefilter("ignore", UserWarning)  # torch's own advice (pickle protocol, jit.load) is not ours
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # torch's restricted unpickler refused: the file names code
         found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)|(Unsupported operand \d+)",
@@ -70,6 +70,22 @@ def load(path: Path) -> Any:
             raise ImportRefused(f"{path.name}: is a TorchScript archive, not weights; save the state dict "
                                 f"(torch.save(net.state_dict(), ...)) or safetensors") from None
         raise ImportRefused(f"{path.name}: not a torch weights file, or truncated ({text})") from None
+
+
+def _data_only_globals() -> list:
+    """What training scripts put beside the weights that only holds data: numpy scalars and arrays (a loss, a
+    metric) and argparse's Namespace (the run's options). Each is rebuilt from data, never from code the file
+    names; pickles of numpy 1 and 2 name numpy's core module differently, so both names are allowed."""
+    import argparse
+
+    import numpy as np
+
+    core = np._core if hasattr(getattr(np, "_core", None), "multiarray") else np.core  # numpy 2, numpy 1
+    allowed: list = [np.dtype, np.ndarray, argparse.Namespace]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(core.multiarray.scalar, f"{module}.scalar"),
+                    (core.multiarray._reconstruct, f"{module}._reconstruct")]
+    return allowed + [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")]
 
 
 def _looks_like_safetensors(path: Path) -> bool:
