@@ -392,9 +392,7 @@ def _under_the_build_gates(sig: catalog.Signature, runtime: str, model_file: Pat
     if runtime == "torchscript":
         return parity.check_parity(sig, wrapper, None, loaded)
     # check_parity opens its own sessions of the ONNX file: the one loaded showed only that it loads
-    rounded = wrappers.rounds_to_uint8(sig)
-    holds = not rounded or onnx_export.holds_float(model_file)
-    return parity.check_parity(sig, wrapper, model_file, None, onnx_float=holds)
+    return parity.check_parity(sig, wrapper, model_file, None, onnx_float=onnx_export.holds_float(model_file))
 
 
 def _verify_diffusion(sig: catalog.Signature, runtime: str, run: parity.Run, denoiser: torch.nn.Module) -> list[str]:

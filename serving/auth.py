@@ -174,6 +174,14 @@ class RateLimiter:
         return (1.0 - left) / self.rate
 
 
+def rate_limited(name: str, rate: float, burst: int, wait: float) -> str:
+    """The front door's refusal of a request above its token's rate; ``RATE_LIMITED`` reads the wait back."""
+    return f"{name}: above the rate limit of {rate:g} requests/s (burst {burst}); retry in {wait:.2f} s"
+
+
+RATE_LIMITED = re.compile(r"above the rate limit .*; retry in ([0-9.]+) s")  # rate_limited's wait, for clients
+
+
 def retry_after_header(seconds: float) -> str:
     """Retry-After takes whole seconds: round up, so a client that waits that long is let in."""
     return str(max(1, math.ceil(seconds)))

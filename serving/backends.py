@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Protocol
@@ -40,7 +39,7 @@ import numpy as np
 
 from ganexport import catalog, diffusion
 from ganexport.repository import MODEL_FILES, latest, read_signature
-from ganexport.serving.auth import bearer
+from ganexport.serving.auth import RATE_LIMITED, bearer
 from ganexport.serving.ort_session import (  # noqa: F401  (re-exported: older published model.py copies)
     DEFAULT_ORT_OPTIONS, ORT_OPTIONS, OrtSession, session_options,
 )
@@ -412,12 +411,11 @@ def _writable(value: np.ndarray) -> np.ndarray:
 
 
 RATE_LIMITED_FOR_S = 10.0  # how long a call refused for the token's rate limit keeps being retried
-RETRY_IN = re.compile(r"above the rate limit .*; retry in ([0-9.]+) s")  # the front door's refusal (Gatekeeper)
 
 
 def _rate_limit_wait(status: str, message: str) -> float | None:
     """The seconds a rate-limit refusal (429 / RESOURCE_EXHAUSTED) says to wait; None for any other failure."""
-    found = RETRY_IN.search(message) if status in ("429", "StatusCode.RESOURCE_EXHAUSTED") else None
+    found = RATE_LIMITED.search(message) if status in ("429", "StatusCode.RESOURCE_EXHAUSTED") else None
     return max(0.01, float(found.group(1))) if found else None
 
 

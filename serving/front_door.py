@@ -49,7 +49,7 @@ import numpy as np
 from ganexport.catalog import Signature
 from ganexport.serving.access_log import AccessLog
 from ganexport.serving.addresses import hostport
-from ganexport.serving.auth import UNAUTHENTICATED, RateLimiter, TokenBook
+from ganexport.serving.auth import UNAUTHENTICATED, RateLimiter, TokenBook, rate_limited
 from ganexport.serving.tls import TlsFiles
 from ganexport.serving.validation import (
     Declared, InvalidInput, check_json_values, max_values, request_bytes_limit, validate_declared,
@@ -115,8 +115,8 @@ class Gatekeeper:
             return
         wait = self.limiter.retry_after(name)
         if wait:
-            raise Refused(f"{name}: above the rate limit of {self.limiter.rate:g} requests/s (burst "
-                          f"{self.limiter.burst}); retry in {wait:.2f} s", status=429, retry_after=wait)
+            raise Refused(rate_limited(name, self.limiter.rate, self.limiter.burst, wait), status=429,
+                          retry_after=wait)
 
     async def hold(self, name: str | None, retry_after: float) -> None:
         """Before a 429: wait as long as the client would have to anyway, longer for each of its refused
