@@ -41,11 +41,33 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def _error(msg: str, invalid: bool = True):
-    """An error response; INVALID_ARG becomes HTTP 400 instead of 500 where supported."""
-    code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid else "INTERNAL", None)
+def _error(msg: str, code: str = "INVALID_ARG"):
+    """An error response with Triton's error ``code`` where the backend has it (INVALID_ARG is HTTP 400, not 500)."""
+    code = getattr(pb_utils.TritonError, code, None)
     err = pb_utils.TritonError(msg, code) if code is not None else pb_utils.TritonError(msg)
     return pb_utils.InferenceResponse(output_tensors=[], error=err)
+
+
+class Cancelled(Exception):
+    """Every client of a group gave up before its answer: the work stops here (args: the calls made)."""
+
+
+class UntilCancelled:
+    """A diffusion walk's ``eps_fn`` that, before each denoiser call, asks Triton whether every request of the
+    group was cancelled (a gRPC client that gave up or passed its deadline: the front door passes that on),
+    and stops the walk if so. A walk of the largest batch at the most steps costs minutes of CPU, which nobody
+    would wait for. While one request of the group still waits, the walk goes on for all; ``all`` stops at
+    the first of them, so a walk whose clients wait pays one question per step."""
+
+    def __init__(self, eps_fn, requests: list):
+        self.eps_fn, self.calls = eps_fn, 0
+        self.asks = [r.is_cancelled for r in requests if hasattr(r, "is_cancelled")] or [lambda: False]
+
+    def __call__(self, x, t, label):
+        if all(ask() for ask in self.asks):
+            raise Cancelled(self.calls)
+        self.calls += 1
+        return self.eps_fn(x, t, label)
 
 
 class TritonPythonModel:
@@ -68,10 +90,11 @@ class TritonPythonModel:
             self._load_torchscript(model_file, gpu, device)
         else:
             raise ValueError(f"{config['name']}: unknown runtime parameter {self.runtime!r}")
-        self.compute = self.run
+        self.compute = lambda feeds, requests: self.run(feeds)
         if self.sig.diffusion is not None:
             eps = diffusion.denoiser_eps_fn(self.sig, self.run)
-            self.compute = lambda feeds: diffusion.run_signature(self.sig, eps, feeds)
+            self.compute = lambda feeds, requests: diffusion.run_signature(self.sig, UntilCancelled(eps, requests),
+                                                                           feeds)
         _log(f"{config['name']} version {args['model_version']}: {self.runtime} on {self.provider} "
              f"({model_file.name}, max batch {self.sig.max_batch_size}"
              + "".join(f", {k} {v}" for k, v in ort_options.items()) + ")")
@@ -143,7 +166,7 @@ class TritonPythonModel:
             key = tuple(inputs[t.name].shape[1:] for t in self.sig.inputs)
             groups.setdefault(key, []).append((i, inputs))
         for members in groups.values():
-            self._execute_group(members, responses)
+            self._execute_group(members, [requests[i] for i, _ in members], responses)
         return responses
 
     def _read(self, request) -> dict[str, np.ndarray]:
@@ -155,14 +178,21 @@ class TritonPythonModel:
                 inputs[spec.name] = tensor.as_numpy()
         return inputs
 
-    def _execute_group(self, members: list, responses: list) -> None:
+    def _execute_group(self, members: list, requests: list, responses: list) -> None:
         """One runtime call for the whole group, then split the outputs back by batch size."""
         feeds = {t.name: np.concatenate([inp[t.name] for _, inp in members]) for t in self.sig.inputs}
         try:
-            outputs = self.compute(feeds)
+            outputs = self.compute(feeds, requests)
+        except Cancelled as stop:
+            rows = sum(len(inp[self.sig.inputs[0].name]) for _, inp in members)
+            _log(f"{self.sig.name}: every client of {len(members)} request(s), {rows} row(s), gave up: the walk "
+                 f"stopped after {stop.args[0]} denoiser call(s)")
+            for i, _ in members:
+                responses[i] = _error(f"{self.sig.name}: the request was cancelled by its client", "CANCELLED")
+            return
         except Exception as e:  # a runtime failure answers every member, never crashes the stub
             for i, _ in members:
-                responses[i] = _error(f"{self.sig.name}: {self.runtime} failed: {e}", invalid=False)
+                responses[i] = _error(f"{self.sig.name}: {self.runtime} failed: {e}", "INTERNAL")
             return
         sizes = [inp[self.sig.inputs[0].name].shape[0] for _, inp in members]
         bounds = np.cumsum(sizes)[:-1]

@@ -428,6 +428,35 @@ def test_the_front_door_passes_the_largest_request_and_refuses_bad_ones(server, 
         client.close()
 
 
+def _log_lines(server, words: str) -> list[str]:
+    return [line for line in server.log_path.read_text(errors="replace").splitlines() if words in line]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("door", ["front door", "triton"])
+def test_a_grpc_client_that_gives_up_stops_its_walk(server, sig, door):
+    """A gRPC client that passes its deadline on the longest walk (the largest batch, the most steps, seconds of
+    CPU): through the front door, which passes the cancellation on, and straight to Triton, the stub stops the
+    walk at its next step, says so in Triton's log, and is free for the next request."""
+    from ganexport.serving.backends import BackendError
+
+    url = server.grpc_url if door == "front door" else server.triton_grpc_url
+    batch, steps = sig.max_batch_size, int(sig.input("steps").high)
+    noise, labels = seeded(sig, batch)
+    gave_up = "gave up: the walk stopped after"
+    seen = len(_log_lines(server, gave_up))
+    with connect("triton-grpc", url=url, timeout=2.0) as remote, pytest.raises(BackendError):
+        remote.diffuse(MODEL, noise, labels, steps, guidance=2.0)
+    deadline = time.monotonic() + 120  # the whole walk, many times over, on a loaded machine
+    while len(_log_lines(server, gave_up)) == seen:
+        assert time.monotonic() < deadline, "the walk ran to its end after its client gave up"
+        time.sleep(0.2)
+    calls = int(_log_lines(server, gave_up)[-1].split(gave_up)[1].split()[0])
+    assert calls < steps, _log_lines(server, gave_up)[-1]  # one denoiser call per step (guided rows are twins)
+    with connect("triton-grpc", url=url) as remote:
+        assert remote.diffuse(MODEL, noise[:1], labels[:1], 2).shape == (1, *sig.outputs[0].shape)
+
+
 @pytest.mark.integration
 def test_a_model_busy_with_long_requests_is_not_reloaded(server, sig):
     """Every instance at work on long, valid requests (the largest batch, the most steps) makes the supervisor's
