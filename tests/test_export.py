@@ -250,8 +250,9 @@ def test_killed_build_leaves_the_repository_unchanged(tmp_path, published, tiny_
     repo = tmp_path / "repo"
     shutil.copytree(published[0], repo)
     before = tree_digest(repo)
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "ganexport.cli", "build", "--model", "cyclegan",
-                             "--checkpoint", str(tiny_checkpoints["cyclegan"]), "--repository", str(repo)],
+    # vae: two signatures (decoder, encoder), so a kill after the first one's parity is mid-build, in seconds
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "ganexport.cli", "build", "--model", "vae",
+                             "--checkpoint", str(tiny_checkpoints["vae"]), "--repository", str(repo)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     for line in proc.stdout:  # kill it once the first export has passed parity: mid-build
@@ -331,8 +332,9 @@ def test_published_autoencoder_decoder_maps_standard_normal_z_onto_its_training_
 
 def test_a_full_disk_while_publishing_is_one_line_and_leaves_every_twin_as_it_was(tmp_path, published,
                                                                                    tiny_checkpoints, monkeypatch):
-    """The disk fills while the second of cyclegan's four Triton models is staged: nothing is installed, so the
-    ONNX and TorchScript twins of both directions stay at the same version."""
+    """The disk fills while the second of vae's four Triton models (decoder and encoder, each for two runtimes;
+    seconds to build) is staged: nothing is installed, so the ONNX and TorchScript twins of both stay at the same
+    version."""
     import errno
 
     from click.testing import CliRunner
@@ -352,7 +354,7 @@ def test_a_full_disk_while_publishing_is_one_line_and_leaves_every_twin_as_it_wa
         return real_copy(src, dst, *a, **kw)
 
     monkeypatch.setattr(repository_writer.shutil, "copy2", copy_until_full)
-    result = CliRunner().invoke(cli, ["build", "--model", "cyclegan", "--checkpoint", str(tiny_checkpoints["cyclegan"]),
+    result = CliRunner().invoke(cli, ["build", "--model", "vae", "--checkpoint", str(tiny_checkpoints["vae"]),
                                       "--repository", str(repo)])
     assert result.exit_code == 2, result.output
     error = result.stderr.strip()
