@@ -52,14 +52,18 @@ ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
 
 
 def read_image(source: str | Path | bytes, channels: int = 3, min_side: int | None = None,
-               max_side: int | None = None, *, name: str | None = None) -> np.ndarray:
+               max_side: int | None = None, *, name: str | None = None, notes: list[str] | None = None) -> np.ndarray:
     """Decode a file or bytes into uint8 HxWxC, refusing what is outside the size limits a model accepts.
 
     The sides are checked from the header, before any pixel is decoded, so a
     small file that claims 30000x30000 pixels costs nothing; EXIF rotation
     only swaps the sides, so the shorter and longer side are known up front.
+    ``notes``, where given, gets what a user should be told (only the first frame of an animation is read).
     """
-    return _read(source, channels, min_side, max_side, fit=False, name=name)[0]
+    arr, said = _read(source, channels, min_side, max_side, fit=False, name=name)
+    if notes is not None:
+        notes.extend(said)
+    return arr
 
 
 def read_image_to_fit(source: str | Path | bytes, channels: int = 3, min_side: int | None = None,
@@ -113,9 +117,9 @@ def _read(source, channels: int, min_side: int | None, max_side: int | None, *, 
             if min_side and min(fit_w, fit_h) < min_side:
                 raise ImageError(f"{name}: {w}x{h} is too narrow; scaled to fit the {max_side}-pixel limit it would "
                                  f"be {fit_w}x{fit_h}, and both sides must be at least {min_side} pixels")
-            if fit and getattr(im, "is_animated", False) and im.format != "MPO":  # a phone's MPO: first = photo
+            if getattr(im, "is_animated", False) and im.format != "MPO":  # a phone's MPO: first = photo
                 what = "is animated" if im.format in ANIMATED_FORMATS else "holds several images"
-                notes.append(f"{name} {what} ({getattr(im, 'n_frames', 2)} frames); its first frame is translated.")
+                notes.append(f"{name} {what} ({getattr(im, 'n_frames', 2)} frames); only its first frame is used.")
             if scaled:
                 scale = fit_w / w
                 im.draft(None, (math.ceil(stored_w * scale), math.ceil(stored_h * scale)))  # JPEG only

@@ -124,13 +124,21 @@ def infer(model, backend, url, token, tls_ca, repo, seed, count, label, steps, g
                f"wrote {output}")
 
 
+def _tell(notes: list[str]) -> None:
+    """What was done to the input image that its owner would not guess (first frame only, cropped, resized)."""
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
 def _translate(b, model, sig, input_path, output) -> tuple[str, float]:
     from ganexport import images
 
     if not input_path:
         raise click.UsageError(f"{model} translates images: give --input IMAGE")
     channels = sig.inputs[0].shape[-1]
-    image = images.read_image(input_path, channels, sig.min_image_side, sig.max_image_side)
+    notes: list[str] = []
+    image = images.read_image(input_path, channels, sig.min_image_side, sig.max_image_side, notes=notes)
+    _tell(notes)
     t0 = time.perf_counter()
     result = b.translate(model, image[None])[0]
     seconds = time.perf_counter() - t0
@@ -146,7 +154,8 @@ def _latent(b, model, sig, input_path, edits, output) -> tuple[str, float]:
 
     if not input_path:
         raise click.UsageError(f"{model} takes an image: give --input IMAGE")
-    image, _ = images.read_image_at(input_path, sig.inputs[0].shape)
+    image, notes = images.read_image_at(input_path, sig.inputs[0].shape)
+    _tell(notes)
     t0 = time.perf_counter()
     if sig.kind == "encode":
         latent = b.encode(model, image[None])[0]

@@ -61,7 +61,7 @@ def test_an_animated_gif_is_translated_from_its_first_frame():
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     arr, notes = read_upload(buf.getvalue(), "wave.gif", **LIMITS)
     assert arr.shape == (40, 60, 3) and (arr == 10).all()
-    assert notes == ["wave.gif is animated (3 frames); its first frame is translated."]
+    assert notes == ["wave.gif is animated (3 frames); only its first frame is used."]
 
 
 @pytest.mark.parametrize("data,words", [

@@ -190,6 +190,22 @@ def test_infer_translates_a_photo_and_keeps_its_size(tmp_path, published):
         assert re.search(rf"via {backend}: 640x427 image -> 640x427 in \d+ ms", r.stdout), r.stdout
 
 
+def test_infer_says_it_translates_only_the_first_frame_of_an_animation(tmp_path, published):
+    rng = np.random.default_rng(2)
+    frames = [Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    gif, out = tmp_path / "wave.gif", tmp_path / "sketch.png"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    r = cli("infer", "--model", "cyclegan_a2b", "--repository", str(published[0]), "--input", str(gif),
+            "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "wave.gif is animated (3 frames); only its first frame is used" in r.stderr, r.stderr
+    with Image.open(gif) as im:
+        first = np.asarray(im.convert("RGB"))  # the first frame, as the GIF's palette holds it
+    with connect("onnxruntime", repository=published[0]) as local:
+        want = local.translate("cyclegan_a2b", first[None])[0]
+    assert np.array_equal(np.asarray(Image.open(out)), want)
+
+
 def test_infer_samples_a_grid_for_a_class(tmp_path, published):
     out = tmp_path / "grid.png"
     r = cli("infer", "--model", "cgan", "--label", "3", "--n", "9", "--repository", str(published[0]),
