@@ -296,7 +296,24 @@ def build(model: str, *, checkpoint_path: Path | None = None, latest_run: bool =
                                                  f"every model is as it was") from None
     for name, version in zip(names, new_versions):
         log(f"{name}: published version {version} in {repo}/{name}/")
+    for note in stale_twins(repo, [ex.sig for ex in exported], runtimes, source["checkpoint_sha256"]):
+        log(f"note: {note}")
     return list(zip(names, new_versions))
+
+
+def stale_twins(repo: Path, sigs: list, runtimes: tuple[str, ...], checkpoint_sha256: str) -> list[str]:
+    """One line per published twin of another runtime than ``runtimes`` that was built from another checkpoint:
+    after `import --replace` or a new training, a build of one runtime leaves its twin serving the old weights."""
+    notes = []
+    for sig in sigs:
+        for runtime in (r for r in RUNTIMES if r not in runtimes):
+            twin = sig.for_runtime(runtime).name
+            version = repository.latest(repo, twin)
+            built_from = (repository.read_parity(version).get("source") or {}) if version else {}
+            if version and built_from.get("checkpoint_sha256") != checkpoint_sha256:
+                notes.append(f"{twin} (version {version.name}) was built from another checkpoint and still serves "
+                             f"it (this build was for {', '.join(runtimes)} alone)")
+    return notes
 
 
 def refuse_flavor(model: str, flavor: str) -> None:

@@ -155,6 +155,8 @@ def test_a_module_one_runtime_cannot_take_is_refused_then_published_for_the_othe
     assert "odd_torchscript: published version 2" in out and "parity torchscript" in out
     assert "parity onnxruntime" not in out
     assert latest(repo, "odd").name == "1"  # the ONNX model was not asked for, so it is as it was
+    assert "note: odd (version 1) was built from another checkpoint and still serves it (this build was for " \
+           "torchscript alone)" in out, out  # said, so that nobody takes it for the new weights
 
 
 def test_the_parity_gate_refuses_an_imported_model_whose_export_drifts(world, monkeypatch):
