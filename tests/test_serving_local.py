@@ -203,7 +203,8 @@ def test_infer_says_it_translates_only_the_first_frame_of_an_animation(tmp_path,
         first = np.asarray(im.convert("RGB"))  # the first frame, as the GIF's palette holds it
     with connect("onnxruntime", repository=published[0]) as local:
         want = local.translate("cyclegan_a2b", first[None])[0]
-    assert np.array_equal(np.asarray(Image.open(out)), want)
+    got = np.asarray(Image.open(out)).astype(int)
+    assert np.abs(got - want).max() <= 1  # the first frame's translation (the others are other noise)
 
 
 def test_infer_samples_a_grid_for_a_class(tmp_path, published):
