@@ -210,9 +210,12 @@ def run_bench(model, kinds, batches, concurrencies, sizes, steps, duration, roun
             plan, skipped = runner.scenarios(signatures, batches, concurrencies, sizes, steps)
             for note in skipped:
                 click.echo(f"skipped: {note}")
+            if not plan:  # before anything is written: a run that measured nothing must not replace the last one
+                raise click.UsageError("nothing to measure: every scenario was skipped (see above)")
             macs, work_notes = work.plan_macs(repository, signatures, plan)
             peaks = Peaks(gpu=cuda_usable())
-            click.echo(f"peak: {'; '.join(peaks.describe().values())}: {peaks.measure()} GFLOP/s")
+            click.echo(f"peak: {'; '.join(peaks.describe().values())}: "
+                       + ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peaks.measure().items()))
             results = runner.measure(fleet.targets, signatures, plan, duration=duration, rounds=rounds,
                                      warmup=warmup, log=click.echo, peak=peaks.measure)
             if fleet.servers:

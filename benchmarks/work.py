@@ -1,9 +1,11 @@
 """Work per image: the multiply-accumulates (MACs) of a published ONNX graph's convolutions and matrix
 products, at the size a scenario sends, so a throughput reads as GFLOP/s and as a fraction of the peak.
 
-Only Conv, ConvTranspose, MatMul and Gemm are counted: they are where the time of every net here goes
-(normalisation, activations, padding and the uint8 conversion are memory-bound and a few percent of
-the arithmetic). One MAC is two floating-point operations.
+Only Conv, ConvTranspose, MatMul, Gemm and two-operand Einsum are counted: they are where the time of
+every net here goes (normalisation, activations, padding and the uint8 conversion are memory-bound and a
+few percent of the arithmetic). A graph holding other arithmetic-heavy ops (quantised convolutions and
+matrix products, attention, an Einsum of three operands) gets a note saying they are left out
+(``uncounted_ops``). One MAC is two floating-point operations.
 
 The shapes come from the graph itself, run once. ONNX shape inference alone cannot give them: the
 translators pad their input to the net's multiple with pads computed from the input's shape, and both
@@ -14,7 +16,9 @@ the memory of one ordinary run. The count per node:
 
 - Conv: output elements x (input channels per group x kernel area), from the weight [Cout, Cin/g, k...];
 - ConvTranspose: input elements x (output channels per group x kernel area), from the weight [Cin, Cout/g, k...];
-- MatMul: output elements x the shared dimension; Gemm: M x N x K.
+- MatMul: output elements x the shared dimension; Gemm: M x N x K;
+- Einsum of two operands: the product of the sizes of every index of its equation (each output element
+  sums over the indices the output lacks).
 
 A diffusion model's file is its denoiser: one image costs ``steps`` denoiser runs, twice the rows when
 classifier-free guidance runs the unconditional twin (``scenario_macs``). Needs the ``onnx`` package
@@ -29,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-COUNTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+COUNTED = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
+# Ops that do a net's arithmetic but are not counted: where a graph has them, its GFLOP/s says so.
+UNCOUNTED = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulNBits", "Attention",
+             "MultiHeadAttention", "GroupQueryAttention", "FusedConv", "FusedMatMul", "FusedGemm")
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
               "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
@@ -53,7 +60,7 @@ def graph_macs(path: str, side: int | None = None) -> int:
     graph = model.graph
     probes = []  # (op, attributes, [probe output names: inputs..., output])
     for k, node in enumerate(list(graph.node)):
-        if node.op_type not in COUNTED or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in COUNTED or node.domain not in ("", "ai.onnx") or not _two_operands(node):
             continue
         names = []
         for j, tensor in enumerate([*node.input[:2], node.output[0]]):
@@ -72,6 +79,37 @@ def graph_macs(path: str, side: int | None = None) -> int:
     wanted = [name for _, _, names in probes for name in names]
     shapes = dict(zip(wanted, (tuple(int(d) for d in s) for s in session.run(wanted, feeds))))
     return sum(node_macs(op, attrs, *(shapes[n] for n in names)) for op, attrs, names in probes)
+
+
+def _two_operands(node) -> bool:
+    """Every counted op reads its first two inputs; an Einsum of one operand (a transpose, a trace) does no
+    multiplication, and one of three or more is not counted (``uncounted_ops`` names it)."""
+    return node.op_type != "Einsum" or len(node.input) == 2
+
+
+def uncounted_ops(path: str) -> list[str]:
+    """The arithmetic-heavy op types of the ONNX file at ``path`` that ``graph_macs`` leaves out."""
+    import onnx
+
+    found = {node.op_type for node in onnx.load(path, load_external_data=False).graph.node
+             if node.op_type in UNCOUNTED or (node.op_type == "Einsum" and len(node.input) > 2)}
+    return sorted(found)
+
+
+def einsum_macs(equation: str, a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """MACs of a two-operand ``equation`` ("bi,ij->bj", "...c,dc->...d"): the product of every index's size,
+    the dims an ellipsis covers included (broadcast: the larger size)."""
+    terms = equation.replace(" ", "").split("->")[0].split(",")
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, (a, b)):
+        letters = term.replace("...", "")
+        covered = len(shape) - len(letters)
+        named = [f"...{covered - k}" for k in range(covered)]  # right-aligned, as broadcasting aligns them
+        at = term.find("...")
+        labels = list(letters) if at < 0 else [*term[:at], *named, *term[at + 3:]]
+        for label, size in zip(labels, shape):
+            sizes[label] = max(sizes.get(label, 1), int(size))
+    return math.prod(sizes.values())
 
 
 def _concrete(graph_input, side: int | None) -> tuple[int, ...]:
@@ -99,6 +137,9 @@ def node_macs(op: str, attrs: dict, a: tuple[int, ...], b: tuple[int, ...], out:
         return math.prod(out) * a[-1]
     if op == "Gemm":
         return math.prod(out) * (a[0] if attrs.get("transA") else a[-1])
+    if op == "Einsum":
+        equation = attrs["equation"]
+        return einsum_macs(equation.decode() if isinstance(equation, bytes) else equation, a, b)
     raise ValueError(f"{op} is not a counted op")
 
 
@@ -121,19 +162,28 @@ def plan_macs(repository: Path, signatures: dict, plan: list) -> tuple[dict[tupl
     from ganexport.benchmarks.runner import guidance_sent
     from ganexport.repository import MODEL_FILES, latest
 
-    found, notes = {}, []
+    found, notes, failed, warned = {}, [], set(), set()  # a model whose count failed is not tried again
     for sc in plan:
         sig = signatures[sc.model]
         key = scenario_key(vars(sc))
-        if key in found or any(n.startswith(f"{sc.model}:") for n in notes):
+        if key in found or sc.model in failed:
             continue
         version = latest(Path(repository), sc.model)
         if version is None:
             notes.append(f"{sc.model}: no GFLOP/s (not published in {repository})")
+            failed.add(sc.model)
             continue
+        path = version / MODEL_FILES["onnxruntime"]
         try:
-            found[key] = scenario_macs(sig, version / MODEL_FILES["onnxruntime"], sc.size, sc.steps,
+            found[key] = scenario_macs(sig, path, sc.size, sc.steps,
                                        guidance_sent(sig) if sig.kind == "diffuse" else 1.0)
+            left_out = uncounted_ops(str(path))
         except (WorkError, OSError) as e:
             notes.append(f"{sc.model}: no GFLOP/s ({e})")
+            failed.add(sc.model)
+            continue
+        if left_out and sc.model not in warned:
+            notes.append(f"{sc.model}: GFLOP/s leaves out its {', '.join(left_out)} (only Conv, ConvTranspose, "
+                         "MatMul, Gemm and two-operand Einsum are counted): a low figure")
+            warned.add(sc.model)
     return found, notes

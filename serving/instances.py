@@ -29,6 +29,9 @@ from pathlib import Path
 from ganexport.repository import CONFIG_FILE, latest, read_signature
 
 HEAVY_KINDS = ("translate", "diffuse")
+# Each instance is a process holding its model (100-300 MB here): a typo of 1000 would fill the memory of the
+# machine before Triton is ready. Planned counts stay far below.
+MAX_INSTANCES = 16
 INSTANCE_GROUP = re.compile(r"instance_group \[\s*\{ count: (\d+) kind: KIND_CPU \}\s*\]")
 PLANNED_PARAMETERS = re.compile(
     r'parameters: \{ key: "ort_(intra_op_threads|share_cores)" value: \{ string_value: "\w*" \} \}\n?')
@@ -60,13 +63,13 @@ def plan(kind: str, cores: int) -> tuple[int, int]:
 def describe_plan(instances: int | None = None, threads: int | None = None, cores: int | None = None) -> str:
     """One line for `serve`'s start-up report: the cores, and what each kind of model gets from them."""
     cores = cores or triton_cores()
-    if instances or threads:
-        heavy = light = (instances or "planned", threads or "planned")
-    else:
-        heavy, light = plan(HEAVY_KINDS[0], cores), plan("sample", cores)
+    heavy, light = ((instances or planned[0], threads or planned[1])
+                    for planned in (plan(HEAVY_KINDS[0], cores), plan("sample", cores)))
     return (f"{cores} for Triton: translators and diffusion models {heavy[0]} instance(s) x {heavy[1]} thread(s)"
             f"{', sharing the cores' if heavy[0] != 1 and heavy[1] != 1 else ''}, "
-            f"the others {light[0]} x {light[1]} (--instances / --threads override)")
+            f"the others {light[0]} x {light[1]} (--instances / --threads override)"
+            + (f"; --threads {threads} is more than the {cores} cores: its threads will wait on each other"
+               if threads and threads > cores else ""))
 
 
 def rewrite(config: str, instances: int, threads: int) -> str:

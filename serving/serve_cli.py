@@ -26,7 +26,7 @@ from ganexport.cli_common import split_names
 from ganexport.repository import RepositoryError, check_integrity, default_models
 from ganexport.serving.addresses import DEFAULT_HOST, is_loopback, open_listen_refusal
 from ganexport.serving.auth import TOKEN_FILE_ENV, RateLimiter, TokenBook, TokenFileError, readable_by_others
-from ganexport.serving.instances import describe_plan
+from ganexport.serving.instances import MAX_INSTANCES, describe_plan
 from ganexport.serving.tls import TlsError, TlsFiles
 from ganexport.serving.triton_log import ServerError, exit_text
 from ganexport.serving.triton_server import DEFAULT_PORTS, GRPC_DOORS, ModelInfo, TritonServer
@@ -97,9 +97,10 @@ class _Stop(Exception):
 @click.option("--torchscript/--no-torchscript", default=False,
               help="Also load the *_torchscript twins when --models is not given. Each of their stubs "
                    "imports torch (about 250 MB and a second or more per model), so they are opt-in.")
-@click.option("--instances", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Triton instances of every CPU ONNX Runtime model. [default: planned per kind of model from "
-                   "the cores Triton gets (serving/instances.py); the start-up lines say what]")
+@click.option("--instances", type=click.IntRange(1, MAX_INSTANCES), default=None, metavar="N",
+              help=f"Triton instances of every CPU ONNX Runtime model, at most {MAX_INSTANCES} (each is a process "
+                   "holding the model). [default: planned per kind of model from the cores Triton gets "
+                   "(serving/instances.py); the start-up lines say what]")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
               help="ONNX Runtime threads in each instance. [default: planned, as --instances]")
 @click.option("--grpc-door", type=click.Choice(GRPC_DOORS), default="auto",

@@ -115,6 +115,18 @@ def test_an_unpublished_model_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "unknown model 'nope'" in result.output
 
 
+def test_a_run_whose_every_scenario_is_skipped_is_refused_and_keeps_the_last_results(published, tmp_path):
+    out = tmp_path / "out"
+    args = ["--repository", str(published[0]), "--model", "cyclegan_a2b", "--backends", "onnxruntime", "--batch", "1",
+            "--concurrency", "1", "--duration", "0.05", "--rounds", "1", "--warmup", "0", "--out", str(out)]
+    _invoke([*args, "--size", "16"])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert before
+    result = CliRunner().invoke(bench, [*args, "--size", "100000"])
+    assert result.exit_code == 2 and "nothing to measure: every scenario was skipped" in result.output, result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 # --------------------------------------------------------------------------- pieces
 
 

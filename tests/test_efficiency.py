@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from ganexport.benchmarks import report  # noqa: E402
 from ganexport.benchmarks.peak import Peak, Peaks, matmul_model  # noqa: E402
-from ganexport.benchmarks.work import graph_macs, node_macs, scenario_macs  # noqa: E402
+from ganexport.benchmarks.work import graph_macs, node_macs, scenario_macs, uncounted_ops  # noqa: E402
 
 
 def _weights(name: str, shape: tuple[int, ...]):
@@ -52,6 +52,26 @@ def test_macs_of_each_counted_op_match_the_hand_count(tmp_path):
     want = 6 * 4 * 4 * 2 * 9 + 6 * 4 * 4 * 5 * 4 + 2 * 3 * 4 * 5 + 7 * 9 * 6
     assert graph_macs(path) == want
     assert node_macs("Gemm", {}, (7, 6), (6, 9), (7, 9)) == 7 * 9 * 6
+
+
+def test_an_einsum_counts_every_index_and_other_heavy_ops_are_named_as_left_out(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 6])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mixed", "zm", "t", "abc")]
+    nodes = [
+        # a 1x1 convolution written as an einsum: 3 -> 7 channels over 2x4x5; MACs = 2*7*4*5 * 3
+        helper.make_node("Einsum", ["x", "m"], ["mixed"], equation="bchw,dc->bdhw"),
+        # an ellipsis and a contraction: [2, 6] x [6, 8]; MACs = 2*8 * 6
+        helper.make_node("Einsum", ["z", "n"], ["zm"], equation="...i,ij->...j"),
+        helper.make_node("Einsum", ["x"], ["t"], equation="bchw->bhwc"),  # a transpose: no multiplication
+        helper.make_node("Einsum", ["z", "n", "p"], ["abc"], equation="bi,ij,jk->bk"),  # three operands: left out
+    ]
+    inits = [_weights("m", (7, 3)), _weights("n", (6, 8)), _weights("p", (8, 2))]
+    path = _save(tmp_path, nodes, [x, z], outs, inits, "einsum.onnx")
+    assert graph_macs(path) == 2 * 7 * 4 * 5 * 3 + 2 * 8 * 6
+    assert uncounted_ops(path) == ["Einsum"]  # the three-operand one
+    plain = _save(tmp_path, nodes[:3], [x, z], outs[:3], inits[:2], "plain.onnx")
+    assert uncounted_ops(plain) == []
 
 
 def test_spatial_dims_known_only_at_run_time_are_counted_at_the_given_side(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ganexport.serving.instances import HEAVY_KINDS, plan, rewrite, tuned_configs
+from ganexport.serving.instances import HEAVY_KINDS, MAX_INSTANCES, describe_plan, plan, rewrite, tuned_configs
 
 
 def test_heavy_kinds_get_more_instances_than_light_ones_and_every_core_per_request():
@@ -60,8 +60,20 @@ def test_serve_offers_the_overrides_with_their_defaults():
 
     out = CliRunner().invoke(serve, ["--help"], terminal_width=200).output
     assert "--instances N" in out and "--threads N" in out and "planned per kind of model" in out
-    bad = CliRunner().invoke(serve, ["--instances", "0"])
-    assert bad.exit_code == 2 and "--instances" in bad.output
+    for value in ("0", str(MAX_INSTANCES + 1)):  # a typo of 1000 would fill the machine's memory with stubs
+        bad = CliRunner().invoke(serve, ["--instances", value])
+        assert bad.exit_code == 2 and "--instances" in bad.output, value
+
+
+def test_the_start_up_line_says_the_numbers_each_kind_gets_with_one_override():
+    heavy, light = plan(HEAVY_KINDS[0], 4), plan("sample", 4)
+    line = describe_plan(threads=1, cores=4)
+    assert f"diffusion models {heavy[0]} instance(s) x 1 thread(s)" in line and f"others {light[0]} x 1 " in line
+    assert "sharing the cores" not in line  # one thread per instance shares nothing
+    line = describe_plan(instances=3, cores=4)
+    assert f"3 instance(s) x {heavy[1]} thread(s), sharing the cores" in line and f"others 3 x {light[1]} " in line
+    assert "more than the 4 cores" in describe_plan(threads=8, cores=4)
+    assert "more than" not in describe_plan(cores=4)
 
 
 @pytest.mark.integration
