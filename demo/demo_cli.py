@@ -57,7 +57,7 @@ def demo(backend_kind, triton_url, repository, host, auth_file, insecure, triton
     import signal
 
     from ganexport.repository import RepositoryError, check_integrity, default_models
-    from ganexport.serving.addresses import exposure_warning, free_port, open_listen_refusal
+    from ganexport.serving.addresses import check_port, exposure_warning, free_port, open_listen_refusal
     from ganexport.serving.auth import TokenBook, TokenFileError, readable_by_others
     from ganexport.serving.triton_server import ServerError, TritonServer
 
@@ -88,6 +88,10 @@ def demo(backend_kind, triton_url, repository, host, auth_file, insecure, triton
         check_integrity(repository, served)  # Triton and the in-process fallback both read these files
     except RepositoryError as e:
         raise click.ClickException(str(e)) from None
+    try:  # before Triton starts: a busy page port would otherwise end in Gradio's traceback, Triton left to stop
+        check_port(host, port, "the demo page's")
+    except ServerError as e:
+        raise click.ClickException(f"{e}: give another --port") from None
     server = supervisor = None
     remote = triton_url is not None
     if backend_kind.startswith("triton") and triton_url is None:

@@ -408,6 +408,25 @@ def test_the_page_opens_on_a_translated_photo_and_every_tab_shows_a_result_witho
 # --------------------------------------------------------------------------- the command
 
 
+def test_a_busy_page_port_is_one_line_before_triton_starts(published):
+    import socket
+
+    from click.testing import CliRunner
+
+    from ganexport.demo.demo_cli import demo
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(demo, ["--repository", str(published[0]), "--port", str(port),
+                                           "--triton-http-port", "0", "--triton-grpc-port", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip() == f"Error: the demo page's port {port} on 127.0.0.1 is already in use: give " \
+                                    "another --port", result.output
+    assert "Triton serves" not in result.output
+
+
 def test_demo_command_starts_triton_and_the_page_and_ctrl_c_stops_both(published, tmp_path):
     """What `ganexport demo` does, on free ports: Triton + page up, a 640x427 upload comes back 640x427,
     SIGINT stops the demo and the Triton it started."""
