@@ -54,6 +54,50 @@ def test_build_says_which_checkpoint_and_why(tmp_path, tiny_checkpoints, monkeyp
     assert pipeline.built_from("dcgan", tmp_path / "repo").path.resolve() == run.resolve()
 
 
+def _broken_copies(source, folder) -> dict[str, object]:
+    """Copies of ``source`` broken as files are in the wild: a tensor of another size, a missing one, weights of
+    a run that diverged, metadata cut short."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    first = next(k for k, v in tensors.items() if k.startswith("generator.") and v.dim() >= 2)  # what is served
+    cases = {"another size": ({**tensors, first: torch.zeros(2, 2)}, meta),
+             "a missing tensor": ({k: v for k, v in tensors.items() if k != first}, meta),
+             "NaN weights": ({k: v.fill_(float("nan")) if v.is_floating_point() else v
+                              for k, v in ((k, v.clone()) for k, v in tensors.items())}, meta),
+             "damaged metadata": (tensors, {**meta, checkpoint.META_KEY: "{garbage"})}
+    paths = {}
+    for i, (why, (state, metadata)) in enumerate(cases.items()):
+        paths[why] = folder / f"broken{i}.safetensors"
+        save_file(state, str(paths[why]), metadata=metadata)
+    assert json.loads(meta[checkpoint.META_KEY])["model"] == "dcgan"
+    return paths
+
+
+@pytest.mark.parametrize("command", ["build", "export", "verify"])
+def test_a_broken_checkpoint_is_refused_in_one_line(tmp_path, tiny_checkpoints, command):
+    repo = tmp_path / "repo"
+    if command == "verify":
+        pipeline.build("dcgan", checkpoint_path=tiny_checkpoints["dcgan"], repo=repo, log=lambda m: None)
+    where = {"build": ["--repository", str(repo)], "export": ["--out", str(tmp_path / "out")],
+             "verify": ["--repository", str(repo)]}[command]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "broken" not in p.name)
+    words = {"another size": "does not fit its generator net: size mismatch for",
+             "a missing tensor": "does not fit its generator net: Missing key(s)",
+             "NaN weights": "holds NaN or infinite values", "damaged metadata": "its ganexport metadata is damaged"}
+    for why, path in _broken_copies(tiny_checkpoints["dcgan"], tmp_path).items():
+        result = CliRunner().invoke(cli, [command, "--model", "dcgan", "--checkpoint", str(path), *where])
+        assert result.exit_code == 2 and "Traceback" not in result.output, (why, result.output)
+        error = result.output.strip().splitlines()[-1]
+        assert error.startswith("error:") and words[why] in error, (why, result.output)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "broken" not in p.name) == before
+
+
 def test_build_help_states_the_rule():
     out = CliRunner().invoke(cli, ["build", "--help"]).output
     assert "--latest-run" in out and "released weights" in out and "newest" in out

@@ -67,9 +67,22 @@ class Checkpoint:
         return vectors[[stored.index(n) for n in names]]
 
     def build(self, role: str) -> torch.nn.Module:
-        """The net playing ``role``, with its trained weights, in eval mode."""
+        """The net playing ``role``, with its trained weights, in eval mode. Weights that do not fit the net
+        (another size, a missing key) or that hold NaN or infinity (a run that diverged) are refused in one
+        line: such a net exports and even passes parity, NaN against NaN, while serving black images."""
         net = self.spec.build(role, self.image_shape, self.hp)
-        net.load_state_dict({k: v.float() for k, v in self.state[role].items()})
+        weights = {k: v.float() for k, v in self.state.get(role, {}).items()}
+        broken = next((k for k, v in weights.items() if not torch.isfinite(v).all()), None)
+        if broken is not None:
+            raise CheckpointError(f"{self.meta['model']} checkpoint: {role} weight {broken} holds NaN or infinite "
+                                  "values (did the run diverge?)")
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as e:  # torch lists every mismatch on lines of their own: the first says what
+            lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()] or [str(e)]
+            more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+            raise CheckpointError(f"{self.meta['model']} checkpoint does not fit its {role} net: "
+                                  f"{lines[0][:300]}{more}") from None
         return net.eval()
 
 
@@ -148,7 +161,13 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without ganexport metadata; was it written by ganexport?")
-    return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise CheckpointError(f"{path}: its ganexport metadata is damaged (not a JSON object naming its model)")
+    return meta
 
 
 def load(path: str | Path) -> Checkpoint:
