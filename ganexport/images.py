@@ -177,6 +177,9 @@ def check_output(path: str | Path) -> None:
     if fmt is None or fmt not in Image.SAVE:
         raise ImageError(f"{Path(path).name}: name the image format with the extension (.png, lossless; or .jpg, "
                          f".webp ...)")
+    blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # mkdir would say "File exists", which is the wrong way round
+        raise ImageError(f"{path}: cannot write it ({blocker} is a file, not a folder)")
 
 
 def save_image(arr: np.ndarray, path: str | Path) -> Path:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ganexport import catalog
 from ganexport.cli_common import UserError
@@ -88,12 +89,21 @@ def infer(model, backend, url, token, tls_ca, repo, seed, count, label, steps, g
     from ganexport.serving.backends import BackendError, connect
     from ganexport.serving.validation import InvalidInput
 
-    kind = TRITON_MODELS[model][1].kind
+    spec, kind = TRITON_MODELS[model][0], TRITON_MODELS[model][1].kind
     given = [o for o, v in zip(SAMPLER_OPTIONS, (steps, guidance, eta, trajectory or None)) if v is not None]
     if given and kind != "diffuse":
         raise click.UsageError(f"{', '.join(given)}: for diffusion models only; {model} is a {kind} model")
     if edits and kind != "edit":
         raise click.UsageError(f"--edit: for edit models only; {model} is a {kind} model")
+    # an option the model has no use for is a mistake to say, not to drop: the user expects it to do something
+    drawn = kind in ("sample", "diffuse")
+    if label is not None and not (drawn and spec.conditional):
+        raise click.UsageError(f"--label: for class-conditional samplers and diffusion models; {model} takes none")
+    if input_path and drawn:
+        raise click.UsageError(f"--input: for models that take an image; {model} is a {kind} model, it draws its "
+                               "images from noise")
+    if not drawn and click.get_current_context().get_parameter_source("count") != ParameterSource.DEFAULT:
+        raise click.UsageError(f"--n: for samplers and diffusion models; {model} answers one image per input")
     output = Path(output or f"{model}.{'json' if kind == 'encode' else 'png'}")
     if kind != "encode":  # before the work, not after it
         try:

@@ -294,6 +294,10 @@ def test_infer_accepts_and_converts_other_image_modes(onnx_triton, tmp_path, cas
     ("count_above_max_batch", ["--model", SAMPLER, "--n", "MAXPLUS1"], "above max_batch_size"),
     ("count_zero", ["--model", SAMPLER, "--n", "0"], "0 is not in the range"),
     ("translator_without_input", ["--model", TRANSLATOR], "give --input"),
+    ("label_on_an_unconditional_sampler", ["--model", SAMPLER, "--label", "3"], f"{SAMPLER} takes none"),
+    ("label_on_a_translator", ["--model", TRANSLATOR, "--label", "3"], f"{TRANSLATOR} takes none"),
+    ("input_on_a_sampler", ["--model", SAMPLER, "--input", "photo.jpg"], "draws its images from noise"),
+    ("count_on_a_translator", ["--model", TRANSLATOR, "--n", "4"], "one image per input"),
 ])
 def test_infer_refuses_bad_arguments(onnx_triton, raw, sigs, tmp_path, case, args, fragment):
     out = tmp_path / "out.png"
@@ -307,7 +311,8 @@ def test_infer_refuses_an_output_it_cannot_write_in_one_line(onnx_triton, tmp_pa
     """An output without an image extension is refused before any work; one that cannot be written, in a line."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    for out, fragment in ((tmp_path / "grid", "name the image format"), (blocker / "grid.png", "cannot write it")):
+    for out, fragment in ((tmp_path / "grid", "name the image format"),
+                          (blocker / "grid.png", f"cannot write it ({blocker} is a file, not a folder)")):
         result = run_infer(onnx_triton, "--model", SAMPLER, "-o", str(out))
         assert_cli_refused(result, fragment, out)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
