@@ -235,7 +235,9 @@ def _torchscript(path):
     (_truncated, "not a torch weights file, or truncated"),
     (lambda p: p.mkdir(), "is a folder"),
     (_torchscript, "is a TorchScript archive, not weights"),
-], ids=["empty", "truncated", "folder", "torchscript"])
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)), "not a torch weights file"),
+    (lambda p: p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(2000)), "not a torch weights file"),  # a JPEG renamed
+], ids=["empty", "truncated", "folder", "torchscript", "random bytes", "jpeg"])
 def test_a_file_that_is_not_weights_is_told_apart_from_one_that_needs_code(tmp_path, folder, make, words):
     path = tmp_path / "latest_net_G_A.pth"
     make(path)

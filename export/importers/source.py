@@ -56,6 +56,9 @@ def load(path: Path) -> Any:
             warnings.simplefilter("ignore", UserWarning)  # torch's own advice (pickle protocol, jit.load) is not ours
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # torch's restricted unpickler refused: the file names code
+        if not _starts_like_a_pickle(path):  # random bytes, a JPEG renamed .pth: no pickle refused anything
+            raise ImportRefused(f"{path.name}: not a torch weights file (neither a torch.save archive, a pickle "
+                                "nor safetensors)") from None
         found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)|(Unsupported operand \d+)",
                           str(e))
         why = (f"it names {found.group(1)}" if found and found.group(1) else found.group(2) if found
@@ -86,6 +89,14 @@ def _data_only_globals() -> list:
         allowed += [(core.multiarray.scalar, f"{module}.scalar"),
                     (core.multiarray._reconstruct, f"{module}._reconstruct")]
     return allowed + [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")]
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Whether the file holds a pickle torch's unpickler could have refused: torch.save's zip archive (PK), or its
+    legacy format and any pickle of protocol 2 or later, which open with PROTO (0x80) and the protocol."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def _looks_like_safetensors(path: Path) -> bool:
