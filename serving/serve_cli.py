@@ -108,7 +108,8 @@ class _Stop(Exception):
                    "inference straight to Triton, everything else to the Python door behind it; no tokens or TLS), "
                    "'python', the Python door alone, or 'auto': compiled where it is built (make setup) and "
                    "neither tokens nor TLS are asked for.")
-@click.option("--timeout", type=float, default=120.0, help="Seconds to wait for every model to load.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              help="Seconds to wait for every model to load.")
 @click.option("--supervise/--no-supervise", default=True,
               help="Restart Triton when it dies; give a model a fresh stub when its stub exits, stops "
                    "answering its one-image probe (every 15 s), or holds 1.5x its resting memory once idle; "

@@ -63,6 +63,8 @@ def test_serve_offers_the_overrides_with_their_defaults():
     for value in ("0", str(MAX_INSTANCES + 1)):  # a typo of 1000 would fill the machine's memory with stubs
         bad = CliRunner().invoke(serve, ["--instances", value])
         assert bad.exit_code == 2 and "--instances" in bad.output, value
+    bad = CliRunner().invoke(serve, ["--timeout", "0"])  # no server could be ready in no time
+    assert bad.exit_code == 2 and "--timeout" in bad.output
 
 
 def test_the_start_up_line_says_the_numbers_each_kind_gets_with_one_override():
