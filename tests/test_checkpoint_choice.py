@@ -68,8 +68,8 @@ def _broken_copies(source, folder) -> dict[str, object]:
     first = next(k for k, v in tensors.items() if k.startswith("generator.") and v.dim() >= 2)  # what is served
     cases = {"another size": ({**tensors, first: torch.zeros(2, 2)}, meta),
              "a missing tensor": ({k: v for k, v in tensors.items() if k != first}, meta),
-             "NaN weights": ({k: v.fill_(float("nan")) if v.is_floating_point() else v
-                              for k, v in ((k, v.clone()) for k, v in tensors.items())}, meta),
+             "NaN weights": ({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                              for k, v in tensors.items()}, meta),
              "damaged metadata": (tensors, {**meta, checkpoint.META_KEY: "{garbage"})}
     paths = {}
     for i, (why, (state, metadata)) in enumerate(cases.items()):
